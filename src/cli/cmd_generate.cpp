@@ -1,0 +1,64 @@
+// metharme generate: continue a prompt, streaming the new text to stdout.
+#include <cstdio>
+
+#include "chat/generate.h"
+#include "cli/command.h"
+#include "model/llama.h"
+#include "util/error.h"
+
+namespace metharme::cli {
+namespace {
+
+struct Args {
+  std::string model, prompt;
+  int n = 128, threads = 0, ctx = 0;
+  float temp = 0.8f;
+  uint64_t seed = 0;
+  bool seed_set = false, echo = false;
+};
+
+Registrar reg("generate", "Continue a prompt; the new text streams to stdout, timings go to stderr",
+              [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  app.add_option("-m,--model", a->model, "Model folder")->required();
+  app.add_option("-p,--prompt", a->prompt, "Prompt text (empty: start from BOS alone)");
+  app.add_option("-n,--n-predict", a->n, "Tokens to generate")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--temp", a->temp, "Temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--seed", a->seed, "Random seed (default: from the clock)")->each([a](const std::string&) { a->seed_set = true; });
+  app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(model maximum, 4096))");
+  app.add_flag("--echo", a->echo, "Print the prompt before the generated text");
+  add_threads_option(app, a->threads);
+  return [a] {
+    auto w = load_weights(a->model);
+    Tokenizer tok = Tokenizer::from_folder(a->model);
+    RuntimeOptions ro;
+    ro.n_threads = a->threads;
+    ro.n_ctx = a->ctx;
+    LlamaRuntime rt(*w, ro);
+    auto ids = tok.encode(a->prompt, true);
+    GenerateOptions go;
+    go.max_tokens = std::min(a->n, rt.n_ctx() - int(ids.size()));
+    go.sampler.temperature = a->temp;
+    go.sampler.seed = a->seed_set ? a->seed : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+    if (a->echo) {
+      std::fputs(a->prompt.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    auto res = generate(rt, tok, ids, go, [](const std::string& s) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    int n_gen = int(res.tokens.size());
+    std::fprintf(stderr, "prompt: %d tokens in %.3f s (%.2f tok/s); generation: %d tokens in %.3f s (%.2f tok/s); %d threads, %s\n",
+                 res.prompt_tokens, res.prompt_seconds, res.prompt_tokens / std::max(res.prompt_seconds, 1e-9), n_gen,
+                 res.gen_seconds, n_gen > 1 ? (n_gen - 1) / std::max(res.gen_seconds, 1e-9) : 0.0, rt.pool().size(),
+                 w->format.c_str());
+    return 0;
+  };
+});
+
+}  // namespace
+}  // namespace metharme::cli

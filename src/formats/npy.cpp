@@ -1,0 +1,121 @@
+#include "formats/npy.h"
+
+#include <cstring>
+#include <regex>
+
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/half.h"
+
+namespace metharme {
+
+int64_t NpyArray::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> NpyArray::to_f32() const {
+  TensorView t;
+  t.name = "npy";
+  t.dtype = dtype;
+  t.shape = {numel()};
+  t.data = bytes.data();
+  t.nbytes = bytes.size();
+  return tensor_to_f32(t);
+}
+
+std::vector<int64_t> NpyArray::to_i64() const {
+  std::vector<int64_t> out(static_cast<size_t>(numel()));
+  for (size_t i = 0; i < out.size(); ++i) {
+    switch (dtype) {
+      case DType::I32: { int32_t v; std::memcpy(&v, bytes.data() + 4 * i, 4); out[i] = v; break; }
+      case DType::I64: { int64_t v; std::memcpy(&v, bytes.data() + 8 * i, 8); out[i] = v; break; }
+      case DType::I16: { int16_t v; std::memcpy(&v, bytes.data() + 2 * i, 2); out[i] = v; break; }
+      case DType::U8: out[i] = bytes[i]; break;
+      case DType::I8: out[i] = int8_t(bytes[i]); break;
+      default: fail("npy: array of ", dtype_name(dtype), " is not an integer array");
+    }
+  }
+  return out;
+}
+
+NpyArray read_npy(const std::string& path) {
+  std::string s = read_text_file(path);
+  if (s.size() < 10 || std::memcmp(s.data(), "\x93NUMPY", 6) != 0) fail(path, ": not a .npy file");
+  int major = uint8_t(s[6]);
+  size_t hlen, off;
+  if (major == 1) {
+    hlen = uint8_t(s[8]) | (size_t(uint8_t(s[9])) << 8);
+    off = 10;
+  } else if (major == 2 || major == 3) {
+    if (s.size() < 12) fail(path, ": truncated .npy header");
+    uint32_t h;
+    std::memcpy(&h, s.data() + 8, 4);
+    hlen = h;
+    off = 12;
+  } else {
+    fail(path, ": unsupported .npy version ", major);
+  }
+  if (off + hlen > s.size()) fail(path, ": truncated .npy header");
+  std::string header = s.substr(off, hlen);
+  std::smatch m;
+  if (!std::regex_search(header, m, std::regex("'descr':\\s*'([<>|=])([a-zA-Z])(\\d+)'")))
+    fail(path, ": .npy header has no descr");
+  if (m[1] == ">") fail(path, ": big-endian .npy is not supported");
+  std::string kind = m[2], width = m[3];
+  NpyArray a;
+  std::string code = kind + width;
+  if (code == "f4") a.dtype = DType::F32;
+  else if (code == "f2") a.dtype = DType::F16;
+  else if (code == "f8") a.dtype = DType::F64;
+  else if (code == "i4") a.dtype = DType::I32;
+  else if (code == "i8") a.dtype = DType::I64;
+  else if (code == "i2") a.dtype = DType::I16;
+  else if (code == "u1") a.dtype = DType::U8;
+  else if (code == "i1") a.dtype = DType::I8;
+  else fail(path, ": unsupported .npy dtype '", code, "'");
+  if (std::regex_search(header, std::regex("'fortran_order':\\s*True")))
+    fail(path, ": Fortran-order .npy is not supported");
+  if (!std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) fail(path, ": .npy header has no shape");
+  std::string dims = m[1];
+  std::regex num("\\d+");
+  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator(); ++it)
+    a.shape.push_back(std::stoll(it->str()));
+  size_t want = size_t(a.numel()) * dtype_size(a.dtype);
+  size_t data_off = off + hlen;
+  if (s.size() - data_off != want)
+    fail(path, ": .npy data is ", s.size() - data_off, " bytes, expected ", want, " for shape ", shape_str(a.shape));
+  a.bytes.assign(s.begin() + long(data_off), s.end());
+  return a;
+}
+
+void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape, const void* data) {
+  const char* descr = nullptr;
+  switch (dtype) {
+    case DType::F32: descr = "<f4"; break;
+    case DType::F16: descr = "<f2"; break;
+    case DType::F64: descr = "<f8"; break;
+    case DType::I32: descr = "<i4"; break;
+    case DType::I64: descr = "<i8"; break;
+    default: fail(path, ": cannot write ", dtype_name(dtype), " as .npy");
+  }
+  std::string dims;
+  for (size_t i = 0; i < shape.size(); ++i) dims += std::to_string(shape[i]) + ",";
+  if (shape.size() > 1) dims.pop_back();
+  std::string h = cat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (", dims, "), }");
+  while ((10 + h.size() + 1) % 64) h.push_back(' ');
+  h.push_back('\n');
+  std::string out = "\x93NUMPY";
+  out.push_back(1);
+  out.push_back(0);
+  out.push_back(char(h.size() & 0xFF));
+  out.push_back(char(h.size() >> 8));
+  out += h;
+  size_t n = dtype_size(dtype);
+  for (auto d : shape) n *= size_t(d);
+  out.append(static_cast<const char*>(data), n);
+  write_file_atomic(path, out);
+}
+
+}  // namespace metharme

@@ -1,0 +1,25 @@
+// NumPy .npy (format 1.0/2.0, little-endian, C order, no pickles): read and write.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "formats/tensor.h"
+
+namespace metharme {
+
+struct NpyArray {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+
+  int64_t numel() const;
+  std::vector<float> to_f32() const;    // float types
+  std::vector<int64_t> to_i64() const;  // integer types
+};
+
+NpyArray read_npy(const std::string& path);
+void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape, const void* data);
+
+}  // namespace metharme

@@ -1,0 +1,146 @@
+#include "formats/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+
+namespace metharme {
+
+using json = nlohmann::json;
+
+namespace {
+constexpr uint64_t kMaxHeader = 100ull << 20;  // real headers are < 1 MB; refuse absurd sizes
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+  const size_t size = file_.size();
+  if (size < 8) fail(path, ": not a safetensors file (", size, " bytes, need at least 8)");
+  uint64_t n = 0;
+  std::memcpy(&n, file_.data(), 8);
+  if (n > kMaxHeader) fail(path, ": header length ", n, " is implausible (corrupt file?)");
+  if (8 + n > size) fail(path, ": header length ", n, " runs past the end of the file (", size, " bytes)");
+  json header;
+  try {
+    header = json::parse(file_.data() + 8, file_.data() + 8 + n);
+  } catch (const json::parse_error& e) {
+    fail(path, ": header is not valid JSON: ", e.what());
+  }
+  if (!header.is_object()) fail(path, ": header is not a JSON object");
+  const uint8_t* base = file_.data() + 8 + n;
+  const size_t data_size = size - 8 - n;
+
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& e = it.value();
+    if (name == "__metadata__") {
+      if (!e.is_object()) fail(path, ": __metadata__ is not an object");
+      for (auto m = e.begin(); m != e.end(); ++m) {
+        if (!m.value().is_string()) fail(path, ": __metadata__ value '", m.key(), "' is not a string");
+        metadata_[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    auto bad = [&](const std::string& why) { fail(path, ": tensor '", name, "': ", why); };
+    if (!e.is_object()) bad("entry is not an object");
+    if (!e.contains("dtype") || !e["dtype"].is_string()) bad("missing or non-string 'dtype'");
+    if (!e.contains("shape") || !e["shape"].is_array()) bad("missing or non-array 'shape'");
+    if (!e.contains("data_offsets") || !e["data_offsets"].is_array() || e["data_offsets"].size() != 2)
+      bad("'data_offsets' must be [begin, end]");
+    TensorView t;
+    t.name = name;
+    t.source = path;
+    std::string dt = e["dtype"].get<std::string>();
+    if (!dtype_from_name(dt, &t.dtype)) bad("unsupported dtype '" + dt + "'");
+    uint64_t numel = 1;
+    for (const json& d : e["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) bad("shape has a non-integer or negative dimension");
+      t.shape.push_back(d.get<int64_t>());
+      numel *= uint64_t(t.shape.back());
+      if (numel > (1ull << 48)) bad("shape is implausibly large");
+    }
+    const json& off = e["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      bad("data_offsets must be non-negative integers");
+    uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
+    if (b > en) bad(cat("data_offsets [", b, ", ", en, "] are reversed"));
+    if (en > data_size)
+      bad(cat("data_offsets [", b, ", ", en, "] run past the end of the data (", data_size, " bytes)"));
+    uint64_t want = numel * dtype_size(t.dtype);
+    if (en - b != want)
+      bad(cat("byte size ", en - b, " does not match dtype ", dt, " x shape ", shape_str(t.shape), " = ", want));
+    t.data = base + b;
+    t.nbytes = size_t(want);
+    tensors_.push_back(std::move(t));
+  }
+  // No two tensors may share bytes.
+  std::vector<const TensorView*> order;
+  for (const auto& t : tensors_) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->data < b->data; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (order[i - 1]->data + order[i - 1]->nbytes > order[i]->data)
+      fail(path, ": tensors '", order[i - 1]->name, "' and '", order[i]->name, "' overlap");
+  }
+}
+
+const TensorView* SafetensorsFile::find(const std::string& name) const {
+  for (const auto& t : tensors_)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+SafetensorsWriter::SafetensorsWriter(const std::string& path) : out_(path) {}
+
+void SafetensorsWriter::declare(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+  MH_CHECK(!header_done_, "safetensors writer: declare('", name, "') after data was written");
+  size_t numel = 1;
+  for (int64_t d : shape) numel *= size_t(d);
+  size_t n = numel * dtype_size(dtype);
+  decls_.push_back({name, dtype, shape, total_, total_ + n});
+  total_ += n;
+}
+
+void SafetensorsWriter::emit_header() {
+  json h = json::object();
+  if (!metadata_.empty()) h["__metadata__"] = metadata_;
+  for (const auto& d : decls_)
+    h[d.name] = {{"dtype", dtype_name(d.dtype)}, {"shape", d.shape}, {"data_offsets", {d.begin, d.end}}};
+  std::string s = h.dump();
+  while (s.size() % 8) s.push_back(' ');
+  uint64_t n = s.size();
+  out_.write(&n, 8);
+  out_.write(s);
+  header_done_ = true;
+}
+
+void SafetensorsWriter::write(const void* data, size_t n) {
+  if (!header_done_) emit_header();
+  MH_CHECK(written_ + n <= total_, "safetensors writer: more bytes written than declared");
+  out_.write(data, n);
+  written_ += n;
+  while (cur_ < decls_.size() && written_ >= decls_[cur_].end) ++cur_;
+}
+
+void SafetensorsWriter::write_tensor(const std::string& name, const void* data) {
+  // Skip empty tensors the cursor already passed.
+  while (cur_ < decls_.size() && decls_[cur_].begin == decls_[cur_].end && decls_[cur_].name != name) ++cur_;
+  MH_CHECK(cur_ < decls_.size() && decls_[cur_].name == name, "safetensors writer: tensor '", name,
+           "' written out of declaration order");
+  MH_CHECK(written_ == decls_[cur_].begin, "safetensors writer: tensor '", name, "' starts mid-tensor");
+  const Decl& d = decls_[cur_];
+  if (d.end == d.begin) {
+    if (!header_done_) emit_header();
+    ++cur_;
+    return;
+  }
+  write(data, d.end - d.begin);
+}
+
+void SafetensorsWriter::commit() {
+  if (!header_done_) emit_header();
+  MH_CHECK(written_ == total_, "safetensors writer: ", written_, " of ", total_, " bytes written");
+  out_.commit();
+}
+
+}  // namespace metharme

@@ -1,0 +1,34 @@
+// Kernels over dense float matrices stored as f32, f16 or bf16 (weights, KV cache rows).
+// Each ISA fills one DenseKernels table; the scalar table is the reference the tests trust.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/isa.h"
+
+namespace metharme::kernels {
+
+enum class WType : uint8_t { kF32, kF16, kBF16 };
+
+struct DenseKernels {
+  // y[m*ldy + n] = sum_k x[m*ldx + k] * W[n*ldw + k]   for m < M, n0 <= n < n1, k < K.
+  void (*gemm)(WType wt, const void* w, int64_t ldw, const float* x, int64_t ldx, float* y, int64_t ldy,
+               int M, int K, int n0, int n1);
+  // y[k] += sum_{j<n} p[j] * V[j*ldv + k]   for k < K.
+  void (*gemv_t)(WType wt, const void* v, int64_t ldv, const float* p, int n, int K, float* y);
+  // dst[i] = float(src[i]) / src[i] = wt(src[i]) (round to nearest even) for i < n.
+  void (*to_f32)(WType wt, const void* src, float* dst, int64_t n);
+  void (*from_f32)(WType wt, const float* src, void* dst, int64_t n);
+};
+
+const DenseKernels& dense_kernels(Isa isa);
+inline const DenseKernels& dense_kernels() { return dense_kernels(active_isa()); }
+
+size_t wtype_size(WType t);
+
+// Per-ISA tables (the ones this build has; calling one the CPU lacks is undefined).
+const DenseKernels& dense_kernels_scalar();
+const DenseKernels& dense_kernels_avx2();
+
+}  // namespace metharme::kernels

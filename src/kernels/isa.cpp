@@ -1,0 +1,66 @@
+#include "kernels/isa.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace metharme::kernels {
+
+namespace {
+std::atomic<int> g_active{-1};
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512-vnni";
+  }
+  return "?";
+}
+
+bool isa_supported(Isa isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+             __builtin_cpu_supports("bmi2");
+    case Isa::kAvx512:
+      return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
+}
+
+Isa detect_isa() {
+  if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
+  if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+Isa active_isa() {
+  int a = g_active.load(std::memory_order_relaxed);
+  if (a >= 0) return Isa(a);
+  Isa isa = detect_isa();
+  if (const char* env = std::getenv("METHARME_ISA")) {
+    Isa want = isa;
+    if (!std::strcmp(env, "scalar")) want = Isa::kScalar;
+    else if (!std::strcmp(env, "avx2")) want = Isa::kAvx2;
+    else if (!std::strcmp(env, "avx512")) want = Isa::kAvx512;
+    if (int(want) < int(isa)) isa = want;
+  }
+  g_active.store(int(isa), std::memory_order_relaxed);
+  return isa;
+}
+
+void set_active_isa(Isa isa) {
+  if (!isa_supported(isa)) throw std::runtime_error(std::string("this CPU does not support ") + isa_name(isa));
+  g_active.store(int(isa), std::memory_order_relaxed);
+}
+
+}  // namespace metharme::kernels

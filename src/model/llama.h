@@ -1,0 +1,89 @@
+// The LLaMA forward pass: batched over tokens of one or many sequences, with a KV cache.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "ops/rope.h"
+#include "util/buffer.h"
+#include "util/thread_pool.h"
+
+namespace metharme {
+
+// One token to evaluate: its id, its position in its sequence, which sequence (KV slot), and
+// whether its next-token logits are wanted.
+struct BatchToken {
+  int32_t id;
+  int32_t pos;
+  int32_t seq = 0;
+  bool logits = false;
+};
+
+struct RuntimeOptions {
+  int n_ctx = 0;         // positions per sequence; 0 = min(max_position_embeddings, 4096)
+  int n_seq = 1;         // independent sequences (KV slots)
+  int max_batch = 512;   // tokens per internal step; longer batches are split
+  int n_threads = 0;     // 0 = all CPUs this process may use
+  kernels::WType kv_type = kernels::WType::kF32;
+};
+
+// Where the inputs of a layer's linears appear (for quantization and analysis).
+enum class LinearSlot { kQKV, kO, kGateUp, kDown };
+
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  // x: [M][width] activations about to enter the linears of `slot` in `layer`.
+  virtual void on_input(int layer, LinearSlot slot, const float* x, int M, int width) = 0;
+};
+
+class LlamaRuntime {
+ public:
+  LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt);
+
+  const ModelWeights& weights() const { return *w_; }
+  const LlamaConfig& config() const { return w_->config; }
+  int n_ctx() const { return kv_.n_ctx(); }
+  int n_vocab() const { return w_->config.vocab_size; }
+  KvCache& kv() { return kv_; }
+  ThreadPool& pool() { return pool_; }
+  void set_observer(LinearObserver* o) { observer_ = o; }
+
+  // Evaluates `tokens` (any mix of sequences; within a sequence in position order, positions
+  // below each token's already in the cache). Writes one row of n_vocab() logits to `logits`
+  // for every token with .logits set, in batch order.
+  void forward(std::span<const BatchToken> tokens, float* logits);
+
+  // One sequence: evaluates ids at positions pos0.. and returns the last token's logits
+  // (an internal buffer valid until the next call).
+  const float* eval(std::span<const int> ids, int pos0, int seq = 0);
+
+  // Hidden states after the final norm for the last forward() batch is not kept; these expose
+  // the pieces for tools that walk the model layer by layer.
+  void embed(std::span<const BatchToken> tokens, float* x) const;  // x: [n][d]
+  void layer_forward(int layer, std::span<const BatchToken> tokens, float* x);
+
+ private:
+  void step(std::span<const BatchToken> tokens, float* logits);
+  template <class F>
+  void per_token(int n, F&& f);
+
+  const ModelWeights* w_;
+  RuntimeOptions opt_;
+  ThreadPool pool_;
+  KvCache kv_;
+  ops::RopeTable rope_;
+  LinearObserver* observer_ = nullptr;
+  int group_ = 1;  // query heads per kv head
+
+  // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, logits_;
+  std::vector<int> logit_rows_;
+  std::vector<BatchToken> eval_batch_;
+};
+
+}  // namespace metharme

@@ -1,0 +1,48 @@
+// Linear layers y = x W^T over any weight storage the kernels support.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/dense.h"
+#include "util/thread_pool.h"
+
+namespace metharme::ops {
+
+struct Q4Weight;  // ops/q4_linear.h
+
+// Dense weight [n_out][n_in] row-major, row stride `ld` elements; usually points into the mmap.
+struct DenseWeight {
+  kernels::WType type = kernels::WType::kF32;
+  const void* data = nullptr;
+  int64_t ld = 0;
+};
+
+struct Linear {
+  enum class Kind : uint8_t { kNone, kDense, kQ4 };
+  Kind kind = Kind::kNone;
+  int n_out = 0;  // N
+  int n_in = 0;   // K
+  DenseWeight dense;
+  std::shared_ptr<const Q4Weight> q4;  // repacked int4 weights (ops/q4_linear.h), when kind == kQ4
+  std::vector<uint8_t> owned;      // storage for converted dense weights, if not mapped
+
+  size_t weight_bytes() const;     // bytes read per use (for bandwidth figures)
+  std::string describe() const;    // "f16", "q4 g128", ...
+};
+
+Linear make_dense_linear(kernels::WType type, const void* data, int n_out, int n_in);
+
+// y[m][n] = sum_k x[m][k] W[n][k] for m < M; x is [M][n_in], y is [M][n_out] (row strides = widths).
+void linear(const Linear& w, const float* x, int M, float* y, ThreadPool& pool);
+
+// Several linears that read the same x, in one parallel job (q/k/v, gate/up).
+struct LinearOut {
+  const Linear* w;
+  float* y;
+};
+void linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, ThreadPool& pool);
+
+}  // namespace metharme::ops

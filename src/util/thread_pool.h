@@ -1,0 +1,70 @@
+// A persistent pool of worker threads. The caller thread takes part in every job, so a pool of
+// n threads starts n-1 workers. Jobs are split into tasks taken with an atomic counter.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace metharme {
+
+// Non-owning reference to a callable; avoids std::function's allocation in hot loops.
+template <class Sig>
+class FunctionRef;
+template <class R, class... A>
+class FunctionRef<R(A...)> {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f)  // NOLINT(google-explicit-constructor)
+      : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o, A... a) -> R { return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...); }) {}
+  R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, A...);
+};
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Runs fn(task, thread) for every task in [0, n_tasks); thread in [0, size()).
+  // Returns when all tasks are done. Not re-entrant: one job at a time per pool.
+  void run(int n_tasks, FunctionRef<void(int, int)> fn);
+
+  // Splits [0, n) into about `chunks_per_thread * size()` contiguous ranges (each a multiple of
+  // `align` except the last) and runs fn(begin, end, thread) for each.
+  void parallel_for(int64_t n, int64_t align, FunctionRef<void(int64_t, int64_t, int)> fn,
+                    int chunks_per_thread = 1);
+
+ private:
+  void worker(int index);
+  void work_on_job(int thread);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> next_task_{0};
+  std::atomic<int> busy_workers_{0};
+  int n_tasks_ = 0;
+  FunctionRef<void(int, int)>* job_ = nullptr;
+  bool stop_ = false;
+};
+
+// Threads to use when the user gives none: the number of CPUs this process may run on.
+int default_thread_count();
+
+}  // namespace metharme
