@@ -18,7 +18,7 @@ GenerateResult generate(LlamaRuntime& rt, const Tokenizer& tok, const std::vecto
   res.tokens.reserve(size_t(opt.max_tokens));
   std::vector<int> history(prompt_ids);
   history.reserve(history.size() + size_t(opt.max_tokens));
-  Sampler sampler(opt.sampler, rt.n_vocab());
+  Sampler sampler(opt.sampler, rt.n_vocab(), tok.eos());
   // Text continues the prompt, so no dummy-prefix space is dropped unless the prompt is only BOS.
   bool prompt_has_text = false;
   for (int id : prompt_ids)
