@@ -21,9 +21,9 @@ std::string get_string(const json& j, const char* key, const std::string& where)
 }  // namespace
 
 std::string conversation_to_json(const Conversation& c) {
-  json msgs = json::array();
+  nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const Message& m : c.messages) msgs.push_back({{"role", role_name(m.role)}, {"text", m.text}});
-  json j = {{"format", kFormat}, {"version", kVersion}, {"system", c.system}, {"memory", c.memory}, {"messages", msgs}};
+  nlohmann::ordered_json j = {{"format", kFormat}, {"version", kVersion}, {"system", c.system}, {"memory", c.memory}, {"messages", msgs}};
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
