@@ -102,6 +102,7 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
       if (it != c.items.end() && it->id == id) it->logit += bias;
     }
   }
+  keep_most_likely(c, kMaxCandidates);
   for (int s : order_) {
     switch (s) {
       case 0: apply_top_k(c, p_.top_k); break;

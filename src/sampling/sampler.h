@@ -34,6 +34,9 @@ struct SamplerParams {
 };
 
 constexpr int kSamplerCount = 7;
+// Before the samplers run, only this many of the most likely tokens stay candidates, as in
+// KoboldCpp; it bounds the cost of the samplers that sort (top-p, tail-free, typical).
+constexpr size_t kMaxCandidates = 5000;
 const char* sampler_name(int id);  // "top_k", ... "rep_pen"
 
 // "" when p is usable with a vocabulary of n_vocab tokens, else a one-line message naming the

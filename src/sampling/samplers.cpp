@@ -54,6 +54,13 @@ void Candidates::softmax() {
   for (double& v : p) v /= sum;
 }
 
+void keep_most_likely(Candidates& c, size_t n) {
+  if (n == 0 || n >= c.items.size()) return;
+  std::nth_element(c.items.begin(), c.items.begin() + std::ptrdiff_t(n), c.items.end(), before);
+  truncate(c.items, n);
+  c.sorted = false;
+}
+
 void apply_top_k(Candidates& c, int k) {
   if (k <= 0 || size_t(k) >= c.items.size()) return;
   if (!c.sorted) {
@@ -136,7 +143,9 @@ void apply_typical(Candidates& c, float mass) {
   auto& idx = c.idx;
   idx.resize(n);
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return dist[size_t(a)] < dist[size_t(b)]; });
+  std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+    return dist[size_t(a)] < dist[size_t(b)] || (dist[size_t(a)] == dist[size_t(b)] && a < b);
+  });
   double cum = 0;
   size_t keep = n;
   for (size_t i = 0; i < n; ++i) {

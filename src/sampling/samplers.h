@@ -29,6 +29,9 @@ struct Candidates {
   void softmax();  // fills p from the current logits
 };
 
+// Keeps the n most likely tokens, in no particular order (O(size)); a cheap first cut.
+void keep_most_likely(Candidates& c, size_t n);
+
 // Sampler steps. Neutral values (k <= 0, a <= 0, p >= 1, z >= 1, T == 1, penalty 1) do nothing.
 void apply_top_k(Candidates& c, int k);
 void apply_top_a(Candidates& c, float a);        // remove p < a * p_max^2
