@@ -131,6 +131,21 @@ TEST(KvReuse, PrefixReuseEqualsFullPrefillAtFullDepth) {
   EXPECT_LE(test::max_abs_diff(got.data(), r, size_t(V)), 1e-4f);
 }
 
+TEST(KvReuse, AbortStopsThePrefillAndTheCacheKnowsWhatItHolds) {
+  auto m = test::load_model(test::fixture("models/llama-rand-h256"), 1, 512);
+  KvContext ctx(*m.rt, 0);
+  auto A = join({{1}, random_ids(20, 21)});
+  ctx.sync(A);
+  std::atomic<bool> abort{true};
+  auto B = join({A, random_ids(200, 22)});
+  EXPECT_EQ(ctx.sync(B, true, &abort), nullptr);
+  EXPECT_EQ(ctx.tokens(), A) << "nothing new was evaluated";
+  abort = false;
+  EXPECT_NE(ctx.sync(B, true, &abort), nullptr);
+  EXPECT_EQ(ctx.tokens(), B);
+  EXPECT_EQ(ctx.last_plan().keep, int(A.size()));
+}
+
 GenerateOptions greedy(int n) {
   GenerateOptions go;
   go.max_tokens = n;

@@ -43,11 +43,12 @@ GenerateResult generate(KvContext& ctx, const Tokenizer& tok, const std::vector<
   };
 
   auto t0 = clock::now();
-  const float* logits = ctx.sync(prompt_ids, opt.context_shift);
+  const float* logits = ctx.sync(prompt_ids, opt.context_shift, opt.abort);
   res.prompt_reused = ctx.last_plan().keep + ctx.last_plan().shifted;
   auto t1 = clock::now();
   res.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
-  for (int i = 0; i < max_tokens; ++i) {
+  if (!logits) res.finish = FinishReason::kAborted;
+  for (int i = 0; logits && i < max_tokens; ++i) {
     if (opt.abort && opt.abort->load(std::memory_order_relaxed)) {
       res.finish = FinishReason::kAborted;
       break;

@@ -46,18 +46,24 @@ KvContext::KvContext(LlamaRuntime& rt, int seq) : rt_(&rt), seq_(seq) {
   tokens_.reserve(size_t(rt.n_ctx()));
 }
 
-const float* KvContext::sync(std::span<const int> prompt, bool allow_shift) {
+const float* KvContext::sync(std::span<const int> prompt, bool allow_shift, const std::atomic<bool>* abort) {
   MH_CHECK(!prompt.empty(), "the prompt has no tokens");
   if (int(prompt.size()) > rt_->n_ctx())
     fail("the prompt (", prompt.size(), " tokens) is longer than the context (", rt_->n_ctx(), " tokens)");
   plan_ = plan_kv_reuse(tokens_, prompt, allow_shift ? kMinShift : 0);
   if (plan_.shifted > 0)
     rt_->kv().shift(seq_, plan_.keep + plan_.drop, plan_.keep, plan_.shifted, rt_->config().rope_theta);
-  // Until the evaluation succeeds the cache is only known to hold the reused part.
-  const size_t reused = size_t(plan_.keep + plan_.shifted);
-  tokens_.assign(prompt.begin(), prompt.begin() + std::ptrdiff_t(reused));
-  const float* logits = rt_->eval(prompt.subspan(reused), int(reused), seq_);
-  tokens_.insert(tokens_.end(), prompt.begin() + std::ptrdiff_t(reused), prompt.end());
+  // The cache is only known to hold what has been evaluated so far.
+  size_t done = size_t(plan_.keep + plan_.shifted);
+  tokens_.assign(prompt.begin(), prompt.begin() + std::ptrdiff_t(done));
+  const float* logits = nullptr;
+  while (done < prompt.size()) {
+    if (abort && abort->load(std::memory_order_relaxed)) return nullptr;
+    size_t n = abort ? std::min(kAbortChunk, prompt.size() - done) : prompt.size() - done;
+    logits = rt_->eval(prompt.subspan(done, n), int(done), seq_);
+    tokens_.insert(tokens_.end(), prompt.begin() + std::ptrdiff_t(done), prompt.begin() + std::ptrdiff_t(done + n));
+    done += n;
+  }
   return logits;
 }
 

@@ -3,6 +3,7 @@
 // "context shift").
 #pragma once
 
+#include <atomic>
 #include <span>
 #include <vector>
 
@@ -30,6 +31,7 @@ KvPlan plan_kv_reuse(std::span<const int> cached, std::span<const int> prompt, i
 class KvContext {
  public:
   static constexpr int kMinShift = 8;
+  static constexpr size_t kAbortChunk = 64;  // prompt tokens evaluated between abort checks
 
   explicit KvContext(LlamaRuntime& rt, int seq = 0);
 
@@ -41,8 +43,9 @@ class KvContext {
 
   // Makes the cache hold exactly `prompt` and returns the logits after its last token (valid
   // until the next evaluation). allow_shift = false re-evaluates everything after the common
-  // prefix instead of shifting.
-  const float* sync(std::span<const int> prompt, bool allow_shift = true);
+  // prefix instead of shifting. When *abort turns true the evaluation stops between chunks
+  // and nullptr is returned; the cache then holds the part evaluated so far.
+  const float* sync(std::span<const int> prompt, bool allow_shift = true, const std::atomic<bool>* abort = nullptr);
   // Evaluates one more token at position size().
   const float* append(int id);
   const KvPlan& last_plan() const { return plan_; }

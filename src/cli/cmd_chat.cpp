@@ -264,7 +264,6 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
   add_threads_option(app, a->threads);
   auto sf = add_sampler_flags(app);
   return [a, sf] {
-    install_sigint();
     if (!a->system_file.empty()) a->system = file_text(a->system_file);
     if (!a->memory_file.empty()) a->memory = file_text(a->memory_file);
     auto w = load_weights(a->model);
@@ -286,6 +285,7 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
     if (!a->load.empty()) chat.conversation() = load_conversation(a->load);
     if (!a->system.empty() || a->load.empty()) chat.conversation().system = a->system;
     if (!a->memory.empty() || a->load.empty()) chat.conversation().memory = a->memory;
+    install_sigint();  // from here on Ctrl-C stops a reply instead of the program
     const bool tty = ::isatty(0);
     if (tty)
       std::fprintf(stderr,
