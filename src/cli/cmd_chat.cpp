@@ -113,14 +113,14 @@ class ChatRepl {
         std::fputs("\n(Ctrl-D or /quit to leave)\n", stderr);
         continue;
       }
-      if (text.empty()) continue;
+      if (text.find_first_not_of(" \t") == std::string::npos) continue;
       try {
         if (text[0] == '/' && text.compare(0, 2, "//") != 0) {
           if (!command(text)) break;
         } else {
           reply(text[0] == '/' ? text.substr(1) : text, false);
         }
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {  // the chat goes on
         std::fprintf(stderr, "error: %s\n", e.what());
         failed_ = true;
       }
