@@ -112,6 +112,23 @@ TEST(TorchFixtures, GptqPtTensorsEqualTheSafetensorsCheckpointByteForByte) {
                       TensorStore::open_folder(test::fixture("gptq/gptq-4bit-actorder-g32")));
 }
 
+TEST(TorchFixtures, GptqPtGivesExactlyTheLogitsOfTheSafetensorsCheckpoint) {
+  const std::string pt = test::fixture("torch/gptq-4bit-actorder-g32-pt");
+  const std::string ref = test::fixture("gptq/gptq-4bit-actorder-g32");
+  auto got = test::load_model(pt);
+  auto want = test::load_model(ref);
+  EXPECT_EQ(got.weights->format, want.weights->format);
+  EXPECT_NE(got.weights->format.find("4"), std::string::npos) << got.weights->format;
+  auto g = test::read_json(ref + "/golden_logits.json");
+  for (const auto& p : g["prompts"]) {
+    auto ids = p["input_ids"].get<std::vector<int>>();
+    auto a = test::all_logits(*got.rt, ids);
+    auto b = test::all_logits(*want.rt, ids);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(test::max_abs_diff(a.data(), b.data(), a.size()), 0.0f);
+  }
+}
+
 TEST(TorchFixtures, MaliciousPickleIsRefusedAndItsPayloadNeverRuns) {
   const char* marker = "/tmp/metharme-pwned";  // what the fixture's os.system call would create
   std::remove(marker);
