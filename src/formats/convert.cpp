@@ -44,41 +44,55 @@ const char* torch_dtype_name(DType t) {
   }
 }
 
-float load_f32(const uint8_t* p, DType t, size_t i) {
-  switch (t) {
-    case DType::F32: {
-      float f;
-      std::memcpy(&f, p + i * 4, 4);
-      return f;
+float ld_f32(const uint8_t* p, size_t i) {
+  float f;
+  std::memcpy(&f, p + i * 4, 4);
+  return f;
+}
+float ld_f64(const uint8_t* p, size_t i) {
+  double d;
+  std::memcpy(&d, p + i * 8, 8);
+  return float(d);
+}
+float ld_f16(const uint8_t* p, size_t i) {
+  uint16_t h;
+  std::memcpy(&h, p + i * 2, 2);
+  return fp16_to_f32(h);
+}
+float ld_bf16(const uint8_t* p, size_t i) {
+  uint16_t h;
+  std::memcpy(&h, p + i * 2, 2);
+  return bf16_to_f32(h);
+}
+
+// One loop per (source, target) pair, so the type switch runs once per block, not per element.
+template <float (*Load)(const uint8_t*, size_t)>
+void convert_from(const uint8_t* src, uint8_t* dst, DType to, size_t n) {
+  if (to == DType::F32) {
+    for (size_t i = 0; i < n; ++i) {
+      float f = Load(src, i);
+      std::memcpy(dst + i * 4, &f, 4);
     }
-    case DType::F64: {
-      double d;
-      std::memcpy(&d, p + i * 8, 8);
-      return float(d);
+  } else if (to == DType::F16) {
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h = f32_to_fp16(Load(src, i));
+      std::memcpy(dst + i * 2, &h, 2);
     }
-    case DType::F16: {
-      uint16_t h;
-      std::memcpy(&h, p + i * 2, 2);
-      return fp16_to_f32(h);
-    }
-    default: {  // BF16
-      uint16_t h;
-      std::memcpy(&h, p + i * 2, 2);
-      return bf16_to_f32(h);
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h = f32_to_bf16(Load(src, i));
+      std::memcpy(dst + i * 2, &h, 2);
     }
   }
 }
 
-// Converts n elements of type `from` to type `to` (F32, F16 or BF16).
+// Converts n elements of float type `from` to `to` (F32, F16 or BF16), rounding to nearest even.
 void convert_block(const uint8_t* src, DType from, uint8_t* dst, DType to, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    float f = load_f32(src, from, i);
-    if (to == DType::F32) {
-      std::memcpy(dst + i * 4, &f, 4);
-    } else {
-      uint16_t h = to == DType::F16 ? f32_to_fp16(f) : f32_to_bf16(f);
-      std::memcpy(dst + i * 2, &h, 2);
-    }
+  switch (from) {
+    case DType::F32: return convert_from<ld_f32>(src, dst, to, n);
+    case DType::F64: return convert_from<ld_f64>(src, dst, to, n);
+    case DType::F16: return convert_from<ld_f16>(src, dst, to, n);
+    default: return convert_from<ld_bf16>(src, dst, to, n);
   }
 }
 
