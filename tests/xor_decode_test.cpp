@@ -201,6 +201,8 @@ TEST(XorDecode, RawAndGzipPayloadsOfEveryLengthInSmallBlocks) {
   test::write_bytes(base + "/meta.json", R"({"old": true})");
   test::write_bytes(payload + "/meta.json", "{\"new\": [1, 2]}\n");
   targets["meta.json"] = "{\"new\": [1, 2]}\n";
+  test::write_bytes(payload + "/README.md", "# A fine-tune\n");  // no base file: copied
+  targets["README.md"] = "# A fine-tune\n";
 
   XorDecodeOptions o;
   o.progress = false;
@@ -219,6 +221,8 @@ TEST(XorDecode, RawAndGzipPayloadsOfEveryLengthInSmallBlocks) {
   EXPECT_EQ(test::read_bytes(out + "/checksums.sha256"), manifest);
   EXPECT_NE(std::find(lines.begin(), lines.end(), "same.bin: xor, 10000 bytes, not listed in any checksum file"), lines.end());
   EXPECT_NE(std::find(lines.begin(), lines.end(), "meta.json: copied (plain JSON), 16 bytes, not listed in any checksum file"),
+            lines.end());
+  EXPECT_NE(std::find(lines.begin(), lines.end(), "README.md: copied (no base file), 14 bytes, not listed in any checksum file"),
             lines.end());
 
   // Both checksum formats, sha256 via a SHA256SUMS file in BSD style, verify the same output.
@@ -275,7 +279,7 @@ TEST(XorDecode, DamagedOrIncompleteInputsFailCleanly) {
   test::write_bytes(payload + "/extra.bin", gzip("x"));
   r = test::run_cli({"xor-decode", "--base", kBase, "--xor", payload, "-o", out});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("extra.bin: XOR payload has no same-named file in the base folder"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("extra.bin: gzip XOR payload has no same-named file in the base folder"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
 
   r = test::run_cli({"xor-decode", "--base", tmp / "nope", "--xor", payload, "-o", out});

@@ -51,6 +51,7 @@ const char* kind_label(Kind k) {
     case Kind::kXor: return "xor";
     case Kind::kXorGzip: return "xor (gzip payload)";
     case Kind::kCopyJson: return "copied (plain JSON)";
+    case Kind::kCopyNoBase: return "copied (no base file)";
     default: return "copied (checksum list)";
   }
 }
@@ -196,8 +197,13 @@ XorDecodeResult xor_decode(const std::string& base_dir, const std::string& paylo
     } else if (parses_as_json(path)) {
       p.kind = Kind::kCopyJson;
     }
-    if ((p.kind == Kind::kXor || p.kind == Kind::kXorGzip) && !fs::is_regular_file(p.base))
-      fail(path.string(), ": XOR payload has no same-named file in the base folder ", base_dir);
+    if ((p.kind == Kind::kXor || p.kind == Kind::kXorGzip) && !fs::is_regular_file(p.base)) {
+      // A gzip payload needs its base; other files without one (README.md, .gitattributes) are
+      // not payloads and travel as they are.
+      if (p.kind == Kind::kXorGzip)
+        fail(path.string(), ": gzip XOR payload has no same-named file in the base folder ", base_dir);
+      p.kind = Kind::kCopyNoBase;
+    }
     plan.push_back(std::move(p));
   }
   // name -> (list, entry) for every listed checksum.

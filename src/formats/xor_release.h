@@ -4,7 +4,8 @@
 //
 // Payload files are handled by kind: checksum lists (*.md5, *.sha256, MD5SUMS, checksums*, ...)
 // are copied and checked against; gzip files (by magic) are inflated on the fly and XOR'd; files
-// that parse as JSON are copied; anything else is XOR'd as raw bytes. Decoding streams in blocks
+// that parse as JSON are copied; anything else is XOR'd as raw bytes when the base has a file of
+// that name and copied otherwise (README.md, ...). A gzip payload without a base file is an error. Decoding streams in blocks
 // (memory does not grow with file size) into a staging folder that is renamed into place only
 // when every listed checksum matches.
 #pragma once
@@ -25,7 +26,7 @@ struct XorDecodeOptions {
 };
 
 struct XorFileResult {
-  enum class Kind { kXor, kXorGzip, kCopyJson, kChecksumList };
+  enum class Kind { kXor, kXorGzip, kCopyJson, kCopyNoBase, kChecksumList };
   enum class Check { kNotListed, kOk, kMismatch };
   std::string name;
   Kind kind = Kind::kXor;
