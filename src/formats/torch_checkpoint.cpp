@@ -110,6 +110,8 @@ TensorView make_view(const std::string& name, const PyObj* t, const RootStorage&
   if (last >= st->numel)
     fail(what, " (shape ", shape_str(t->shape), ", offset ", t->offset, ", stride ", shape_str(t->stride),
          ") reaches element ", last, " of storage '", st->s, "', which holds ", st->numel, " elements");
+  if (n > st->numel)  // only overlapping strides (e.g. an expanded tensor) can do this
+    fail(what, " has ", n, " elements but its storage only ", st->numel, " (overlapping strides are not supported)");
   bool contiguous = true;
   int64_t expect = 1;
   for (size_t i = t->shape.size(); i-- > 0;) {

@@ -57,7 +57,7 @@ constexpr DtypeName kDtypes[] = {
     {"short", DType::I16},   {"uint8", DType::U8},     {"int8", DType::I8},     {"bool", DType::BOOL},
 };
 
-constexpr size_t kMaxObjects = 4u << 20;  // a LLaMA-65B state dict needs ~20k; refuse pickle bombs
+constexpr size_t kMaxObjects = 1u << 20;  // a LLaMA-65B state dict needs ~20k; refuse pickle bombs
 constexpr int kMaxRank = 16;
 
 uint64_t rd_le(const uint8_t* p, int n) {

@@ -104,6 +104,8 @@ void ZipReader::read_directory() {
       fail(path, ": entry '", e.name, "' uses compression method ", e.method, " (only stored and deflate are supported)");
     if (e.method == 0 && e.compressed != e.size)
       fail(path, ": stored entry '", e.name, "' has compressed size ", e.compressed, " != size ", e.size);
+    if (e.method == 8 && e.size / 1032 > e.compressed + 1)  // deflate cannot expand more than ~1032:1
+      fail(path, ": entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed, " compressed (corrupt)");
     if (local + kLocalSize > size || rd32(d + local) != kLocalSig)
       fail(path, ": entry '", e.name, "': local header missing at offset ", local, " (truncated or corrupt file)");
     e.data_offset = local + kLocalSize + rd16(d + local + 26) + rd16(d + local + 28);
