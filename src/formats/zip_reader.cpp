@@ -175,17 +175,4 @@ void ZipReader::extract(const ZipEntry& e, std::vector<uint8_t>& out) const {
   if (crc32_z(0, out.data(), out.size()) != e.crc32) fail(path(), ": entry '", e.name, "': CRC-32 mismatch (corrupt file)");
 }
 
-bool ZipReader::crc_ok(const ZipEntry& e) const {
-  if (e.method != 0) {
-    std::vector<uint8_t> tmp;
-    try {
-      extract(e, tmp);
-    } catch (const Error&) {
-      return false;
-    }
-    return true;
-  }
-  return crc32_z(0, file_.data() + e.data_offset, size_t(e.size)) == e.crc32;
-}
-
 }  // namespace metharme

@@ -35,8 +35,6 @@ class ZipReader {
   const uint8_t* stored_data(const ZipEntry& e) const;
   // Any entry, extracted into `out` (CRC checked). Prefer stored_data() for big STORED entries.
   void extract(const ZipEntry& e, std::vector<uint8_t>& out) const;
-  // Checks the CRC-32 of an entry's extracted bytes.
-  bool crc_ok(const ZipEntry& e) const;
 
   static bool looks_like_zip(const uint8_t* p, size_t n);  // local-header signature at offset 0
 
