@@ -1,0 +1,195 @@
+// metharme perplexity: GPTQ-for-LLaMa's and llama.cpp's perplexity protocols, KL-divergence
+// against a base model, and a comparison table across models and datasets.
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cli/command.h"
+#include "eval/corpus.h"
+#include "eval/eval_set.h"
+#include "eval/perplexity.h"
+#include "eval/report.h"
+#include "model/llama.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/progress.h"
+
+namespace metharme::cli {
+namespace {
+
+using namespace metharme::eval;
+
+struct Args {
+  std::vector<std::string> models, datasets, data;
+  std::string protocol = "gptq", kld_base;
+  int seqlen = 2048, ctx = 512, limit = 0, threads = 0;
+  bool json = false, no_progress = false;
+  CLI::Option *seqlen_opt = nullptr, *ctx_opt = nullptr;
+};
+
+struct Loaded {
+  std::string path;
+  std::unique_ptr<ModelWeights> weights;
+  std::unique_ptr<LlamaRuntime> rt;
+};
+
+std::string label_of(const std::string& path) {
+  std::filesystem::path p(path);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();
+  return p.filename().string().empty() ? path : p.filename().string();
+}
+
+std::string canonical(const std::string& p) {
+  std::error_code ec;
+  auto c = std::filesystem::weakly_canonical(p, ec);
+  return ec ? p : c.string();
+}
+
+Loaded load(const std::string& path, int n_ctx, int threads) {
+  Loaded l;
+  l.path = path;
+  l.weights = load_weights(path);
+  if (n_ctx > l.weights->config.max_position_embeddings)
+    std::fprintf(stderr, "warning: %s: windows of %d tokens exceed the model's max_position_embeddings (%d)\n",
+                 path.c_str(), n_ctx, l.weights->config.max_position_embeddings);
+  RuntimeOptions ro;
+  ro.n_ctx = n_ctx;
+  ro.n_threads = threads;
+  l.rt = std::make_unique<LlamaRuntime>(*l.weights, ro);
+  return l;
+}
+
+// Perplexities are only comparable when every model reads the same token ids.
+void check_same_vocab(const Tokenizer& a, const std::string& a_dir, const std::string& b_dir) {
+  Tokenizer b = Tokenizer::from_folder(b_dir);
+  bool same = a.vocab_size() == b.vocab_size();
+  for (int id = 0; same && id < a.vocab_size(); ++id) same = a.piece(id) == b.piece(id);
+  MH_CHECK(same, b_dir, ": its tokenizer differs from ", a_dir, "'s; perplexities would not be comparable");
+}
+
+std::string running_detail(const EvalResult& r, bool with_base) {
+  std::string d = "ppl";
+  for (const ModelScores& m : r.models) d += cat(" ", m.ppl());
+  if (with_base) d += cat(" (base ", r.base.ppl(), ")");
+  return d;
+}
+
+int run(const Args& a) {
+  const Protocol protocol = parse_protocol(a.protocol);
+  if (protocol == Protocol::kGptq && a.ctx_opt->count())
+    fail("--ctx applies to --protocol llamacpp; the gptq protocol's window is --seqlen");
+  if (protocol == Protocol::kLlamaCpp && a.seqlen_opt->count())
+    fail("--seqlen applies to --protocol gptq; the llamacpp protocol's window is --ctx");
+  MH_CHECK(!a.data.empty(), "--data FILE is required (the evaluation text)");
+  std::vector<std::string> datasets = a.datasets;
+  if (datasets.empty()) datasets.assign(a.data.size(), "text");
+  MH_CHECK(datasets.size() == a.data.size(), "give one --dataset per --data file (", datasets.size(), " datasets, ",
+           a.data.size(), " files)");
+  const int window = protocol == Protocol::kGptq ? a.seqlen : a.ctx;
+
+  // Tokenize every dataset once, with the first model's tokenizer.
+  const std::string& tok_dir = a.models[0];
+  Tokenizer tok = Tokenizer::from_folder(tok_dir);
+  for (size_t i = 1; i < a.models.size(); ++i) check_same_vocab(tok, tok_dir, a.models[i]);
+  if (!a.kld_base.empty()) check_same_vocab(tok, tok_dir, a.kld_base);
+  std::vector<EvalSet> sets;
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    Dataset d = parse_dataset(datasets[i]);
+    Corpus corpus = read_corpus(a.data[i], d);
+    sets.push_back(build_eval_set(corpus, d, tok, {protocol, window, a.limit}));
+  }
+
+  Report report;
+  for (const EvalSet& s : sets) report.sets.push_back(&s);
+  const bool progress = !a.no_progress;
+  auto eval_with_progress = [&](const EvalSet& s, std::vector<LlamaRuntime*> rts, LlamaRuntime* base,
+                                const std::string& who) {
+    int forwards = int(rts.size()) + (base ? 1 : 0);
+    for (LlamaRuntime* rt : rts) forwards -= rt == base;
+    Progress bar(cat("perplexity ", dataset_name(s.dataset), " ", who), int64_t(s.n_windows()) * s.window * forwards,
+                 "tok", progress);
+    EvalOptions eo;
+    eo.on_window = [&](int done, const EvalResult& r) {
+      bar.update(int64_t(done) * s.window * forwards, running_detail(r, base != nullptr));
+    };
+    EvalResult r = evaluate(s, rts, base, eo);
+    bar.finish(running_detail(r, base != nullptr));
+    return r;
+  };
+
+  if (a.kld_base.empty()) {
+    // One model in memory at a time.
+    for (size_t m = 0; m < a.models.size(); ++m) {
+      Loaded l = load(a.models[m], window, a.threads);
+      report.models.push_back({label_of(l.path), l.path, l.weights->format, false});
+      for (size_t si = 0; si < sets.size(); ++si) {
+        EvalResult r = eval_with_progress(sets[si], {l.rt.get()}, nullptr, report.models.back().name);
+        report.rows.push_back({m, si, std::move(r.models[0]), false, {}});
+      }
+    }
+  } else {
+    // Every model walks the windows together with the base, so the base's logits are never stored.
+    Loaded base = load(a.kld_base, window, a.threads);
+    report.kld_base = label_of(base.path);
+    report.models.push_back({report.kld_base, base.path, base.weights->format, true});
+    std::vector<Loaded> loaded;
+    std::vector<LlamaRuntime*> rts;
+    for (const std::string& p : a.models) {
+      if (canonical(p) == canonical(a.kld_base)) {
+        rts.push_back(base.rt.get());
+      } else {
+        loaded.push_back(load(p, window, a.threads));
+        rts.push_back(loaded.back().rt.get());
+      }
+      const ModelWeights& w = rts.back() == base.rt.get() ? *base.weights : *loaded.back().weights;
+      report.models.push_back({label_of(p), p, w.format, false});
+    }
+    for (size_t si = 0; si < sets.size(); ++si) {
+      EvalResult r = eval_with_progress(sets[si], rts, base.rt.get(), "vs " + report.kld_base);
+      report.rows.push_back({0, si, std::move(r.base), false, {}});
+      for (size_t m = 0; m < rts.size(); ++m) {
+        KldSummary k = summarize_kld(std::move(r.models[m].kld), r.models[m].top1_same);
+        report.rows.push_back({m + 1, si, std::move(r.models[m]), true, k});
+      }
+    }
+  }
+  std::stable_sort(report.rows.begin(), report.rows.end(), [](const ReportRow& x, const ReportRow& y) {
+    return x.set != y.set ? x.set < y.set : x.model < y.model;
+  });
+
+  if (a.json) {
+    std::string s = report_json(report).dump(2);
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fputc('\n', stdout);
+  } else {
+    std::string s = format_report(report);
+    std::fwrite(s.data(), 1, s.size(), stdout);
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+Registrar reg("perplexity",
+              "Perplexity by GPTQ-for-LLaMa's protocol (wikitext2, ptb, ptb-new, c4, c4-new) or llama.cpp's, and "
+              "KL-divergence against a base model",
+              [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  app.add_option("-m,--model", a->models, "Model folder; repeat to compare several")->required();
+  app.add_option("--dataset", a->datasets,
+                 "wikitext2|ptb|ptb-new|c4|c4-new|text, one per --data in the same order (default: text)");
+  app.add_option("--data", a->data,
+                 "Data file: WikiText raw/rows file, PTB sentence file, HF JSON lines, c4 .json.gz shard or any text");
+  app.add_option("--protocol", a->protocol, "gptq (non-overlapping seqlen windows) or llamacpp (ctx chunks, second half scored)")
+      ->check(CLI::IsMember({"gptq", "llamacpp", "llama.cpp"}));
+  a->seqlen_opt = app.add_option("--seqlen", a->seqlen, "Window length of the gptq protocol")->check(CLI::Range(2, 1 << 20));
+  a->ctx_opt = app.add_option("--ctx", a->ctx, "Chunk length of the llamacpp protocol")->check(CLI::Range(4, 1 << 20));
+  app.add_option("--limit", a->limit, "Evaluate only the first N windows of each dataset")->check(CLI::Range(1, 1 << 30));
+  app.add_option("--kld-base", a->kld_base, "Base model folder: also report KL(base || model) and top-1 agreement");
+  app.add_flag("--json", a->json, "Print the results as JSON");
+  app.add_flag("--no-progress", a->no_progress, "No progress lines on stderr");
+  add_threads_option(app, a->threads);
+  return [a] { return run(*a); };
+});
+
+}  // namespace
+}  // namespace metharme::cli
