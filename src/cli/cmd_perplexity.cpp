@@ -110,7 +110,7 @@ int run(const Args& a) {
                  "tok", progress);
     EvalOptions eo;
     eo.on_window = [&](int done, const EvalResult& r) {
-      bar.update(int64_t(done) * s.window * forwards, running_detail(r, base != nullptr));
+      if (done < s.n_windows()) bar.update(int64_t(done) * s.window * forwards, running_detail(r, base != nullptr));
     };
     EvalResult r = evaluate(s, rts, base, eo);
     bar.finish(running_detail(r, base != nullptr));
@@ -129,27 +129,32 @@ int run(const Args& a) {
     }
   } else {
     // Every model walks the windows together with the base, so the base's logits are never stored.
+    // A -m naming the base shares its runtime (and logits); otherwise the base gets a row of its own, first.
     Loaded base = load(a.kld_base, window, a.threads);
     report.kld_base = label_of(base.path);
-    report.models.push_back({report.kld_base, base.path, base.weights->format, true});
+    bool base_listed = false;
+    for (const std::string& p : a.models) base_listed |= canonical(p) == canonical(a.kld_base);
+    if (!base_listed) report.models.push_back({report.kld_base, base.path, base.weights->format, true});
+    const size_t first_model = report.models.size();
     std::vector<Loaded> loaded;
     std::vector<LlamaRuntime*> rts;
     for (const std::string& p : a.models) {
-      if (canonical(p) == canonical(a.kld_base)) {
+      const bool is_base = canonical(p) == canonical(a.kld_base);
+      if (is_base) {
         rts.push_back(base.rt.get());
       } else {
         loaded.push_back(load(p, window, a.threads));
         rts.push_back(loaded.back().rt.get());
       }
-      const ModelWeights& w = rts.back() == base.rt.get() ? *base.weights : *loaded.back().weights;
-      report.models.push_back({label_of(p), p, w.format, false});
+      report.models.push_back({label_of(p), p, is_base ? base.weights->format : loaded.back().weights->format, is_base});
     }
     for (size_t si = 0; si < sets.size(); ++si) {
       EvalResult r = eval_with_progress(sets[si], rts, base.rt.get(), "vs " + report.kld_base);
-      report.rows.push_back({0, si, std::move(r.base), false, {}});
+      if (!base_listed) report.rows.push_back({0, si, std::move(r.base), false, {}});
       for (size_t m = 0; m < rts.size(); ++m) {
+        if (rts[m] == base.rt.get()) r.models[m].seconds += r.base.seconds;  // its forward passes ran as the base
         KldSummary k = summarize_kld(std::move(r.models[m].kld), r.models[m].top1_same);
-        report.rows.push_back({m + 1, si, std::move(r.models[m]), true, k});
+        report.rows.push_back({first_model + m, si, std::move(r.models[m]), true, k});
       }
     }
   }

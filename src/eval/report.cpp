@@ -71,7 +71,9 @@ std::string format_report(const Report& r) {
                                      std::to_string(sc.tokens), std::to_string(sc.scored), fmt_ppl(sc.ppl()),
                                      fmt_ppl(sc.ppl_stderr()), fmt_seconds(sc.seconds), fmt("%.1f", sc.tokens_per_second())};
     if (kld) {
-      if (row.has_kld)
+      if (row.has_kld && m.is_base)
+        line.insert(line.end(), {"0 (base)", "-", "-", "-", "-"});
+      else if (row.has_kld)
         line.insert(line.end(), {fmt("%.6f", row.kld.mean), fmt("%.6f", row.kld.median), fmt("%.6f", row.kld.p99),
                                  fmt("%.6f", row.kld.max), fmt("%.2f%%", 100 * row.kld.top1_agreement)});
       else
@@ -96,7 +98,7 @@ std::string format_report(const Report& r) {
         for (const ReportRow& row : r.rows)
           if (row.model == m && row.set == si) {
             cell = fmt_ppl(row.scores.ppl());
-            if (row.has_kld) cell += cat(" (KLD ", fmt("%.4f", row.kld.mean), ")");
+            if (row.has_kld && !r.models[m].is_base) cell += cat(" (KLD ", fmt("%.4f", row.kld.mean), ")");
           }
         line.push_back(cell);
       }
