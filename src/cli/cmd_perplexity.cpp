@@ -10,6 +10,7 @@
 #include "eval/perplexity.h"
 #include "eval/report.h"
 #include "model/llama.h"
+#include "ops/q4_linear.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -21,7 +22,7 @@ using namespace metharme::eval;
 
 struct Args {
   std::vector<std::string> models, datasets, data;
-  std::string protocol = "gptq", kld_base;
+  std::string protocol = "gptq", kld_base, q4_act;
   int seqlen = 2048, ctx = 512, limit = 0, threads = 0;
   bool json = false, no_progress = false;
   CLI::Option *seqlen_opt = nullptr, *ctx_opt = nullptr;
@@ -86,6 +87,11 @@ int run(const Args& a) {
   MH_CHECK(datasets.size() == a.data.size(), "give one --dataset per --data file (", datasets.size(), " datasets, ",
            a.data.size(), " files)");
   const int window = protocol == Protocol::kGptq ? a.seqlen : a.ctx;
+  if (!a.q4_act.empty()) {
+    ops::Q4Act act;
+    MH_CHECK(ops::parse_q4_act(a.q4_act, &act), "--q4-act '", a.q4_act, "' is not one of q8, f32, auto");
+    ops::set_q4_act(act);
+  }
 
   // Tokenize every dataset once, with the first model's tokenizer.
   const std::string& tok_dir = a.models[0];
@@ -100,6 +106,7 @@ int run(const Args& a) {
   }
 
   Report report;
+  report.q4_act = ops::q4_act_name(ops::q4_act_for_rows(EvalOptions{}.chunk));
   for (const EvalSet& s : sets) report.sets.push_back(&s);
   const bool progress = !a.no_progress;
   auto eval_with_progress = [&](const EvalSet& s, std::vector<LlamaRuntime*> rts, LlamaRuntime* base,
@@ -192,6 +199,8 @@ Registrar reg("perplexity",
   app.add_option("--kld-base", a->kld_base, "Base model folder: also report KL(base || model) and top-1 agreement");
   app.add_flag("--json", a->json, "Print the results as JSON");
   app.add_flag("--no-progress", a->no_progress, "No progress lines on stderr");
+  app.add_option("--q4-act", a->q4_act,
+                 "Activations meeting 4-bit weights: auto (as served), q8 (int8) or f32 (exact; GPTQ-for-LLaMa-like)");
   add_threads_option(app, a->threads);
   return [a] { return run(*a); };
 });

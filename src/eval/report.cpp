@@ -83,6 +83,9 @@ std::string format_report(const Report& r) {
   }
   out += render(t);
   if (kld) out += cat("KLD: KL(base || model) per scored position in nats, base ", r.kld_base, "; top-1: same most likely token\n");
+  bool any_q4 = false;
+  for (const ReportModel& m : r.models) any_q4 |= m.format.rfind("q4", 0) == 0;
+  if (any_q4 && !r.q4_act.empty()) out += cat("4-bit linears ran with ", r.q4_act, " activations (--q4-act)\n");
 
   // Seed-style comparison: one row per model, one column per dataset.
   if (r.models.size() > 1 || r.sets.size() > 1) {
@@ -127,6 +130,7 @@ nlohmann::json report_json(const Report& r) {
                              {"windows", s->n_windows()}});
   }
   if (!r.kld_base.empty()) j["kld_base"] = r.kld_base;
+  if (!r.q4_act.empty()) j["q4_activations"] = r.q4_act;
   j["results"] = json::array();
   for (const ReportRow& row : r.rows) {
     const ReportModel& m = r.models[row.model];

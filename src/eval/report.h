@@ -31,6 +31,7 @@ struct Report {
   std::vector<ReportModel> models;
   std::vector<const EvalSet*> sets;
   std::string kld_base;  // name of the base model, empty without --kld-base
+  std::string q4_act;    // how activations meet 4-bit weights ("q8", "f32"); empty if not reported
   std::vector<ReportRow> rows;
 };
 
