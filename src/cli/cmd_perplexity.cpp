@@ -120,7 +120,7 @@ int run(const Args& a) {
       if (done < s.n_windows()) bar.update(int64_t(done) * s.window * forwards, running_detail(r, base != nullptr));
     };
     EvalResult r = evaluate(s, rts, base, eo);
-    bar.finish(running_detail(r, base != nullptr));
+    bar.finish(int64_t(s.n_windows()) * s.window * forwards, running_detail(r, base != nullptr));
     return r;
   };
 
