@@ -2,7 +2,9 @@
 // their wikitext goldens, and KL(fp16 base || variant) from the stored last-position logits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "eval/perplexity.h"
 #include "formats/npy.h"
@@ -55,15 +57,23 @@ TEST_P(GptqPpl, WikitextWindowsMatchGolden) {
   {
     ActMode f32(ops::Q4Act::kF32);
     EvalResult r = evaluate(s, rts, nullptr);
-    for (size_t w = 0; w < 4; ++w)
+    double worst = 0;
+    for (size_t w = 0; w < 4; ++w) {
       EXPECT_NEAR(r.models[0].window_nll[w], g["window_mean_nll"][w].get<double>(), kNllTol) << w;
+      worst = std::max(worst, std::fabs(r.models[0].window_nll[w] - g["window_mean_nll"][w].get<double>()));
+    }
     EXPECT_NEAR(r.models[0].ppl() / g["ppl"].get<double>(), 1.0, kNllTol);
+    std::printf("%s f32 activations: max |window NLL - golden| = %.2e\n", GetParam().c_str(), worst);
   }
   {
     ActMode q8(ops::Q4Act::kQ8);
     EvalResult r = evaluate(s, rts, nullptr);
-    for (size_t w = 0; w < 4; ++w)
+    double worst = 0;
+    for (size_t w = 0; w < 4; ++w) {
       EXPECT_NEAR(r.models[0].window_nll[w], g["window_mean_nll"][w].get<double>(), kQ8NllTol) << w;
+      worst = std::max(worst, std::fabs(r.models[0].window_nll[w] - g["window_mean_nll"][w].get<double>()));
+    }
+    std::printf("%s int8 activations: max |window NLL - golden| = %.2e\n", GetParam().c_str(), worst);
   }
 }
 
@@ -87,6 +97,8 @@ TEST_P(GptqPpl, KldFromBaseMatchesGoldenLogits) {
   EvalResult r = evaluate(s, rts, base.rt.get());
   ASSERT_EQ(r.models[0].kld.size(), size_t(T));
   EXPECT_NEAR(r.models[0].kld[size_t(T - 1)], want, 4e-4);
+  std::printf("%s: KL at the last position %.6f, from golden logits %.6f\n", GetParam().c_str(),
+              double(r.models[0].kld[size_t(T - 1)]), want);
   EXPECT_GT(want, 1e-3);  // quantization really moved the distribution
   KldSummary k = summarize_kld(r.models[0].kld, r.models[0].top1_same);
   EXPECT_GT(k.mean, 0);
