@@ -108,6 +108,57 @@ TEST(PerplexityCli, SeveralDatasetsAndTheLlamaCppProtocol) {
   EXPECT_EQ(l["datasets"][0]["first_scored_row"], 32);
 }
 
+// An interrupted run (simulated: a checkpoint holding only the first window) resumes and ends
+// with exactly the scores of an uninterrupted run; a finished one is reprinted without evaluating.
+TEST(PerplexityCli, CheckpointResumesAnInterruptedRun) {
+  test::TempDir tmp;
+  const std::string data = tmp / "wiki.txt";  // the first 20 rows of the test split: quick to tokenize
+  {
+    std::ifstream in(test::shared("data/wikitext2-test.txt"));
+    std::ofstream out(data);
+    std::string line;
+    for (int i = 0; i < 20 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  auto args = [&](const std::string& limit, const std::string& cp) {
+    return std::vector<std::string>{"-m", kGqa, "--dataset", "wikitext2", "--data", data, "--seqlen", "64",
+                                    "--limit", limit, "--checkpoint", cp};
+  };
+  auto one = run_json(args("1", tmp / "one.json"));
+  auto full = run_json(args("3", tmp / "full.json"));
+  auto cp_one = test::read_json(tmp / "one.json"), cp_full = test::read_json(tmp / "full.json");
+  ASSERT_EQ(cp_full["runs"].size(), 1u);
+  const std::string key = cp_full["runs"].begin().key();
+  EXPECT_EQ(cp_full["runs"][key]["windows_done"], 3);
+  nlohmann::json partial = cp_full;
+  partial["runs"][key] = cp_one["runs"].begin().value();  // the same first window
+  partial["runs"][key]["windows_total"] = 3;
+  std::ofstream(tmp / "partial.json") << partial.dump();
+
+  auto cli = args("3", tmp / "partial.json");
+  cli.insert(cli.begin(), "perplexity");
+  cli.insert(cli.end(), {"--json", "--no-progress", "-t", "2"});
+  auto r = test::run_cli(cli);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("1 of 3 windows already evaluated"), std::string::npos) << r.err;
+  auto resumed = nlohmann::json::parse(r.out)["results"][0];
+  EXPECT_EQ(resumed["window_nll"], full["results"][0]["window_nll"]);
+  EXPECT_EQ(resumed["ppl"], full["results"][0]["ppl"]);
+  EXPECT_EQ(resumed["ppl_stderr"], full["results"][0]["ppl_stderr"]);
+  EXPECT_EQ(test::read_json(tmp / "partial.json")["runs"][key]["windows_done"], 3);
+
+  r = test::run_cli(cli);  // finished: nothing left to evaluate
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("3 of 3 windows already evaluated"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("perplexity wikitext2"), std::string::npos) << "no progress: no evaluation";
+  EXPECT_EQ(nlohmann::json::parse(r.out)["results"][0]["ppl"], full["results"][0]["ppl"]);
+  EXPECT_EQ(one["results"][0]["window_nll"][0], full["results"][0]["window_nll"][0]);
+
+  std::ofstream(tmp / "bad.json") << "{not json";
+  auto bad = test::run_cli({"perplexity", "-m", kGqa, "--data", data, "--seqlen", "64", "--checkpoint", tmp / "bad.json"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("bad.json: not a perplexity checkpoint"), std::string::npos) << bad.err;
+}
+
 TEST(PerplexityCli, BadInputGivesOneLineErrors) {
   test::TempDir tmp;
   std::ofstream(tmp / "empty.txt") << "";

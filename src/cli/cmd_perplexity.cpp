@@ -3,8 +3,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "cli/command.h"
+#include "eval/checkpoint.h"
 #include "eval/corpus.h"
 #include "eval/eval_set.h"
 #include "eval/perplexity.h"
@@ -22,7 +24,7 @@ using namespace metharme::eval;
 
 struct Args {
   std::vector<std::string> models, datasets, data;
-  std::string protocol = "gptq", kld_base, q4_act;
+  std::string protocol = "gptq", kld_base, q4_act, checkpoint;
   int seqlen = 2048, ctx = 512, limit = 0, threads = 0;
   bool json = false, no_progress = false;
   CLI::Option *seqlen_opt = nullptr, *ctx_opt = nullptr;
@@ -109,18 +111,31 @@ int run(const Args& a) {
   report.q4_act = ops::q4_act_name(ops::q4_act_for_rows(EvalOptions{}.chunk));
   for (const EvalSet& s : sets) report.sets.push_back(&s);
   const bool progress = !a.no_progress;
+  EvalCheckpoint cp(a.checkpoint);
+  auto model_id = [](const std::string& path, const ModelWeights& w) { return canonical(path) + " (" + w.format + ")"; };
+  // Evaluates one dataset, continuing from (and saving to) the checkpoint when one is given.
   auto eval_with_progress = [&](const EvalSet& s, std::vector<LlamaRuntime*> rts, LlamaRuntime* base,
-                                const std::string& who) {
+                                const std::string& who, const std::vector<std::string>& ids, const std::string& base_id) {
+    const std::string key = checkpoint_key(s, ids, base_id, report.q4_act);
+    std::optional<EvalResult> saved = cp.enabled() ? cp.find(key, rts.size(), base != nullptr) : std::nullopt;
+    const int done0 = saved ? int(saved->models[0].window_nll.size()) : 0;
+    if (saved)
+      std::fprintf(stderr, "%s: %s %s: %d of %d windows already evaluated\n", cp.path().c_str(), dataset_name(s.dataset),
+                   who.c_str(), done0, s.n_windows());
+    if (saved && done0 == s.n_windows()) return *saved;
     int forwards = int(rts.size()) + (base ? 1 : 0);
     for (LlamaRuntime* rt : rts) forwards -= rt == base;
-    Progress bar(cat("perplexity ", dataset_name(s.dataset), " ", who), int64_t(s.n_windows()) * s.window * forwards,
+    const int64_t per_window = int64_t(s.window) * forwards;
+    Progress bar(cat("perplexity ", dataset_name(s.dataset), " ", who), int64_t(s.n_windows() - done0) * per_window,
                  "tok", progress);
     EvalOptions eo;
+    eo.resume = saved ? &*saved : nullptr;
     eo.on_window = [&](int done, const EvalResult& r) {
-      if (done < s.n_windows()) bar.update(int64_t(done) * s.window * forwards, running_detail(r, base != nullptr));
+      cp.save(key, r, s.n_windows());
+      if (done < s.n_windows()) bar.update(int64_t(done - done0) * per_window, running_detail(r, base != nullptr));
     };
     EvalResult r = evaluate(s, rts, base, eo);
-    bar.finish(int64_t(s.n_windows()) * s.window * forwards, running_detail(r, base != nullptr));
+    bar.finish(int64_t(s.n_windows() - done0) * per_window, running_detail(r, base != nullptr));
     return r;
   };
 
@@ -130,7 +145,8 @@ int run(const Args& a) {
       Loaded l = load(a.models[m], window, a.threads);
       report.models.push_back({label_of(l.path), l.path, l.weights->format, false});
       for (size_t si = 0; si < sets.size(); ++si) {
-        EvalResult r = eval_with_progress(sets[si], {l.rt.get()}, nullptr, report.models.back().name);
+        EvalResult r = eval_with_progress(sets[si], {l.rt.get()}, nullptr, report.models.back().name,
+                                          {model_id(l.path, *l.weights)}, "");
         report.rows.push_back({m, si, std::move(r.models[0]), false, {}});
       }
     }
@@ -145,6 +161,7 @@ int run(const Args& a) {
     const size_t first_model = report.models.size();
     std::vector<Loaded> loaded;
     std::vector<LlamaRuntime*> rts;
+    std::vector<std::string> ids;
     for (const std::string& p : a.models) {
       const bool is_base = canonical(p) == canonical(a.kld_base);
       if (is_base) {
@@ -153,10 +170,13 @@ int run(const Args& a) {
         loaded.push_back(load(p, window, a.threads));
         rts.push_back(loaded.back().rt.get());
       }
-      report.models.push_back({label_of(p), p, is_base ? base.weights->format : loaded.back().weights->format, is_base});
+      const ModelWeights& w = is_base ? *base.weights : *loaded.back().weights;
+      report.models.push_back({label_of(p), p, w.format, is_base});
+      ids.push_back(model_id(p, w));
     }
     for (size_t si = 0; si < sets.size(); ++si) {
-      EvalResult r = eval_with_progress(sets[si], rts, base.rt.get(), "vs " + report.kld_base);
+      EvalResult r = eval_with_progress(sets[si], rts, base.rt.get(), "vs " + report.kld_base, ids,
+                                        model_id(a.kld_base, *base.weights));
       if (!base_listed) report.rows.push_back({0, si, std::move(r.base), false, {}});
       for (size_t m = 0; m < rts.size(); ++m) {
         if (rts[m] == base.rt.get()) r.models[m].seconds += r.base.seconds;  // its forward passes ran as the base
@@ -197,6 +217,8 @@ Registrar reg("perplexity",
   a->ctx_opt = app.add_option("--ctx", a->ctx, "Chunk length of the llamacpp protocol")->check(CLI::Range(4, 1 << 20));
   app.add_option("--limit", a->limit, "Evaluate only the first N windows of each dataset")->check(CLI::Range(1, 1 << 30));
   app.add_option("--kld-base", a->kld_base, "Base model folder: also report KL(base || model) and top-1 agreement");
+  app.add_option("--checkpoint", a->checkpoint,
+                 "Save the scores after every window to this JSON file and resume from it when rerun");
   app.add_flag("--json", a->json, "Print the results as JSON");
   app.add_flag("--no-progress", a->no_progress, "No progress lines on stderr");
   app.add_option("--q4-act", a->q4_act,

@@ -69,6 +69,14 @@ EvalResult evaluate(const EvalSet& set, std::span<LlamaRuntime* const> models, L
 
   EvalResult res;
   res.models.resize(models.size());
+  int start = 0;
+  if (opt.resume) {
+    res = *opt.resume;
+    MH_CHECK(res.models.size() == models.size(), "perplexity: the saved scores are for ", res.models.size(),
+             " models, not ", models.size());
+    start = int(res.models[0].window_nll.size());
+    MH_CHECK(start <= set.n_windows(), "perplexity: the saved scores cover more windows than the data has");
+  }
   const int first = set.first_scored, last = W - 1;  // scored logits rows: [first, last)
   std::vector<double> window_sum(models.size());
   double base_window_sum = 0;
@@ -107,7 +115,7 @@ EvalResult evaluate(const EvalSet& set, std::span<LlamaRuntime* const> models, L
     ms.scored += n;
   };
 
-  for (int w = 0; w < set.n_windows(); ++w) {
+  for (int w = start; w < set.n_windows(); ++w) {
     std::fill(window_sum.begin(), window_sum.end(), 0.0);
     base_window_sum = 0;
     for (int c0 = 0; c0 < W; c0 += chunk) {

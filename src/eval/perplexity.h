@@ -41,6 +41,8 @@ struct EvalOptions {
   int chunk = 512;  // positions per forward call (bounds the logits buffers)
   // Called after each window: windows done, scores so far.
   std::function<void(int, const EvalResult&)> on_window;
+  // Scores of the first windows from an earlier run (a checkpoint): evaluation continues after them.
+  const EvalResult* resume = nullptr;
 };
 
 // Evaluates every window of `set` with each model; with `base`, also KL(base || model) and top-1
