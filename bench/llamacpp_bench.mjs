@@ -36,7 +36,7 @@ const context = await model.createContext({
   flashAttention: false,
 });
 const seq = context.getSequence();
-const vocab = model.tokens.bos !== undefined ? model.fileInfo.metadata.llama.vocab_size ?? 32000 : 32000;
+const vocab = model.fileInfo.metadata?.llama?.vocab_size ?? 32000;
 const prompt = Array.from({length: pp}, () => nextId(vocab));
 const first = nextId(vocab);
 
