@@ -251,7 +251,7 @@ class Streamer {
   Streamer(const SynthOptions& o, size_t total)
       : seed_(o.seed),
         pool_(o.n_threads > 0 ? o.n_threads : default_thread_count()),
-        progress_("synth", int64_t(total >> 20), "MB", o.progress),
+        progress_("synth", int64_t((total + (1 << 20) - 1) >> 20), "MB", o.progress),
         buf_(kChunkBytes) {}
 
   // Generates `t` chunk by chunk (pieces of about 1 MiB with their own seeds, so the bytes do not
