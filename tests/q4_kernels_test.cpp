@@ -179,6 +179,13 @@ void check_isa(Isa isa) {
   for (const Shape& s : kShapes) {
     RandomGptq g(s, rng);
     auto w = ops::q4_repack(g.src, 1);
+    {
+      const size_t n = size_t(w->mat.n_tiles) * kernels::kQ4TileCols * size_t(w->mat.kp);
+      std::vector<float> dr(n), dopt(n);
+      ref.dequant(w->mat, 0, w->mat.n_tiles, dr.data());
+      opt.dequant(w->mat, 0, w->mat.n_tiles, dopt.data());
+      ASSERT_EQ(dr, dopt) << s;
+    }
     for (int M : {1, 2, 3, 4, 5, 7, 8, 9, 17}) {
       SCOPED_TRACE(::testing::Message() << s << " M=" << M);
       auto x = random_rows(M, s.k, rng);

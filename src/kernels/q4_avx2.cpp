@@ -210,10 +210,36 @@ void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* 
   }
 }
 
+// Rows of fp32 weights for sgemm panels: each column's 32-bit lane of a step holds its 8 codes in
+// the nibble order k0, k4, k1, k5, k2, k6, k3, k7; one variable shift puts them in k order.
+void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
+  const __m256i shifts = _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28);
+  const __m256i low = _mm256_set1_epi32(0x0F);
+  for (int t = t0; t < t1; ++t) {
+    const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+    const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
+    const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+    for (int c = 0; c < kQ4TileCols; ++c) {
+      float* row = out + (size_t(t - t0) * kQ4TileCols + size_t(c)) * size_t(w.kp);
+      const uint8_t* col = qs + size_t(c / 8) * 32 + size_t(c % 8) * 4;
+      for (int g = 0; g < w.n_groups; ++g) {
+        const __m256 s = _mm256_set1_ps(fp16_to_f32(sc[g * 16 + c]));
+        const __m256 z = _mm256_set1_ps(float(zp[g * 16 + c]));
+        for (int k = g * w.gs; k < (g + 1) * w.gs; k += kQ4StepK) {
+          int32_t word;
+          std::memcpy(&word, col + size_t(k) * 8, 4);
+          const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), low);
+          _mm256_storeu_ps(row + k, _mm256_mul_ps(s, _mm256_sub_ps(_mm256_cvtepi32_ps(q), z)));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const Q4Kernels& q4_kernels_avx2() {
-  static const Q4Kernels k{quantize_q8, gemm_q8, gemm_f32, q4_kernels_scalar().dequant};
+  static const Q4Kernels k{quantize_q8, gemm_q8, gemm_f32, dequant};
   return k;
 }
 

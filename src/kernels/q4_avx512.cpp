@@ -133,8 +133,8 @@ void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* 
 }  // namespace
 
 const Q4Kernels& q4_kernels_avx512() {
-  // Activation quantization is not the bottleneck; the AVX2 version serves here too.
-  static const Q4Kernels k{q4_kernels_avx2().quantize_q8, gemm_q8, gemm_f32, q4_kernels_scalar().dequant};
+  // Activation quantization and sgemm panels are not the bottleneck; the AVX2 versions serve here too.
+  static const Q4Kernels k{q4_kernels_avx2().quantize_q8, gemm_q8, gemm_f32, q4_kernels_avx2().dequant};
   return k;
 }
 

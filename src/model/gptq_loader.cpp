@@ -184,6 +184,7 @@ ops::Linear load_gptq_linear(const TensorStore& store, const LlamaConfig& config
     src.bias = bias->data;
     src.bias_type = float_type(*bias);
   }
+  for (const TensorView* t : read) prefault_mapped_pages(t->data, t->nbytes);
   ops::Linear l;
   l.kind = ops::Linear::Kind::kQ4;
   l.n_out = n_out;

@@ -89,30 +89,57 @@ RowPlan plan_rows(const GptqSource& s) {
   return p;
 }
 
-// Codes of tile t into its kernel-order bytes.
-void pack_tile(const GptqSource& s, const RowPlan& p, int t, uint8_t* out) {
+// Spreads the 4 nibbles of a 16-bit value into the low nibbles of 4 bytes.
+inline uint32_t spread_nibbles(uint32_t x) {
+  x = (x | (x << 8)) & 0x00FF00FFu;
+  return (x | (x << 4)) & 0x0F0F0F0Fu;
+}
+
+// Packs the codes into the tiles. Work is split by kernel-order steps (8 rows), so no two tasks
+// write the same bytes, and qweight is read row by row: its rows are N words apart, and walking
+// it tile by tile instead would touch a new page for every 64 bytes.
+void pack_codes(const GptqSource& s, const RowPlan& p, uint8_t* qs, size_t tile_bytes, ThreadPool& pool) {
   const int N = s.n, K = s.k;
-  const size_t qrows = size_t(K + 7) / 8;
-  for (int c = 0; c < kQ4TileCols; ++c) {
-    const int n = t * kQ4TileCols + c;
-    if (n >= N) break;
-    if (p.identity) {
-      for (size_t r = 0; r < qrows; ++r) {
-        uint32_t word = load_u32(s.qweight, r * size_t(N) + size_t(n));
-        const int valid = std::min(8, K - int(r) * 8);  // nibbles past K are padding
-        if (valid < 8) word &= (1u << (4 * valid)) - 1u;
-        uint8_t* o = out + byte_of(int(r) * 8, c);
-        for (int i = 0; i < 4; ++i) o[i] = uint8_t(((word >> (4 * i)) & 0xF) | (((word >> (4 * i + 16)) & 0xF) << 4));
+  auto dst = [&](int j, int n) { return qs + size_t(n / kQ4TileCols) * tile_bytes + byte_of(j, n % kQ4TileCols); };
+  if (p.identity) {
+    // A qweight word holds k = 8r..8r+7 of one column: low half k 0..3, high half k 4..7, which
+    // become the low and high nibbles of the column's 4 bytes in step r.
+    const int qrows = (K + 7) / 8;
+    pool.parallel_for(qrows, 1, [&](int64_t r0, int64_t r1, int) {
+      for (int r = int(r0); r < int(r1); ++r) {
+        const int valid = std::min(8, K - r * 8);  // nibbles past K are padding
+        const uint32_t mask = valid < 8 ? (1u << (4 * valid)) - 1u : 0xFFFFFFFFu;
+        const uint32_t* row = s.qweight + size_t(r) * size_t(N);
+        for (int n = 0; n < N; ++n) {
+          const uint32_t word = load_u32(row, size_t(n)) & mask;
+          const uint32_t packed = spread_nibbles(word & 0xFFFF) | (spread_nibbles(word >> 16) << 4);
+          std::memcpy(dst(r * 8, n), &packed, 4);
+        }
       }
-    } else {
-      for (int j = 0; j < p.kp; ++j) {
-        const int k = p.perm[size_t(j)];
-        if (k < 0) continue;
-        const uint32_t code = (load_u32(s.qweight, size_t(k / 8) * size_t(N) + size_t(n)) >> (4 * (k % 8))) & 0xF;
-        out[byte_of(j, c)] |= uint8_t((j % 8) < 4 ? code : code << 4);
+    }, 4);
+    return;
+  }
+  // Reordered rows: unpack the codes to bytes [K][N] first (sequential reads), then gather rows
+  // in kernel order from that.
+  std::vector<uint8_t> codes(size_t(K) * size_t(N));
+  pool.parallel_for((K + 7) / 8, 1, [&](int64_t r0, int64_t r1, int) {
+    for (int r = int(r0); r < int(r1); ++r) {
+      const uint32_t* row = s.qweight + size_t(r) * size_t(N);
+      for (int i = 0; i < 8 && r * 8 + i < K; ++i) {
+        uint8_t* c = codes.data() + size_t(r * 8 + i) * size_t(N);
+        for (int n = 0; n < N; ++n) c[n] = uint8_t((load_u32(row, size_t(n)) >> (4 * i)) & 0xF);
       }
     }
-  }
+  }, 4);
+  pool.parallel_for(p.kp / kQ4StepK, 1, [&](int64_t o0, int64_t o1, int) {
+    for (int j = int(o0) * kQ4StepK; j < int(o1) * kQ4StepK; ++j) {
+      const int k = p.perm[size_t(j)];
+      if (k < 0) continue;
+      const uint8_t* c = codes.data() + size_t(k) * size_t(N);
+      const int up = (j % 8) < 4 ? 0 : 4;
+      for (int n = 0; n < N; ++n) *dst(j, n) |= uint8_t(c[n] << up);
+    }
+  }, 4);
 }
 
 int zero_point(const GptqSource& s, int g, int n, float scale) {
@@ -169,9 +196,7 @@ std::shared_ptr<Q4Weight> q4_repack(const GptqSource& s, int n_threads) {
   }
   {
     ThreadPool pool(std::max(1, n_threads));
-    uint8_t* qs = w->qs.data();
-    const size_t tb = m.tile_qs_bytes();
-    pool.run(m.n_tiles, [&](int t, int) { pack_tile(s, p, t, qs + size_t(t) * tb); });
+    pack_codes(s, p, w->qs.data(), m.tile_qs_bytes(), pool);
   }
   m.qs = w->qs.data();
   m.scales = w->scales.data();

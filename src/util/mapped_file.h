@@ -32,5 +32,7 @@ class MappedFile {
 // set (they stay in the page cache and fault back in if read again). For data that was copied
 // elsewhere, e.g. repacked weights.
 void drop_mapped_pages(const void* p, size_t n);
+// Maps [p, p+n) of a file mapping in one go (read-ahead and page tables) before a full read.
+void prefault_mapped_pages(const void* p, size_t n);
 
 }  // namespace metharme
