@@ -7,5 +7,5 @@ cd "$(dirname "$0")"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 echo
-echo "== metharme generate -m models/stories260k --temp 0 --rep-pen 1 -n 200 =="
-./build/metharme generate -m models/stories260k --temp 0 --rep-pen 1 -n 200
+echo "== metharme generate -m models/stories260k --temp 0 -n 200 =="
+./build/metharme generate -m models/stories260k --temp 0 -n 200

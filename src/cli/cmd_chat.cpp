@@ -262,7 +262,7 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
                "When old turns scroll out, re-evaluate the kept ones instead of shifting the cache (exact, slower)");
   app.add_flag("--stats", a->stats, "Print token counts and speed after each reply (stderr)");
   add_threads_option(app, a->threads);
-  auto sf = add_sampler_flags(app);
+  auto sf = add_sampler_flags(app, kobold_lite_defaults());
   return [a, sf] {
     if (!a->system_file.empty()) a->system = file_text(a->system_file);
     if (!a->memory_file.empty()) a->memory = file_text(a->memory_file);
