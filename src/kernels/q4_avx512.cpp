@@ -14,6 +14,10 @@ namespace metharme::kernels {
 
 namespace {
 
+// Not q4.h's inline tile_qs_bytes(): an inline function compiled here with wider ISA flags could be
+// the copy the linker keeps for every caller.
+inline size_t tile_bytes(const Q4Matrix& w) { return size_t(w.kp) / kQ4StepK * kQ4StepBytes; }
+
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -22,7 +26,7 @@ inline int32_t load_i32(const int8_t* p) {
 
 template <int R>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
-  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block;
@@ -83,7 +87,7 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
 
 template <int R>
 void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
-  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const __m512i low = _mm512_set1_epi32(0x0F);
