@@ -66,6 +66,10 @@ void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t*
   }
 }
 
+// Software prefetch distance in the weight stream: decode has little work per byte, so the core
+// alone does not keep enough reads in flight (+10-20% read rate, bench/q4_bench M = 1).
+constexpr size_t kPrefetchBytes = 2048;
+
 // R activation rows x one 16-column tile.
 template <int R>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
@@ -90,6 +94,7 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     const int k1 = (b + 1) * x.block;
     for (int k = b * x.block; k < k1; k += kQ4StepK) {
+      _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
       const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8));
       const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8 + 32));
       const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
