@@ -113,6 +113,7 @@ void args(benchmark::internal::Benchmark* b) {
       // decode: 8 gate-sized matrices (190 MB) so every call reads from DRAM
       b->Args({design, isa, 1, 11008, 4096, 8});
       for (int M : {2, 4, 8}) b->Args({design, isa, M, 11008, 4096, 8});
+      b->Args({design, isa, 1, 1024, 1024, 1});  // in L2: the kernel's own speed
     }
   for (int isa : {1, 2})
     for (int design : {kQ8, kF32, kF32Sgemm}) b->Args({design, isa, 512, 4096, 4096, 1});

@@ -26,6 +26,7 @@ BandwidthResult measure_read_bandwidth(int n_threads, size_t bytes, int passes) 
   n_threads = std::max(1, n_threads);
   const size_t slice = bytes / size_t(n_threads) / 4096 * 4096;
   PageBuffer buf(slice * size_t(n_threads));
+  buf.advise_huge_pages();  // like the weights it stands for
   ThreadPool pool(n_threads);
   // Each thread touches its own slice first (pages land near the thread that reads them).
   pool.run(n_threads, [&](int t, int) { std::memset(buf.data() + size_t(t) * slice, 1, slice); });

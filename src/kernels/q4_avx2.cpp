@@ -13,11 +13,14 @@
 #include <cstring>
 
 #include "kernels/q4.h"
-#include "util/half.h"
 
 namespace metharme::kernels {
 
 namespace {
+
+// Not q4.h's inline tile_qs_bytes(): an inline function compiled here with wider ISA flags could be
+// the copy the linker keeps for every caller.
+inline size_t tile_bytes(const Q4Matrix& w) { return size_t(w.kp) / kQ4StepK * kQ4StepBytes; }
 
 inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -63,10 +66,14 @@ void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t*
   }
 }
 
+// Software prefetch distance in the weight stream: decode has little work per byte, so the core
+// alone does not keep enough reads in flight (+10-20% read rate, bench/q4_bench M = 1).
+constexpr size_t kPrefetchBytes = 2048;
+
 // R activation rows x one 16-column tile.
 template <int R>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
-  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block;
@@ -87,6 +94,7 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     const int k1 = (b + 1) * x.block;
     for (int k = b * x.block; k < k1; k += kQ4StepK) {
+      _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
       const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8));
       const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8 + 32));
       const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
@@ -129,23 +137,21 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
   }
 }
 
+// Three rows per pass: 6 int32 accumulators + 4 unpacked weight vectors + 2 broadcasts fill the 16
+// ymm registers; four rows spill and run ~25% slower (bench/q4_bench, M = 512).
 void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
   for (int t = t0; t < t1; ++t) {
     int m = 0;
-    for (; m + 4 <= M; m += 4) q8_tile<4>(w, t, x, m, y, ldy);
-    switch (M - m) {
-      case 3: q8_tile<3>(w, t, x, m, y, ldy); break;
-      case 2: q8_tile<2>(w, t, x, m, y, ldy); break;
-      case 1: q8_tile<1>(w, t, x, m, y, ldy); break;
-      default: break;
-    }
+    for (; m + 3 <= M; m += 3) q8_tile<3>(w, t, x, m, y, ldy);
+    if (M - m == 2) q8_tile<2>(w, t, x, m, y, ldy);
+    if (M - m == 1) q8_tile<1>(w, t, x, m, y, ldy);
   }
 }
 
 // R rows x one tile, fp32 activations. Two accumulators per (row, half): low and high nibble planes.
 template <int R>
 void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
-  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const __m256i low = _mm256_set1_epi32(0x0F);
@@ -216,14 +222,14 @@ void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
   const __m256i shifts = _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28);
   const __m256i low = _mm256_set1_epi32(0x0F);
   for (int t = t0; t < t1; ++t) {
-    const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+    const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
     const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
     const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
     for (int c = 0; c < kQ4TileCols; ++c) {
       float* row = out + (size_t(t - t0) * kQ4TileCols + size_t(c)) * size_t(w.kp);
       const uint8_t* col = qs + size_t(c / 8) * 32 + size_t(c % 8) * 4;
       for (int g = 0; g < w.n_groups; ++g) {
-        const __m256 s = _mm256_set1_ps(fp16_to_f32(sc[g * 16 + c]));
+        const __m256 s = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(sc[g * 16 + c]))));
         const __m256 z = _mm256_set1_ps(float(zp[g * 16 + c]));
         for (int k = g * w.gs; k < (g + 1) * w.gs; k += kQ4StepK) {
           int32_t word;

@@ -14,6 +14,12 @@ namespace metharme::kernels {
 
 namespace {
 
+// Not q4.h's inline tile_qs_bytes(): an inline function compiled here with wider ISA flags could be
+// the copy the linker keeps for every caller.
+constexpr size_t kPrefetchBytes = 2048;  // as in q4_avx2.cpp
+
+inline size_t tile_bytes(const Q4Matrix& w) { return size_t(w.kp) / kQ4StepK * kQ4StepBytes; }
+
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -22,7 +28,7 @@ inline int32_t load_i32(const int8_t* p) {
 
 template <int R>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
-  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block;
@@ -42,6 +48,7 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
     const int k1 = (b + 1) * x.block;
     for (int k = b * x.block; k < k1; k += kQ4StepK) {
+      _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(qs + size_t(k) * 8);
       const __m512i lo = _mm512_and_si512(v, low);
       const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
@@ -83,7 +90,7 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
 
 template <int R>
 void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
-  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const __m512i low = _mm512_set1_epi32(0x0F);

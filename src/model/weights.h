@@ -9,6 +9,7 @@
 #include "formats/hf_config.h"
 #include "formats/tensor_store.h"
 #include "ops/linear.h"
+#include "util/buffer.h"
 
 namespace metharme {
 
@@ -31,6 +32,7 @@ struct ModelWeights {
   TensorView embed;           // [vocab, d], F32/F16/BF16
   std::vector<float> final_norm;  // [d]
   ops::Linear lm_head;        // [vocab, d] (the embedding matrix when tied)
+  PageBuffer lm_head_copy;    // lm_head's bytes on huge pages (read whole every token)
   std::vector<LayerWeights> layers;
   std::string format;         // "f16", "bf16", "gptq 4-bit g128 (g_idx)", ...
 

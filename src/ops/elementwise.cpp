@@ -11,10 +11,14 @@ void rmsnorm(const float* x, const float* w, float eps, int n, float* out) {
   for (int i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
 }
 
+// expf's overflow and underflow cases take a slow path in libm; their results are known: exp(x)
+// is +inf in fp32 for x > 89 and 0 for x < -104.
+static inline float exp_fast_edges(float x) { return x > 89.0f ? INFINITY : x < -104.0f ? 0.0f : std::exp(x); }
+
 void silu_mul(float* a, const float* b, int n) {
   for (int i = 0; i < n; ++i) {
     float g = a[i];
-    a[i] = g / (1.0f + std::exp(-g)) * b[i];
+    a[i] = g / (1.0f + exp_fast_edges(-g)) * b[i];
   }
 }
 
@@ -30,7 +34,7 @@ float softmax(float* x, int n, float scale) {
   }
   double sum = 0;
   for (int i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
+    x[i] = exp_fast_edges(x[i] - mx);
     sum += x[i];
   }
   float inv = float(1.0 / sum);

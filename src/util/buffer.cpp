@@ -13,6 +13,12 @@ PageBuffer::PageBuffer(size_t bytes) : n_(bytes) {
   p_ = static_cast<uint8_t*>(p);
 }
 
+void PageBuffer::advise_huge_pages() {
+#ifdef MADV_HUGEPAGE
+  if (p_) ::madvise(p_, n_, MADV_HUGEPAGE);
+#endif
+}
+
 PageBuffer::~PageBuffer() {
   if (p_) ::munmap(p_, n_);
 }

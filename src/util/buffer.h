@@ -17,6 +17,10 @@ class PageBuffer {
   PageBuffer(const PageBuffer&) = delete;
   PageBuffer& operator=(const PageBuffer&) = delete;
 
+  // Asks for transparent huge pages (2 MiB) over this buffer: weights streamed every token then
+  // need far fewer TLB entries, and hardware prefetchers stop at 4 KiB page boundaries.
+  void advise_huge_pages();
+
   uint8_t* data() { return p_; }
   const uint8_t* data() const { return p_; }
   size_t size() const { return n_; }
