@@ -56,23 +56,15 @@ void LlamaRuntime::embed(std::span<const BatchToken> tokens, float* x) const {
   }
 }
 
-void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, float* x) {
+void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const float* xb, float* att) {
   const LlamaConfig& c = config();
   const LayerWeights& L = w_->layers[size_t(layer)];
   const int n = int(toks.size());
-  const int d = c.hidden_size, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size;
-  const float eps = float(c.rms_norm_eps);
-  float* xb = xb_.as<float>();
+  const int hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
   float* q = q_.as<float>();
   float* k = k_.as<float>();
   float* v = v_.as<float>();
-  float* att = att_.as<float>();
-  float* hg = hg_.as<float>();
-  float* hu = hu_.as<float>();
-
-  // Attention block.
-  per_token(n, [&](int i) { ops::rmsnorm(x + size_t(i) * d, L.attn_norm.data(), eps, d, xb + size_t(i) * d); });
-  if (observer_) observer_->on_input(layer, LinearSlot::kQKV, xb, n, d);
+  if (observer_) observer_->on_input(layer, LinearSlot::kQKV, xb, n, c.hidden_size);
   ops::LinearOut qkv[3] = {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}};
   ops::linear_multi(qkv, 3, xb, n, pool_);
   per_token(n, [&](int i) {
@@ -90,6 +82,22 @@ void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, fl
     size_t off = size_t(i) * qd + size_t(g) * group_ * hd;
     ops::attend_group(q + off, g, group_, hd, kv_.slice(layer, t.seq), t.pos + 1, att + off, scores);
   });
+}
+
+void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, float* x) {
+  const LlamaConfig& c = config();
+  const LayerWeights& L = w_->layers[size_t(layer)];
+  const int n = int(toks.size());
+  const int d = c.hidden_size, qd = c.q_dim(), ffn = c.intermediate_size;
+  const float eps = float(c.rms_norm_eps);
+  float* xb = xb_.as<float>();
+  float* att = att_.as<float>();
+  float* hg = hg_.as<float>();
+  float* hu = hu_.as<float>();
+
+  // Attention block.
+  per_token(n, [&](int i) { ops::rmsnorm(x + size_t(i) * d, L.attn_norm.data(), eps, d, xb + size_t(i) * d); });
+  attention(layer, toks, xb, att);
   if (observer_) observer_->on_input(layer, LinearSlot::kO, att, n, qd);
   ops::linear(L.wo, att, n, xb, pool_);
   per_token(n, [&](int i) { ops::add(x + size_t(i) * d, xb + size_t(i) * d, d); });
