@@ -65,6 +65,8 @@ void validate(const QuantizeOptions& o) {
   if (o.act_dtype != "auto" && o.act_dtype != "f32" && o.act_dtype != "f16")
     fail("--act-dtype must be auto, f32 or f16, not '", o.act_dtype, "'");
   if (o.out_dir.empty()) fail("no output folder (-o)");
+  if (o.method == QuantizeOptions::Method::kGptq && o.calib.path.empty())
+    fail("no calibration text: pass --calib FILE (GPTQ needs calibration data; --method rtn does not)");
 }
 
 json settings_json(const QuantizeOptions& o, const TensorStore& store) {
