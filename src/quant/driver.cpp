@@ -245,7 +245,9 @@ void run_quantize(const QuantizeOptions& opt_in) {
   jo.qc = o.qc;
   jo.qc.zero_at_least_one = stores_zero_minus_one(o.format);
   jo.true_sequential = o.true_sequential;
-  jo.fp16_scales = fp16_scales(o.format);
+  // Later layers see W' with the fp32 scales, as in GPTQ-for-LLaMa (the checkpoint rounds them to
+  // fp16; the difference is ~5e-4 of a weight, and this way runs reproduce the reference's).
+  jo.fp16_scales = false;
   jo.quantize = quantize;
   int per_layer = 0;
   for (bool b : quantize) per_layer += b;

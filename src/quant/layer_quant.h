@@ -47,7 +47,7 @@ struct LayerJobOptions {
   enum class Method { kGptq, kRtn } method = Method::kGptq;
   QuantConfig qc;
   bool true_sequential = false;
-  bool fp16_scales = true;                  // fake-quant weights use the scales as the checkpoint stores them
+  bool fp16_scales = false;                 // fake-quant weights with fp16-rounded scales (as stored)
   std::array<bool, kNumLinears> quantize{};  // which linears get quantized (others stay as they are)
 };
 
