@@ -9,6 +9,7 @@
 
 #include "formats/npy.h"
 #include "ops/elementwise.h"
+#include "ops/q4_linear.h"
 #include "quant/driver.h"
 #include "quant/layer_quant.h"
 #include "quant/pack.h"
@@ -42,7 +43,7 @@ std::unique_ptr<ModelWeights> with_dequantized(const std::string& base, const st
       quant::QuantizedLinear q = quant::unpack_linear(qs, p, 4, zero_minus_one);
       ops::Linear lin = ops::make_dense_linear(kernels::WType::kF32, nullptr, q.n_out, q.n_in);
       lin.owned.resize(size_t(q.n_out) * size_t(q.n_in) * 4);
-      quant::dequantize(q, false, reinterpret_cast<float*>(lin.owned.data()));
+      quant::dequantize(q, true, reinterpret_cast<float*>(lin.owned.data()));  // fp16 scales, as the runtime keeps them
       lin.dense.data = lin.owned.data();
       m->layers[size_t(l)].*kMembers[i] = std::move(lin);
     }
@@ -64,6 +65,21 @@ double rms_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 std::string slurp(const std::string& p) { return read_text_file(p); }
+
+// Logits of a folder loaded by the runtime itself (its GPTQ loader and int4 kernels, fp32
+// activations: exact up to fp32 rounding) next to the same weights dequantized here.
+void expect_runtime_loads(const std::string& base, const std::string& qdir, const std::vector<int>& ids, float tol,
+                          bool zero_minus_one = true) {
+  ops::set_q4_act(ops::Q4Act::kF32);
+  auto direct = test::load_model(qdir);
+  ops::set_q4_act(ops::Q4Act::kAuto);
+  EXPECT_EQ(direct.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4) << qdir;
+  ops::set_q4_act(ops::Q4Act::kF32);
+  auto got = test::all_logits(*direct.rt, ids);
+  ops::set_q4_act(ops::Q4Act::kAuto);
+  auto want = logits_of(*with_dequantized(base, qdir, zero_minus_one), ids);
+  EXPECT_LE(test::max_abs_diff(got.data(), want.data(), got.size()), tol) << qdir;
+}
 
 quant::QuantizeOptions base_options(const std::string& model, const std::string& out) {
   quant::QuantizeOptions o;
@@ -142,6 +158,8 @@ TEST_P(ReferenceVariant, LossAndLogitsAsGoodAsGptqForLlama) {
   auto last = logits_of(*refm, ids0);
   auto want = read_npy(ref + "/golden_last_logits_prompt0.npy").to_f32();
   EXPECT_LE(test::max_abs_diff(last.data() + (ids0.size() - 1) * 32000, want.data(), 32000), 1e-3f);
+
+  expect_runtime_loads(base, out, ids0, 1e-3f);
 
   // The folder: configs, tokenizer files, untouched tensors bit-identical.
   json cfg = test::read_json(out + "/config.json");
@@ -257,6 +275,7 @@ TEST(Stories260k, ActOrderWithGroupsWorksAndGptqBeatsRtn) {
             json::parse(R"([["self_attn.k_proj","self_attn.v_proj","self_attn.q_proj"],["self_attn.o_proj"]])"));
   EXPECT_EQ(qc["modules_not_quantized"].size(), 15u);
   EXPECT_EQ(qc["modules_not_quantized"][0], "model.layers.0.mlp.gate_proj");
+  expect_runtime_loads(base, tmp / "ao32", windows[0], 1e-3f);
 }
 
 // ---- layouts -----------------------------------------------------------------------------------
@@ -284,6 +303,10 @@ TEST(Quantize, G1AndGptqV2FoldersHoldTheSameWeights) {
   // gptq_v2 stores each zero one higher: every qzeros word differs by 0x11111111.
   const TensorView &za = g2.get(p + ".qzeros"), &zb = v2.get(p + ".qzeros");
   for (int64_t i = 0; i < za.numel(); ++i) EXPECT_EQ(zb.as<uint32_t>()[i], za.as<uint32_t>()[i] + 0x11111111u);
+  auto ids = test::read_json(base + "/golden_logits.json")["prompts"][1]["input_ids"].get<std::vector<int>>();
+  expect_runtime_loads(base, tmp / "g2", ids, 1e-3f);
+  expect_runtime_loads(base, tmp / "gptq_v2", ids, 1e-3f, false);
+  expect_runtime_loads(base, tmp / "g1", ids, 1e-3f);
   EXPECT_FALSE(g1.find(p + ".g_idx"));
   EXPECT_EQ(g1.get(p + ".scales").dtype, DType::F32);
   EXPECT_TRUE(g1.find(p + ".bias"));

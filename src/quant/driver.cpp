@@ -21,6 +21,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/progress.h"
+#include "util/sysinfo.h"
 
 namespace metharme::quant {
 
@@ -294,9 +295,13 @@ void run_quantize(const QuantizeOptions& opt_in) {
     fs::remove(hidden_file(partial, l), ec);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (l + 1 < L) prog.update(int64_t(l + 1) * per_layer, cat("layer ", l + 1, "/", L, " done"));
-    if (o.progress && !tty)
-      std::fprintf(stderr, "quantize: layer %d/%d done in %s; loss%s\n", l + 1, L,
-                   Progress::format_duration(secs).c_str(), summary.c_str());
+    if (o.progress && !tty) {
+      const auto& tm = lq.timing();
+      std::fprintf(stderr, "quantize: layer %d/%d done in %s (passes %s, hessians %s, solves %s); loss%s\n", l + 1, L,
+                   Progress::format_duration(secs).c_str(), Progress::format_duration(tm.forward).c_str(),
+                   Progress::format_duration(tm.hessian).c_str(), Progress::format_duration(tm.solve).c_str(),
+                   summary.c_str());
+    }
     test_kill_point(l, "end");
   }
   prog.finish(cat(L, " layers"));
@@ -339,9 +344,9 @@ void run_quantize(const QuantizeOptions& opt_in) {
   fs::remove_all(partial);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   if (o.progress)
-    std::fprintf(stderr, "quantize: wrote %s (%.1f MB model.safetensors) in %s; total loss %.6g\n", out.c_str(),
-                 double(file_size_or_zero(out + "/model.safetensors")) / 1e6, Progress::format_duration(secs).c_str(),
-                 total);
+    std::fprintf(stderr, "quantize: wrote %s (%.1f MB model.safetensors) in %s, peak RSS %.2f GiB; total loss %.6g\n",
+                 out.c_str(), double(file_size_or_zero(out + "/model.safetensors")) / 1e6,
+                 Progress::format_duration(secs).c_str(), double(peak_rss_bytes()) / double(1ull << 30), total);
 }
 
 }  // namespace metharme::quant

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "ops/elementwise.h"
@@ -54,10 +55,22 @@ int slot_width(const LlamaConfig& c, LinearSlot s) {
   return 0;
 }
 
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Adds to `acc` the seconds until it goes out of scope.
+struct Timer {
+  explicit Timer(double& acc) : acc_(acc), t0_(now()) {}
+  ~Timer() { acc_ += now() - t0_; }
+  double& acc_;
+  double t0_;
+};
+
 struct HessianObserver : LinearObserver {
   std::array<Hessian*, 4> h{};
   ThreadPool* pool = nullptr;
+  double* seconds = nullptr;
   void on_input(int, LinearSlot slot, const float* x, int M, int) override {
+    Timer t(*seconds);
     if (Hessian* p = h[size_t(slot)]) p->add(x, M, *pool);
   }
 };
@@ -161,6 +174,7 @@ LinearOutcome LayerQuantizer::quantize_linear(int l, int i, const LayerJobOption
   const int N = linear_n_out(c_, i), K = linear_n_in(c_, i);
   const TensorView& t = src_->get(cat("model.layers.", l, ".", kInfo[i].name, ".weight"));
   std::vector<float> W = tensor_to_f32(t);
+  Timer timer(timing_.solve);
   LinearOutcome out;
   out.quantized = true;
   if (o.method == LayerJobOptions::Method::kRtn) {
@@ -187,6 +201,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
                                                            const LayerProgress& progress,
                                                            const std::function<void()>& after_first_sublist) {
   load_layer(l);
+  timing_ = {};
   std::array<LinearOutcome, kNumLinears> res;
   int order = 0;
   const LayerWeights& L = one_.layers[0];
@@ -235,10 +250,16 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
     return needed ? std::make_unique<Hessian>(slot_width(c_, s)) : nullptr;
   };
   auto each_window = [&](const std::string& what, auto&& fn) {
+    const double t0 = now(), h0 = timing_.hessian;
     for (int s = 0; s < S; ++s) {
       progress(cat(what, ", window ", s + 1, "/", S), order);
       fn(s);
     }
+    timing_.forward += (now() - t0) - (timing_.hessian - h0);
+  };
+  auto add = [&](Hessian& h, const float* x) {
+    Timer t(timing_.hessian);
+    h.add(x, T_, pool());
   };
 
   if (!o.true_sequential) {
@@ -249,6 +270,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
       HessianObserver obs;
       obs.h = {hq.get(), ho.get(), hg.get(), hd.get()};
       obs.pool = &pool();
+      obs.seconds = &timing_.hessian;
       rt_->set_observer(&obs);
       each_window("pass 1/2", [&](int s) {
         X->load(s, x_.data());
@@ -277,7 +299,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
     each_window("k,v,q inputs", [&](int s) {
       X->load(s, x_.data());
       rms(x_.data(), L.attn_norm, xb_.data());
-      h->add(xb_.data(), T_, pool());
+      add(*h, xb_.data());
     });
     quant_slot({kK, kV, kQ}, h.get());
   }
@@ -289,7 +311,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
       rms(x_.data(), L.attn_norm, xb_.data());
       rt_->attention(0, toks_, xb_.data(), att_.data());
       A->store(s, att_.data());
-      if (h) h->add(att_.data(), T_, pool());
+      if (h) add(*h, att_.data());
     });
     if (h) quant_slot({kO}, h.get());
   }
@@ -303,7 +325,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
       X->store(s, x_.data());
       if (h) {
         rms(x_.data(), L.ffn_norm, xb_.data());
-        h->add(xb_.data(), T_, pool());
+        add(*h, xb_.data());
       }
     });
     if (h) quant_slot({kUp, kGate}, h.get());
@@ -320,7 +342,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
   if (auto h = hessian(LinearSlot::kDown, any({kDown}))) {
     each_window("down inputs", [&](int s) {
       mlp(s);
-      h->add(hg_.data(), T_, pool());
+      add(*h, hg_.data());
     });
     quant_slot({kDown}, h.get());
   }

@@ -74,6 +74,12 @@ class LayerQuantizer {
                                              const LayerProgress& progress,
                                              const std::function<void()>& after_first_sublist);
 
+  // Seconds spent in the last run(): forward passes, Hessian accumulation, GPTQ/RTN solves.
+  struct Timing {
+    double forward = 0, hessian = 0, solve = 0;
+  };
+  const Timing& timing() const { return timing_; }
+
   // Embeds window s into out [T][d].
   void embed(const int32_t* ids, float* out) const;
   ThreadPool& pool() { return rt_->pool(); }
@@ -92,6 +98,7 @@ class LayerQuantizer {
   std::unique_ptr<LlamaRuntime> rt_;
   std::array<std::vector<float>, kNumLinears> fake_;  // fake-quantized weights [N][K] in use
   std::vector<BatchToken> toks_;
+  Timing timing_;
   std::vector<float> x_, xb_, att_, hg_, hu_, tmp_;  // per-window scratch
 };
 
