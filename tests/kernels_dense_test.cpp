@@ -111,13 +111,13 @@ TEST_P(DenseKernelTest, ConversionsMatchReferenceBitForBit) {
 INSTANTIATE_TEST_SUITE_P(All, DenseKernelTest,
                          ::testing::Combine(::testing::Values(Isa::kAvx2, Isa::kAvx512),
                                             ::testing::Values(WType::kF32, WType::kF16, WType::kBF16)),
-                         [](const auto& info) {
+                         ([](const auto& info) {
                            const char* w[] = {"f32", "f16", "bf16"};
                            std::string isa = isa_name(std::get<0>(info.param));
                            for (auto& c : isa)
                              if (c == '-') c = '_';
                            return isa + "_" + w[int(std::get<1>(info.param))];
-                         });
+                         }));
 
 TEST(Half, Fp16RoundTripAndRounding) {
   // Every fp16 value survives f16 -> f32 -> f16.
