@@ -31,6 +31,8 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   hg_ = floats(B * size_t(c.intermediate_size));
   hu_ = floats(B * size_t(c.intermediate_size));
   scores_ = floats(size_t(pool_.size()) * size_t(group_) * size_t(opt_.n_ctx));
+  // Prefill tiles (lazy pages: costs memory only once a long prompt uses it).
+  tile_scores_ = floats(size_t(pool_.size()) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx));
   logits_ = floats(size_t(c.vocab_size));
   logit_rows_.reserve(B);
   eval_batch_.reserve(B);
@@ -74,9 +76,27 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
     ops::apply_rope(ki, c.num_key_value_heads, rope_, toks[size_t(i)].pos);
     kv_.store(layer, toks[size_t(i)].seq, toks[size_t(i)].pos, ki, v + size_t(i) * kvd);
   });
+  // A prefill of one sequence (consecutive positions, fp32 cache): tiles of query rows per head,
+  // each two sgemms over the keys it sees.
+  bool prefill = n >= ops::kPrefillTile && kv_.type() == kernels::WType::kF32;
+  for (int i = 1; prefill && i < n; ++i)
+    prefill = toks[size_t(i)].seq == toks[0].seq && toks[size_t(i)].pos == toks[0].pos + i;
+  if (prefill) {
+    const int tiles = (n + ops::kPrefillTile - 1) / ops::kPrefillTile, H = c.num_attention_heads;
+    const ops::KvSlice kv = kv_.slice(layer, toks[0].seq);
+    pool_.run(H * tiles, [&](int task, int thread) {
+      const int h = task / tiles, r0 = (task % tiles) * ops::kPrefillTile;  // head-major: K/V stay in cache
+      const int rows = std::min(ops::kPrefillTile, n - r0);
+      float* scratch = tile_scores_.as<float>() + size_t(thread) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx);
+      ops::attend_prefill_tile(q + size_t(r0) * qd + size_t(h) * hd, qd, h, group_, hd, kv, toks[0].pos + r0, rows,
+                               att + size_t(r0) * qd + size_t(h) * hd, qd, scratch);
+    });
+    return;
+  }
+  // Otherwise token by token, head-major: consecutive tasks read the same kv head.
   const int n_groups = c.num_key_value_heads;
   pool_.run(n * n_groups, [&](int task, int thread) {
-    int i = task / n_groups, g = task % n_groups;
+    int i = task % n, g = task / n;
     const BatchToken& t = toks[size_t(i)];
     float* scores = scores_.as<float>() + size_t(thread) * size_t(group_) * size_t(opt_.n_ctx);
     size_t off = size_t(i) * qd + size_t(g) * group_ * hd;

@@ -84,7 +84,7 @@ class LlamaRuntime {
   int group_ = 1;  // query heads per kv head
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
-  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, logits_;
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, logits_;
   std::vector<int> logit_rows_;
   std::vector<BatchToken> eval_batch_;
 };

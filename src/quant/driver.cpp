@@ -165,6 +165,9 @@ void run_quantize(const QuantizeOptions& opt_in) {
       fail("--groupsize ", o.qc.group_size, " does not divide the input size ", K, " of ", linear_name(i));
   }
 
+  if (std::none_of(quantize.begin(), quantize.end(), [](bool b) { return b; }))
+    fail(o.model_dir, ": nothing to quantize: no linear has both dimensions a multiple of 32");
+
   json settings = settings_json(o, store);
   json state;
   if (o.resume) {
@@ -258,7 +261,9 @@ void run_quantize(const QuantizeOptions& opt_in) {
     std::fprintf(stderr, "quantize: %s -> %s: %d layers, %d of 7 linears per layer, %s, %d threads%s\n",
                  o.model_dir.c_str(), out.c_str(), L, per_layer, gptq ? calib.description.c_str() : "rtn", o.threads,
                  done > 0 ? cat(", resuming after layer ", done).c_str() : "");
-  Progress prog("quantize", int64_t(L) * per_layer, "linear", o.progress);
+  // Counts this run's linears only, so that rate and ETA stay right after a resume.
+  const int64_t todo = int64_t(L - done) * per_layer;
+  Progress prog("quantize", todo, "linear", o.progress);
   const auto t_start = std::chrono::steady_clock::now();
   for (int l = done; l < L; ++l) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -266,8 +271,7 @@ void run_quantize(const QuantizeOptions& opt_in) {
         l, jo, gptq ? &X : nullptr, o.true_sequential ? &A : nullptr,
         [&](const std::string& what, int n) {
           // Never "done" before finish(): the last layer's output pass still follows its linears.
-          prog.update(std::min<int64_t>(int64_t(l) * per_layer + n, int64_t(L) * per_layer - 1),
-                      cat("layer ", l + 1, "/", L, " ", what));
+          prog.update(std::min<int64_t>(int64_t(l - done) * per_layer + n, todo - 1), cat("layer ", l + 1, "/", L, " ", what));
         },
         [&] { test_kill_point(l, "mid"); });
     // Checkpoint: packed tensors, then the activations, then the state that points at them.
@@ -294,7 +298,7 @@ void run_quantize(const QuantizeOptions& opt_in) {
     std::error_code ec;
     fs::remove(hidden_file(partial, l), ec);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (l + 1 < L) prog.update(int64_t(l + 1) * per_layer, cat("layer ", l + 1, "/", L, " done"));
+    if (l + 1 < L) prog.update(int64_t(l + 1 - done) * per_layer, cat("layer ", l + 1, "/", L, " done"));
     if (o.progress && !tty) {
       const auto& tm = lq.timing();
       std::fprintf(stderr, "quantize: layer %d/%d done in %s (passes %s, hessians %s, solves %s); loss%s\n", l + 1, L,
