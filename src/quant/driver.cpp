@@ -230,7 +230,10 @@ void run_quantize(const QuantizeOptions& opt_in) {
   ActStore X, A;
   if (gptq) {
     X = ActStore(S, T, cfg.hidden_size, f16_acts);
-    if (o.true_sequential) A = ActStore(S, T, cfg.q_dim(), f16_acts);
+    if (o.true_sequential) {
+      A = ActStore(S, T, cfg.q_dim(), f16_acts);
+      A.release();  // allocated by each layer while it needs it
+    }
     if (done == 0) {
       std::vector<float> x(size_t(T) * size_t(cfg.hidden_size));
       for (int s = 0; s < S; ++s) {

@@ -39,6 +39,26 @@ bool chol_inverse_upper(float* a, int K, int threads) {
   return true;
 }
 
+// Row p of `a` [rows][cols] becomes old row perm[p], in place, following the permutation's cycles.
+void permute_rows(float* a, size_t rows, size_t cols, const std::vector<int32_t>& perm, float* tmp) {
+  std::vector<bool> done(rows, false);
+  for (size_t start = 0; start < rows; ++start) {
+    if (done[start] || size_t(perm[start]) == start) continue;
+    std::memcpy(tmp, a + start * cols, cols * sizeof(float));
+    size_t p = start;
+    for (;;) {
+      done[p] = true;
+      const size_t from = size_t(perm[p]);
+      if (from == start) {
+        std::memcpy(a + p * cols, tmp, cols * sizeof(float));
+        break;
+      }
+      std::memcpy(a + p * cols, a + from * cols, cols * sizeof(float));
+      p = from;
+    }
+  }
+}
+
 }  // namespace
 
 Hessian::Hessian(int k) : k_(k), h_(size_t(k) * size_t(k), 0.0f) {}
@@ -135,13 +155,15 @@ QuantizedLinear gptq_quantize(const float* W, int N, int K, std::vector<float>& 
   if (c.act_order) {
     std::stable_sort(perm.begin(), perm.end(),
                      [&](int32_t a, int32_t b) { return H[size_t(a) * Kz + size_t(a)] > H[size_t(b) * Kz + size_t(b)]; });
-    std::vector<float> tmp(Kz * Nz);
-    for (size_t p = 0; p < Kz; ++p) std::memcpy(&tmp[p * Nz], &WT[size_t(perm[p]) * Nz], Nz * sizeof(float));
-    WT.swap(tmp);
-    std::vector<float> Hp(Kz * Kz);
-    for (size_t i = 0; i < Kz; ++i)
-      for (size_t j = 0; j < Kz; ++j) Hp[i * Kz + j] = H[size_t(perm[i]) * Kz + size_t(perm[j])];
-    H.swap(Hp);
+    // In place (no second K x K matrix): columns of every row, then whole rows.
+    std::vector<float> row(std::max(Kz, Nz));
+    for (size_t i = 0; i < Kz; ++i) {
+      float* h = &H[i * Kz];
+      for (size_t j = 0; j < Kz; ++j) row[j] = h[size_t(perm[j])];
+      std::memcpy(h, row.data(), Kz * sizeof(float));
+    }
+    permute_rows(H.data(), Kz, Kz, perm, row.data());
+    permute_rows(WT.data(), Kz, Nz, perm, row.data());
     q.perm = perm;
   }
 

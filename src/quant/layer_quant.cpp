@@ -295,6 +295,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
   // True-sequential: [k, v, q] -> [o] -> [up, gate] -> [down]; each sub-list's inputs come from
   // the quantized sub-lists before it, one pass over the windows per sub-list.
   MH_CHECK(A && A->samples() == S, "gptq: no attention store");
+  A->allocate();  // needed from the o inputs to the up/gate inputs only
   if (auto h = hessian(LinearSlot::kQKV, any({kQ, kK, kV}))) {
     each_window("k,v,q inputs", [&](int s) {
       X->load(s, x_.data());
@@ -328,6 +329,7 @@ std::array<LinearOutcome, kNumLinears> LayerQuantizer::run(int l, const LayerJob
         add(*h, xb_.data());
       }
     });
+    A->release();
     if (h) quant_slot({kUp, kGate}, h.get());
   }
   auto mlp = [&](int s) {  // xb, hg = silu(gate) * up for window s (x_ holds its residual)

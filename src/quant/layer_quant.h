@@ -34,6 +34,8 @@ class ActStore {
   size_t sample_floats() const { return size_t(T_) * size_t(width_); }
   void load(int s, float* out) const;
   void store(int s, const float* in);
+  void release() { std::vector<uint8_t>().swap(data_); }  // frees the memory; allocate() brings it back
+  void allocate() { data_.resize(size_t(S_) * sample_floats() * (f16_ ? 2 : 4)); }
   uint8_t* bytes() { return data_.data(); }
   size_t size_bytes() const { return data_.size(); }
 
