@@ -311,6 +311,7 @@ void run_quantize(const QuantizeOptions& opt_in) {
     }
     test_kill_point(l, "end");
   }
+  if (todo > 0) prog.update(todo, cat(L, " layers"));
   prog.finish(cat(L, " layers"));
 
   // The finished folder: written inside the partial folder, then renamed into place.
