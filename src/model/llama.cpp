@@ -31,6 +31,8 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   hg_ = floats(B * size_t(c.intermediate_size));
   hu_ = floats(B * size_t(c.intermediate_size));
   scores_ = floats(size_t(pool_.size()) * size_t(group_) * size_t(opt_.n_ctx));
+  // Prefill tiles (lazy pages: costs memory only once a long prompt uses it).
+  tile_scores_ = floats(size_t(pool_.size()) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx));
   logits_ = floats(size_t(c.vocab_size));
   logit_rows_.reserve(B);
   eval_batch_.reserve(B);
@@ -56,23 +58,15 @@ void LlamaRuntime::embed(std::span<const BatchToken> tokens, float* x) const {
   }
 }
 
-void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, float* x) {
+void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const float* xb, float* att) {
   const LlamaConfig& c = config();
   const LayerWeights& L = w_->layers[size_t(layer)];
   const int n = int(toks.size());
-  const int d = c.hidden_size, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size;
-  const float eps = float(c.rms_norm_eps);
-  float* xb = xb_.as<float>();
+  const int hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
   float* q = q_.as<float>();
   float* k = k_.as<float>();
   float* v = v_.as<float>();
-  float* att = att_.as<float>();
-  float* hg = hg_.as<float>();
-  float* hu = hu_.as<float>();
-
-  // Attention block.
-  per_token(n, [&](int i) { ops::rmsnorm(x + size_t(i) * d, L.attn_norm.data(), eps, d, xb + size_t(i) * d); });
-  if (observer_) observer_->on_input(layer, LinearSlot::kQKV, xb, n, d);
+  if (observer_) observer_->on_input(layer, LinearSlot::kQKV, xb, n, c.hidden_size);
   ops::LinearOut qkv[3] = {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}};
   ops::linear_multi(qkv, 3, xb, n, pool_);
   per_token(n, [&](int i) {
@@ -82,14 +76,48 @@ void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, fl
     ops::apply_rope(ki, c.num_key_value_heads, rope_, toks[size_t(i)].pos);
     kv_.store(layer, toks[size_t(i)].seq, toks[size_t(i)].pos, ki, v + size_t(i) * kvd);
   });
+  // A prefill of one sequence (consecutive positions, fp32 cache): tiles of query rows per head,
+  // each two sgemms over the keys it sees.
+  bool prefill = n >= ops::kPrefillTile && kv_.type() == kernels::WType::kF32;
+  for (int i = 1; prefill && i < n; ++i)
+    prefill = toks[size_t(i)].seq == toks[0].seq && toks[size_t(i)].pos == toks[0].pos + i;
+  if (prefill) {
+    const int tiles = (n + ops::kPrefillTile - 1) / ops::kPrefillTile, H = c.num_attention_heads;
+    const ops::KvSlice kv = kv_.slice(layer, toks[0].seq);
+    pool_.run(H * tiles, [&](int task, int thread) {
+      const int h = task / tiles, r0 = (task % tiles) * ops::kPrefillTile;  // head-major: K/V stay in cache
+      const int rows = std::min(ops::kPrefillTile, n - r0);
+      float* scratch = tile_scores_.as<float>() + size_t(thread) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx);
+      ops::attend_prefill_tile(q + size_t(r0) * qd + size_t(h) * hd, qd, h, group_, hd, kv, toks[0].pos + r0, rows,
+                               att + size_t(r0) * qd + size_t(h) * hd, qd, scratch);
+    });
+    return;
+  }
+  // Otherwise token by token, head-major: consecutive tasks read the same kv head.
   const int n_groups = c.num_key_value_heads;
   pool_.run(n * n_groups, [&](int task, int thread) {
-    int i = task / n_groups, g = task % n_groups;
+    int i = task % n, g = task / n;
     const BatchToken& t = toks[size_t(i)];
     float* scores = scores_.as<float>() + size_t(thread) * size_t(group_) * size_t(opt_.n_ctx);
     size_t off = size_t(i) * qd + size_t(g) * group_ * hd;
     ops::attend_group(q + off, g, group_, hd, kv_.slice(layer, t.seq), t.pos + 1, att + off, scores);
   });
+}
+
+void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, float* x) {
+  const LlamaConfig& c = config();
+  const LayerWeights& L = w_->layers[size_t(layer)];
+  const int n = int(toks.size());
+  const int d = c.hidden_size, qd = c.q_dim(), ffn = c.intermediate_size;
+  const float eps = float(c.rms_norm_eps);
+  float* xb = xb_.as<float>();
+  float* att = att_.as<float>();
+  float* hg = hg_.as<float>();
+  float* hu = hu_.as<float>();
+
+  // Attention block.
+  per_token(n, [&](int i) { ops::rmsnorm(x + size_t(i) * d, L.attn_norm.data(), eps, d, xb + size_t(i) * d); });
+  attention(layer, toks, xb, att);
   if (observer_) observer_->on_input(layer, LinearSlot::kO, att, n, qd);
   ops::linear(L.wo, att, n, xb, pool_);
   per_token(n, [&](int i) { ops::add(x + size_t(i) * d, xb + size_t(i) * d, d); });

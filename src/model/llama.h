@@ -66,6 +66,9 @@ class LlamaRuntime {
   // the pieces for tools that walk the model layer by layer.
   void embed(std::span<const BatchToken> tokens, float* x) const;  // x: [n][d]
   void layer_forward(int layer, std::span<const BatchToken> tokens, float* x);
+  // The attention half of layer_forward: q/k/v of the normed input xb [n][d], RoPE, KV store,
+  // attention; writes att [n][q_dim] (the o_proj input).
+  void attention(int layer, std::span<const BatchToken> tokens, const float* xb, float* att);
 
  private:
   void step(std::span<const BatchToken> tokens, float* logits);
@@ -81,7 +84,7 @@ class LlamaRuntime {
   int group_ = 1;  // query heads per kv head
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
-  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, logits_;
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, logits_;
   std::vector<int> logit_rows_;
   std::vector<BatchToken> eval_batch_;
 };

@@ -21,4 +21,12 @@ struct KvSlice {
 void attend_group(const float* q, int g, int group, int head_dim, const KvSlice& kv, int n_pos, float* out,
                   float* scores);
 
+// Prefill tile: query head h (kv head h / group) for `rows` consecutive positions pos_first.. of
+// one sequence, whose keys [0, pos_first + rows) are in kv (fp32 only). q and out point at the
+// head's first row (row strides ldq, ldo). Two sgemms instead of a dot product per key and token.
+// scores: scratch of rows * (pos_first + rows) floats.
+constexpr int kPrefillTile = 64;
+void attend_prefill_tile(const float* q, int ldq, int h, int group, int head_dim, const KvSlice& kv, int pos_first,
+                         int rows, float* out, int ldo, float* scores);
+
 }  // namespace metharme::ops
