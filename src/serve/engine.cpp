@@ -217,7 +217,6 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
     std::fprintf(stderr, "serve: request %llu: %d prompt tokens (%d cached) in %.2f s, %d tokens in %.2f s, %s\n",
                  static_cast<unsigned long long>(job->id()), st.prompt_tokens, st.cached_tokens, st.prompt_s,
                  st.generated, st.gen_s, finish_name(f));
-  job->end(f, std::move(text), error, std::move(tokens));
   {
     std::lock_guard<std::mutex> lk(mu_);
     s.job.reset();
@@ -228,6 +227,8 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
     stats_.last = st;
     stats_.last_finish = f;
   }
+  // Figures first, then the end: a client that sees the end may read /perf at once.
+  job->end(f, std::move(text), error, std::move(tokens));
   s.sampler.reset();
   s.out.reset();
   s.pending = -1;

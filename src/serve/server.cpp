@@ -64,7 +64,7 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
   http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   http.set_payload_max_length(opt.max_body);
   http.set_keep_alive_timeout(3);
-  http.set_read_timeout(30);
+  http.set_read_timeout(10);
   http.set_write_timeout(10);
 
   http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
