@@ -1,5 +1,4 @@
 // metharme serve: the HTTP server (KoboldAI United, KoboldCpp, OpenAI APIs and a chat page).
-#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -25,14 +24,22 @@ struct Args {
   std::vector<std::string> cors;
 };
 
+// SIGINT/SIGTERM write their number to a pipe (all a handler may safely do, whichever thread
+// it lands on); a watcher thread reads it and shuts the server down.
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void on_signal(int sig) {
+  unsigned char b = static_cast<unsigned char>(sig);
+  ssize_t r = write(g_signal_pipe[1], &b, 1);
+  (void)r;
+}
+
 int run_serve(const Args& a) {
-  // Signals are taken by one thread with sigwait; every other thread (HTTP workers, the
-  // engine, the compute pool) inherits the block.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  if (pipe(g_signal_pipe) != 0) fail("cannot create a pipe for signals");
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 
   LlamaConfig cfg = load_llama_config(a.model);
   int ctx = a.ctx > 0 ? a.ctx : std::min(2048, cfg.max_position_embeddings);
@@ -54,22 +61,31 @@ int run_serve(const Args& a) {
   std::fprintf(stderr, "serve: listening on http://%s:%d (loading %s)\n", a.host.c_str(), port, a.model.c_str());
   std::thread http([&] { server.run(); });
 
-  std::atomic<bool> ready{false}, finished{false};
+  std::atomic<bool> ready{false};
+  std::thread stopper;  // runs server.stop(), so that a second signal is still noticed meanwhile
   std::thread sig([&] {
-    int s = 0;
-    sigwait(&sigs, &s);
-    if (finished.load()) return;
-    if (!ready.load()) {
-      std::fprintf(stderr, "serve: interrupted while loading the model\n");
-      _exit(130);
+    unsigned char s = 0;
+    for (int n = 0;; ++n) {
+      if (read(g_signal_pipe[0], &s, 1) != 1 || s == 0) return;  // 0: we are done
+      if (!ready.load()) {
+        std::fprintf(stderr, "serve: interrupted while loading the model\n");
+        _exit(128 + s);
+      }
+      if (n > 0) {
+        std::fprintf(stderr, "serve: second signal: exiting now\n");
+        _exit(128 + s);
+      }
+      std::fprintf(stderr, "serve: %s: finishing running requests and shutting down\n",
+                   s == SIGINT ? "SIGINT" : "SIGTERM");
+      stopper = std::thread([&server] { server.stop(); });
     }
-    std::fprintf(stderr, "serve: %s: finishing running requests and shutting down\n", s == SIGINT ? "SIGINT" : "SIGTERM");
-    server.stop();
   });
   auto wake_signal_thread = [&] {
-    finished.store(true);
-    pthread_kill(sig.native_handle(), SIGTERM);
+    unsigned char zero = 0;
+    ssize_t r = write(g_signal_pipe[1], &zero, 1);
+    (void)r;
     sig.join();
+    if (stopper.joinable()) stopper.join();
   };
 
   try {
@@ -94,6 +110,7 @@ int run_serve(const Args& a) {
                  so.model_name.c_str(), w->format.c_str(), ctx, a.parallel, a.queue, rt.pool().size(), a.host.c_str(),
                  port);
     http.join();
+    server.attach(nullptr);
     engine.shutdown();
   } catch (...) {
     server.stop();

@@ -1,5 +1,7 @@
 #include "serve/server.h"
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -62,6 +64,12 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
   httplib::Server& http = impl_->http;
   const int threads = std::max(4, opt.http_threads);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which lets a second server bind the
+  // same port silently.
+  http.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   http.set_payload_max_length(opt.max_body);
   http.set_keep_alive_timeout(3);
   http.set_read_timeout(10);
