@@ -4,10 +4,10 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config
   libsentencepiece-dev nlohmann-json3-dev libcpp-httplib-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev liblapacke-dev zlib1g-dev libomp-dev
+  libopenblas-dev liblapacke-dev zlib1g-dev
 )
 # Extra packages some tests need (browser tests, etc.) are listed in tools/deps-extra.txt.
 # A line "package:command" counts the package as present when the command is on PATH.

@@ -1,7 +1,6 @@
 #include "formats/npy.h"
 
 #include <cstring>
-#include <regex>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -59,13 +58,23 @@ NpyArray read_npy(const std::string& path) {
   }
   if (off + hlen > s.size()) fail(path, ": truncated .npy header");
   std::string header = s.substr(off, hlen);
-  std::smatch m;
-  if (!std::regex_search(header, m, std::regex("'descr':\\s*'([<>|=])([a-zA-Z])(\\d+)'")))
-    fail(path, ": .npy header has no descr");
-  if (m[1] == ">") fail(path, ": big-endian .npy is not supported");
-  std::string kind = m[2], width = m[3];
+  // The header is a Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
+  auto value_after = [&](const char* key) -> size_t {
+    size_t k = header.find(key);
+    if (k == std::string::npos) fail(path, ": .npy header has no ", key);
+    size_t colon = header.find(':', k);
+    if (colon == std::string::npos) fail(path, ": malformed .npy header");
+    size_t v = header.find_first_not_of(" ", colon + 1);
+    if (v == std::string::npos) fail(path, ": malformed .npy header");
+    return v;
+  };
+  size_t d = value_after("'descr'");
+  size_t d_end = header.find('\'', d + 1);
+  if (header[d] != '\'' || d_end == std::string::npos || d_end - d < 4) fail(path, ": malformed .npy descr");
+  std::string descr = header.substr(d + 1, d_end - d - 1);
+  if (descr[0] == '>') fail(path, ": big-endian .npy is not supported");
+  std::string code = descr.substr(1);
   NpyArray a;
-  std::string code = kind + width;
   if (code == "f4") a.dtype = DType::F32;
   else if (code == "f2") a.dtype = DType::F16;
   else if (code == "f8") a.dtype = DType::F64;
@@ -74,14 +83,24 @@ NpyArray read_npy(const std::string& path) {
   else if (code == "i2") a.dtype = DType::I16;
   else if (code == "u1") a.dtype = DType::U8;
   else if (code == "i1") a.dtype = DType::I8;
-  else fail(path, ": unsupported .npy dtype '", code, "'");
-  if (std::regex_search(header, std::regex("'fortran_order':\\s*True")))
-    fail(path, ": Fortran-order .npy is not supported");
-  if (!std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) fail(path, ": .npy header has no shape");
-  std::string dims = m[1];
-  std::regex num("\\d+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator(); ++it)
-    a.shape.push_back(std::stoll(it->str()));
+  else fail(path, ": unsupported .npy dtype '", descr, "'");
+  if (header.compare(value_after("'fortran_order'"), 4, "True") == 0) fail(path, ": Fortran-order .npy is not supported");
+  size_t sh = value_after("'shape'");
+  size_t sh_end = header.find(')', sh);
+  if (header[sh] != '(' || sh_end == std::string::npos) fail(path, ": malformed .npy shape");
+  std::string dims = header.substr(sh + 1, sh_end - sh - 1);
+  for (size_t i = 0; i < dims.size();) {
+    if (dims[i] >= '0' && dims[i] <= '9') {
+      size_t j = i;
+      while (j < dims.size() && dims[j] >= '0' && dims[j] <= '9') ++j;
+      a.shape.push_back(std::stoll(dims.substr(i, j - i)));
+      i = j;
+    } else if (dims[i] == ',' || dims[i] == ' ') {
+      ++i;
+    } else {
+      fail(path, ": malformed .npy shape");
+    }
+  }
   size_t want = size_t(a.numel()) * dtype_size(a.dtype);
   size_t data_off = off + hlen;
   if (s.size() - data_off != want)

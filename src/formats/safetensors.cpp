@@ -97,6 +97,7 @@ void SafetensorsWriter::declare(const std::string& name, DType dtype, const std:
   size_t numel = 1;
   for (int64_t d : shape) numel *= size_t(d);
   size_t n = numel * dtype_size(dtype);
+  MH_CHECK(index_.emplace(name, decls_.size()).second, "safetensors writer: tensor '", name, "' declared twice");
   decls_.push_back({name, dtype, shape, total_, total_ + n});
   total_ += n;
 }
@@ -119,21 +120,15 @@ void SafetensorsWriter::write(const void* data, size_t n) {
   MH_CHECK(written_ + n <= total_, "safetensors writer: more bytes written than declared");
   out_.write(data, n);
   written_ += n;
-  while (cur_ < decls_.size() && written_ >= decls_[cur_].end) ++cur_;
 }
 
 void SafetensorsWriter::write_tensor(const std::string& name, const void* data) {
-  // Skip empty tensors the cursor already passed.
-  while (cur_ < decls_.size() && decls_[cur_].begin == decls_[cur_].end && decls_[cur_].name != name) ++cur_;
-  MH_CHECK(cur_ < decls_.size() && decls_[cur_].name == name, "safetensors writer: tensor '", name,
-           "' written out of declaration order");
-  MH_CHECK(written_ == decls_[cur_].begin, "safetensors writer: tensor '", name, "' starts mid-tensor");
-  const Decl& d = decls_[cur_];
-  if (d.end == d.begin) {
-    if (!header_done_) emit_header();
-    ++cur_;
-    return;
-  }
+  auto it = index_.find(name);
+  MH_CHECK(it != index_.end(), "safetensors writer: tensor '", name, "' was not declared");
+  const Decl& d = decls_[it->second];
+  if (!header_done_) emit_header();
+  if (d.end == d.begin) return;
+  MH_CHECK(written_ == d.begin, "safetensors writer: tensor '", name, "' written out of declaration order");
   write(data, d.end - d.begin);
 }
 

@@ -52,8 +52,8 @@ class SafetensorsWriter {
   AtomicFile out_;
   std::vector<Decl> decls_;
   std::map<std::string, std::string> metadata_;
+  std::map<std::string, size_t> index_;  // name -> position in decls_
   size_t total_ = 0, written_ = 0;
-  size_t cur_ = 0;  // index of the tensor being written
   bool header_done_ = false;
 };
 

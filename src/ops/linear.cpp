@@ -45,6 +45,16 @@ void dense_range(const Linear& w, const float* x, int M, float* y, int n0, int n
   }
 }
 
+// Our ThreadPool splits every matmul; OpenBLAS must not start threads of its own underneath
+// (two of our threads inside a multi-threaded OpenBLAS call can deadlock).
+void blas_single_threaded() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+
 int range_align(int M) { return M < kGemmMinRows ? 8 : kPanelRows; }
 
 }  // namespace
@@ -83,6 +93,7 @@ void linear(const Linear& w, const float* x, int M, float* y, ThreadPool& pool) 
 
 void linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, ThreadPool& pool) {
   if (M <= 0) return;
+  if (M >= kGemmMinRows) blas_single_threaded();
   // int4 layers run through their own path (it prepares activations first).
   bool all_dense = true;
   for (int i = 0; i < n_outs; ++i) {

@@ -7,14 +7,23 @@
 namespace metharme {
 
 namespace {
-// Spin this many polls before sleeping: decode runs a job every few microseconds and a futex
-// wake-up costs more than that.
+// Workers poll this many times for the next job before sleeping: decode issues a job every few
+// microseconds and a futex wake-up costs more than that. Polling yields the CPU regularly so an
+// oversubscribed machine (other processes, more threads than cores) still makes progress.
 constexpr int kSpinPolls = 20000;
+constexpr int kYieldEvery = 64;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+inline void backoff(int i) {
+  if (i % kYieldEvery == kYieldEvery - 1)
+    sched_yield();
+  else
+    cpu_relax();
 }
 }  // namespace
 
@@ -25,45 +34,52 @@ int default_thread_count() {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
-  workers_.reserve(n_threads_ - 1);
+  workers_.reserve(size_t(n_threads_ - 1));
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
 
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    generation_.fetch_add(1, std::memory_order_release);
+    stop_.store(true, std::memory_order_release);
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::work_on_job(int thread) {
+void ThreadPool::work_on_job(uint32_t gen, int thread) {
+  uint64_t w = work_.load(std::memory_order_acquire);
   for (;;) {
-    int task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) break;
-    (*job_)(task, thread);
+    if (uint32_t(w >> 32) != gen) return;  // that job is over
+    uint32_t idx = uint32_t(w);
+    if (int(idx) >= n_tasks_.load(std::memory_order_relaxed)) return;
+    if (!work_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    // The job cannot finish (and job_ cannot change) before this claimed task is done.
+    (*job_)(int(idx), thread);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    w = work_.load(std::memory_order_acquire);
   }
 }
 
 void ThreadPool::worker(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinPolls; ++spin) {
-      cpu_relax();
-      gen = generation_.load(std::memory_order_acquire);
+    uint32_t gen = uint32_t(work_.load(std::memory_order_acquire) >> 32);
+    for (int i = 0; gen == seen && i < kSpinPolls; ++i) {
+      backoff(i);
+      if (stop_.load(std::memory_order_acquire)) return;
+      gen = uint32_t(work_.load(std::memory_order_acquire) >> 32);
     }
     if (gen == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
+      cv_.wait(lock, [&] {
+        return stop_.load(std::memory_order_acquire) || uint32_t(work_.load(std::memory_order_acquire) >> 32) != seen;
+      });
+      if (stop_.load(std::memory_order_acquire)) return;
+      gen = uint32_t(work_.load(std::memory_order_acquire) >> 32);
     }
     seen = gen;
-    if (stop_) return;
-    work_on_job(index);
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    work_on_job(gen, index);
   }
 }
 
@@ -74,17 +90,17 @@ void ThreadPool::run(int n_tasks, FunctionRef<void(int, int)> fn) {
     return;
   }
   job_ = &fn;
-  n_tasks_ = n_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
+  n_tasks_.store(n_tasks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t gen = ++gen_;
   {
     // The lock orders the publish against a worker that is about to sleep.
     std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+    work_.store(uint64_t(gen) << 32, std::memory_order_release);
   }
   cv_.notify_all();
-  work_on_job(0);
-  while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+  work_on_job(gen, 0);
+  for (int i = 0; done_.load(std::memory_order_acquire) != n_tasks; ++i) backoff(i);
   job_ = nullptr;
 }
 

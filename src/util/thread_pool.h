@@ -50,18 +50,21 @@ class ThreadPool {
 
  private:
   void worker(int index);
-  void work_on_job(int thread);
+  // Claims and runs tasks of job `gen` until none are left; returns how many it ran.
+  void work_on_job(uint32_t gen, int thread);
 
   int n_threads_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_task_{0};
-  std::atomic<int> busy_workers_{0};
-  int n_tasks_ = 0;
+  // (job generation << 32) | next unclaimed task. A worker that wakes up late sees a newer
+  // generation and claims nothing of a finished job, so the caller never waits for sleepers.
+  std::atomic<uint64_t> work_{0};
+  std::atomic<int> n_tasks_{0};
+  std::atomic<int> done_{0};
   FunctionRef<void(int, int)>* job_ = nullptr;
-  bool stop_ = false;
+  uint32_t gen_ = 0;
+  std::atomic<bool> stop_{false};
 };
 
 // Threads to use when the user gives none: the number of CPUs this process may run on.
