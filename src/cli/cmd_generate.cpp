@@ -3,6 +3,7 @@
 
 #include "chat/generate.h"
 #include "cli/command.h"
+#include "cli/sampler_flags.h"
 #include "model/llama.h"
 #include "util/error.h"
 
@@ -12,9 +13,7 @@ namespace {
 struct Args {
   std::string model, prompt;
   int n = 128, threads = 0, ctx = 0;
-  float temp = 0.8f;
-  uint64_t seed = 0;
-  bool seed_set = false, echo = false;
+  bool echo = false, keep_stop = false;
 };
 
 Registrar reg("generate", "Continue a prompt; the new text streams to stdout, timings go to stderr",
@@ -23,12 +22,12 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
   app.add_option("-m,--model", a->model, "Model folder")->required();
   app.add_option("-p,--prompt", a->prompt, "Prompt text (empty: start from BOS alone)");
   app.add_option("-n,--n-predict", a->n, "Tokens to generate")->check(CLI::Range(0, 1 << 20));
-  app.add_option("--temp", a->temp, "Temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
-  app.add_option("--seed", a->seed, "Random seed (default: from the clock)")->each([a](const std::string&) { a->seed_set = true; });
   app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(model maximum, 4096))");
   app.add_flag("--echo", a->echo, "Print the prompt before the generated text");
+  app.add_flag("--keep-stop", a->keep_stop, "Print the stop string that ended the text");
   add_threads_option(app, a->threads);
-  return [a] {
+  auto sf = add_sampler_flags(app);
+  return [a, sf] {
     auto w = load_weights(a->model);
     Tokenizer tok = Tokenizer::from_folder(a->model);
     RuntimeOptions ro;
@@ -36,10 +35,13 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
     ro.n_ctx = a->ctx;
     LlamaRuntime rt(*w, ro);
     auto ids = tok.encode(a->prompt, true);
+    if (int(ids.size()) > rt.n_ctx())
+      fail("the prompt has ", ids.size(), " tokens, more than the context of ", rt.n_ctx(), " (raise -c)");
     GenerateOptions go;
-    go.max_tokens = std::min(a->n, rt.n_ctx() - int(ids.size()));
-    go.sampler.temperature = a->temp;
-    go.sampler.seed = a->seed_set ? a->seed : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+    go.max_tokens = std::min(a->n, rt.n_ctx() - int(ids.size()) + 1);
+    go.sampler = sf->resolve(rt.n_vocab());
+    go.stop = sf->stops;
+    go.trim_stop = !a->keep_stop;
     if (a->echo) {
       std::fputs(a->prompt.c_str(), stdout);
       std::fflush(stdout);
@@ -52,10 +54,12 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
     std::fputc('\n', stdout);
     std::fflush(stdout);
     int n_gen = int(res.tokens.size());
-    std::fprintf(stderr, "prompt: %d tokens in %.3f s (%.2f tok/s); generation: %d tokens in %.3f s (%.2f tok/s); %d threads, %s\n",
+    std::fprintf(stderr,
+                 "prompt: %d tokens in %.3f s (%.2f tok/s); generation: %d tokens in %.3f s (%.2f tok/s); %d threads, "
+                 "%s; seed %llu; stopped by %s\n",
                  res.prompt_tokens, res.prompt_seconds, res.prompt_tokens / std::max(res.prompt_seconds, 1e-9), n_gen,
                  res.gen_seconds, n_gen > 1 ? (n_gen - 1) / std::max(res.gen_seconds, 1e-9) : 0.0, rt.pool().size(),
-                 w->format.c_str());
+                 w->format.c_str(), static_cast<unsigned long long>(go.sampler.seed), finish_reason_name(res.finish));
     return 0;
   };
 });

@@ -39,16 +39,17 @@ void KvCache::shift(int seq, int src, int dst, int count, double rope_theta) {
   MH_CHECK(dst <= src && src + count <= n_ctx_ && dst >= 0, "KV shift out of range");
   if (count <= 0 || src == dst) return;
   const auto& kern = kernels::dense_kernels();
-  std::vector<float> tmp(static_cast<size_t>(head_dim_));
+  // Positions of one head are contiguous: move each head's run at once. Keys are decoded,
+  // turned by (dst - src) positions (one angle table for the whole run) and encoded at the new
+  // place; the runs may overlap, so the whole run is decoded before any of it is written.
+  const size_t n = size_t(count) * size_t(head_dim_);
+  std::vector<float> tmp(n);
   for (int l = 0; l < n_layers_; ++l) {
     for (int h = 0; h < n_kv_heads_; ++h) {
-      for (int i = 0; i < count; ++i) {
-        // Keys: decode, rotate by the position change, encode at the new place.
-        kern.to_f32(type_, row(k_, l, seq, h, src + i), tmp.data(), head_dim_);
-        ops::apply_rope_delta(tmp.data(), 1, head_dim_, rope_theta, dst - src);
-        kern.from_f32(type_, tmp.data(), row(k_, l, seq, h, dst + i), head_dim_);
-        std::memmove(row(v_, l, seq, h, dst + i), row(v_, l, seq, h, src + i), size_t(head_dim_) * es_);
-      }
+      kern.to_f32(type_, row(k_, l, seq, h, src), tmp.data(), int64_t(n));
+      ops::apply_rope_delta(tmp.data(), count, head_dim_, rope_theta, dst - src);
+      kern.from_f32(type_, tmp.data(), row(k_, l, seq, h, dst), int64_t(n));
+      std::memmove(row(v_, l, seq, h, dst), row(v_, l, seq, h, src), n * es_);
     }
   }
 }

@@ -3,41 +3,74 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
+
+#include "sampling/samplers.h"
 
 namespace metharme {
 
-// KoboldAI sampler settings (../shared/docs/kobold-api.md section 5). Each sampler is off at its
-// neutral value. sampler_order ids: 0 top-k, 1 top-a, 2 top-p, 3 tail-free, 4 typical,
-// 5 temperature, 6 repetition penalty.
+// KoboldAI sampler settings (../shared/docs/kobold-api.md section 3). Each sampler is off at its
+// neutral value. sampler_order ids: 0 top-k, 1 top-a, 2 top-p (then min-p), 3 tail-free,
+// 4 typical, 5 temperature, 6 repetition penalty.
 struct SamplerParams {
-  float temperature = 0.8f;  // <= 0: greedy (argmax)
+  float temperature = 0.8f;  // <= 0: greedy (only the most likely token survives slot 5)
   int top_k = 0;             // 0: off
   float top_a = 0.0f;        // 0: off
   float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off (KoboldCpp extension)
+  float min_p = 0.0f;        // 0: off (KoboldCpp extension, applied right after top-p)
   float typical = 1.0f;      // 1: off
   float tfs = 1.0f;          // 1: off
   float rep_pen = 1.0f;      // 1: off
   int rep_pen_range = 0;     // tokens of history penalized; 0: all
-  float rep_pen_slope = 1.0f;
+  float rep_pen_slope = 1.0f;  // KoboldCpp: the older half of the window gets 1 + (rep_pen-1)*slope
+  float presence_penalty = 0.0f;  // subtracted from every token seen in the window
   std::vector<int> sampler_order{6, 0, 1, 3, 4, 2, 5};
   std::vector<int> banned_tokens;  // never sampled
   bool ban_eos = false;            // EOS never sampled
+  std::vector<std::pair<int, float>> logit_bias;  // {token id, added to its logit}
   uint64_t seed = 0;
 };
 
+constexpr int kSamplerCount = 7;
+// Before the samplers run, only this many of the most likely tokens stay candidates, as in
+// KoboldCpp; it bounds the cost of the samplers that sort (top-p, tail-free, typical).
+constexpr size_t kMaxCandidates = 5000;
+const char* sampler_name(int id);  // "top_k", ... "rep_pen"
+
+// "" when p is usable with a vocabulary of n_vocab tokens, else a one-line message naming the
+// field. A 6-entry sampler_order without 6 is valid (normalize_order() prepends 6, as United does).
+std::string sampler_params_error(const SamplerParams& p, int n_vocab);
+// The order actually applied: the list, with 6 prepended when it holds 0..5 only.
+std::vector<int> normalize_order(const std::vector<int>& order);
+// Parses "6,0,1,3,4,2,5" (commas or spaces); throws Error on anything else.
+std::vector<int> parse_sampler_order(const std::string& s);
+
 class Sampler {
  public:
-  Sampler(const SamplerParams& p, int n_vocab);
-  // Picks the next token from logits[n_vocab]. `history`: tokens so far (for penalties).
+  // Throws Error when the params are invalid (see sampler_params_error).
+  Sampler(const SamplerParams& p, int n_vocab, int eos_id = 2);
+
+  // Picks the next token from logits[n_vocab]. `history`: every token of the context so far
+  // (prompt and generated) for the repetition penalty. Allocates nothing.
   int sample(const float* logits, const std::vector<int>& history);
+
+  // The distribution sample() draws from: surviving {id, probability}, most likely first.
+  std::vector<std::pair<int, double>> distribution(const float* logits, const std::vector<int>& history);
+
+  void reseed(uint64_t seed) { rng_.seed(seed); }
   const SamplerParams& params() const { return p_; }
 
  private:
+  void filter(const float* logits, const std::vector<int>& history);  // leaves survivors in cand_
   SamplerParams p_;
+  std::vector<int> order_;
+  int n_vocab_, eos_;
   std::mt19937_64 rng_;
-  std::vector<float> probs_;
+  Candidates cand_;
+  std::vector<uint8_t> banned_;  // [n_vocab] 1 = never sampled
+  std::vector<uint8_t> seen_;    // [n_vocab] repetition-penalty scratch, all zero between calls
 };
 
 int argmax(const float* x, int n);

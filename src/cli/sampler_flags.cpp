@@ -1,0 +1,92 @@
+#include "cli/sampler_flags.h"
+
+#include <chrono>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace metharme::cli {
+
+namespace {
+int parse_id(const std::string& s, const char* flag) {
+  size_t used = 0;
+  int v = -1;
+  try {
+    v = std::stoi(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) fail(flag, ": '", s, "' is not a token id");
+  return v;
+}
+}  // namespace
+
+std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app) {
+  auto f = std::make_shared<SamplerFlags>();
+  SamplerParams& p = f->params;
+  p.temperature = 0.7f;
+  p.top_k = 100;
+  p.top_p = 0.92f;
+  p.rep_pen = 1.07f;
+  p.rep_pen_range = 360;
+  p.rep_pen_slope = 0.7f;
+  const std::string g = "Sampling (KoboldAI semantics)";
+  app.add_option("--temp", p.temperature, "Temperature; 0 = greedy")->capture_default_str()->group(g);
+  app.add_option("--top-k", p.top_k, "Keep the K most likely tokens; 0 = off")->capture_default_str()->group(g);
+  app.add_option("--top-a", p.top_a, "Drop tokens with p < A * p_max^2; 0 = off")->capture_default_str()->group(g);
+  app.add_option("--top-p", p.top_p, "Keep the most likely tokens up to this mass; 1 = off")->capture_default_str()->group(g);
+  app.add_option("--min-p", p.min_p, "Drop tokens with p < MIN_P * p_max; 0 = off")->capture_default_str()->group(g);
+  app.add_option("--typical", p.typical, "Typical sampling mass; 1 = off")->capture_default_str()->group(g);
+  app.add_option("--tfs", p.tfs, "Tail-free sampling z; 1 = off")->capture_default_str()->group(g);
+  app.add_option("--rep-pen", p.rep_pen, "Repetition penalty; 1 = off")->capture_default_str()->group(g);
+  app.add_option("--rep-pen-range", p.rep_pen_range, "Tokens of history penalized; 0 = all")->capture_default_str()->group(g);
+  app.add_option("--rep-pen-slope", p.rep_pen_slope, "Older half of the range gets 1+(rep_pen-1)*slope")
+      ->capture_default_str()
+      ->group(g);
+  app.add_option("--presence-penalty", p.presence_penalty, "Subtracted from every token in the range")
+      ->capture_default_str()
+      ->group(g);
+  app.add_option("--sampler-order", f->order, "Sampler ids in order: 0 top-k, 1 top-a, 2 top-p/min-p, 3 tfs, 4 typical, 5 temp, 6 rep-pen")
+      ->capture_default_str()
+      ->group(g);
+  app.add_option("--ban", f->bans, "Token id(s) never sampled (repeat or comma-separate)")->group(g);
+  app.add_flag("--ban-eos", p.ban_eos, "Never sample end-of-sequence")->group(g);
+  app.add_option("--logit-bias", f->biases, "ID:BIAS added to a token's logit (repeatable)")->group(g);
+  app.add_option("--stop", f->stops, "Stop when the text contains this string (repeatable; not printed)")->group(g);
+  app.add_option("--seed", p.seed, "Random seed (default: from the clock)")
+      ->each([f](const std::string&) { f->seed_set = true; })
+      ->group(g);
+  return f;
+}
+
+SamplerParams SamplerFlags::resolve(int n_vocab) {
+  SamplerParams p = params;
+  p.sampler_order = parse_sampler_order(order);
+  p.banned_tokens.clear();
+  for (const std::string& b : bans) {
+    std::stringstream ss(b);
+    std::string item;
+    while (std::getline(ss, item, ','))
+      if (!item.empty()) p.banned_tokens.push_back(parse_id(item, "--ban"));
+  }
+  p.logit_bias.clear();
+  for (const std::string& b : biases) {
+    size_t colon = b.find(':');
+    if (colon == std::string::npos) fail("--logit-bias: expected ID:BIAS, got '", b, "'");
+    float bias = 0;
+    try {
+      size_t used = 0;
+      bias = std::stof(b.substr(colon + 1), &used);
+      if (used != b.size() - colon - 1) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      fail("--logit-bias: '", b.substr(colon + 1), "' is not a number");
+    }
+    p.logit_bias.emplace_back(parse_id(b.substr(0, colon), "--logit-bias"), bias);
+  }
+  if (!seed_set) p.seed = uint64_t(std::chrono::system_clock::now().time_since_epoch().count()) % 1000000007u;
+  std::string err = sampler_params_error(p, n_vocab);
+  if (!err.empty()) fail("sampler: ", err);
+  return p;
+}
+
+}  // namespace metharme::cli

@@ -1,0 +1,31 @@
+// Sampler flags shared by `generate` and `chat` (KoboldAI names and semantics).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sampling/sampler.h"
+
+namespace metharme::cli {
+
+struct SamplerFlags {
+  SamplerParams params;            // defaults: KoboldAI Lite's (temperature 0.7, top-k 100, ...)
+  std::string order = "6,0,1,3,4,2,5";
+  std::vector<std::string> bans;   // token ids, each flag may hold a comma list
+  std::vector<std::string> biases; // "ID:BIAS"
+  std::vector<std::string> stops;
+  bool seed_set = false;
+
+  // The parameters after parsing, validated against the vocabulary; the seed comes from the
+  // clock unless --seed was given. Throws Error naming the bad flag.
+  SamplerParams resolve(int n_vocab);
+};
+
+// Adds --temp, --top-k, --top-a, --top-p, --min-p, --typical, --tfs, --rep-pen,
+// --rep-pen-range, --rep-pen-slope, --presence-penalty, --sampler-order, --ban, --ban-eos,
+// --logit-bias, --stop and --seed to `app`.
+std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app);
+
+}  // namespace metharme::cli

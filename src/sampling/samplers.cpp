@@ -1,0 +1,207 @@
+#include "sampling/samplers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace metharme {
+
+namespace {
+// Shrinks without the growth path of resize() (which GCC 12 misreads under -Warray-bounds).
+void truncate(std::vector<Candidate>& v, size_t n) { v.erase(v.begin() + std::ptrdiff_t(n), v.end()); }
+
+bool before(const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
+
+// Keeps items[i] where keep(i) holds, in order; keeps item 0 of a sorted set if all would go.
+template <class F>
+void keep_if(Candidates& c, F&& keep) {
+  size_t w = 0;
+  const size_t n = c.items.size();
+  size_t best = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (before(c.items[i], c.items[best])) best = i;
+    if (keep(i)) c.items[w++] = c.items[i];
+  }
+  if (w == 0 && n > 0) c.items[w++] = c.items[best];  // never empty: the most likely one stays
+  truncate(c.items, w);
+}
+}  // namespace
+
+void Candidates::reserve(size_t n) {
+  items.reserve(n);
+  p.reserve(n);
+  work.reserve(n);
+  idx.reserve(n);
+  tmp.reserve(n);
+}
+
+void Candidates::sort() {
+  if (sorted) return;
+  std::sort(items.begin(), items.end(), before);
+  sorted = true;
+}
+
+void Candidates::softmax() {
+  p.resize(items.size());
+  if (items.empty()) return;
+  float mx = items[0].logit;
+  for (const auto& it : items) mx = std::max(mx, it.logit);
+  double sum = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    p[i] = std::exp(double(items[i].logit) - double(mx));
+    sum += p[i];
+  }
+  for (double& v : p) v /= sum;
+}
+
+void keep_most_likely(Candidates& c, size_t n) {
+  if (n == 0 || n >= c.items.size()) return;
+  std::nth_element(c.items.begin(), c.items.begin() + std::ptrdiff_t(n), c.items.end(), before);
+  truncate(c.items, n);
+  c.sorted = false;
+}
+
+void apply_top_k(Candidates& c, int k) {
+  if (k <= 0 || size_t(k) >= c.items.size()) return;
+  if (!c.sorted) {
+    std::partial_sort(c.items.begin(), c.items.begin() + k, c.items.end(), before);
+    c.sorted = true;
+  }
+  truncate(c.items, size_t(k));
+}
+
+void apply_top_a(Candidates& c, float a) {
+  if (a <= 0 || c.items.size() <= 1) return;
+  c.softmax();
+  double pmax = *std::max_element(c.p.begin(), c.p.end());
+  double thr = double(a) * pmax * pmax;
+  keep_if(c, [&](size_t i) { return c.p[i] >= thr; });
+}
+
+void apply_top_p(Candidates& c, float top_p) {
+  if (top_p >= 1 || c.items.size() <= 1) return;
+  c.sort();
+  c.softmax();
+  double cum = 0;
+  size_t keep = c.items.size();
+  for (size_t i = 0; i < c.items.size(); ++i) {
+    cum += c.p[i];
+    if (cum >= double(top_p)) {
+      keep = i + 1;
+      break;
+    }
+  }
+  truncate(c.items, keep);
+}
+
+void apply_min_p(Candidates& c, float min_p) {
+  if (min_p <= 0 || c.items.size() <= 1) return;
+  c.softmax();
+  double pmax = *std::max_element(c.p.begin(), c.p.end());
+  double thr = double(min_p) * pmax;
+  keep_if(c, [&](size_t i) { return c.p[i] >= thr; });
+}
+
+void apply_tail_free(Candidates& c, float z) {
+  const size_t n = c.items.size();
+  if (z >= 1 || n <= 2) return;
+  c.sort();
+  c.softmax();
+  // d2[i] = |(p[i] - p[i+1]) - (p[i+1] - p[i+2])|, normalized to sum 1.
+  auto& d2 = c.work;
+  d2.resize(n - 2);
+  double sum = 0;
+  for (size_t i = 0; i + 2 < n; ++i) {
+    d2[i] = std::fabs((c.p[i] - c.p[i + 1]) - (c.p[i + 1] - c.p[i + 2]));
+    sum += d2[i];
+  }
+  for (double& v : d2) v = sum > 1e-6 ? v / sum : 1.0 / double(d2.size());
+  // Keep the tokens before the first i >= 1 whose running sum passes z.
+  double cum = 0;
+  size_t keep = n;
+  for (size_t i = 0; i < d2.size(); ++i) {
+    cum += d2[i];
+    if (cum > double(z) && i >= 1) {
+      keep = i;
+      break;
+    }
+  }
+  truncate(c.items, keep);
+}
+
+void apply_typical(Candidates& c, float mass) {
+  const size_t n = c.items.size();
+  if (mass >= 1 || n <= 1) return;
+  c.softmax();
+  double h = 0;
+  for (double p : c.p)
+    if (p > 0) h -= p * std::log(p);
+  // Distance of each token's surprise from the entropy; the most typical come first.
+  auto& dist = c.work;
+  dist.resize(n);
+  for (size_t i = 0; i < n; ++i) dist[i] = c.p[i] > 0 ? std::fabs(-std::log(c.p[i]) - h) : INFINITY;
+  auto& idx = c.idx;
+  idx.resize(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+    return dist[size_t(a)] < dist[size_t(b)] || (dist[size_t(a)] == dist[size_t(b)] && a < b);
+  });
+  double cum = 0;
+  size_t keep = n;
+  for (size_t i = 0; i < n; ++i) {
+    cum += c.p[size_t(idx[i])];
+    if (cum > double(mass)) {
+      keep = i + 1;
+      break;
+    }
+  }
+  // The kept tokens, most typical first.
+  c.tmp.resize(keep);
+  for (size_t i = 0; i < keep; ++i) c.tmp[i] = c.items[size_t(idx[i])];
+  c.items.swap(c.tmp);
+  c.sorted = false;
+}
+
+void apply_temperature(Candidates& c, float t) {
+  if (c.items.empty()) return;
+  if (t <= 0) {
+    size_t best = 0;
+    for (size_t i = 1; i < c.items.size(); ++i)
+      if (before(c.items[i], c.items[best])) best = i;
+    c.items[0] = c.items[best];
+    truncate(c.items, 1);
+    c.sorted = true;
+    return;
+  }
+  if (t == 1) return;
+  for (auto& it : c.items) it.logit /= t;
+}
+
+void apply_rep_pen(Candidates& c, const std::vector<int>& history, float penalty, int range, float slope,
+                   float presence, std::vector<uint8_t>& seen) {
+  if (penalty == 1 && presence == 0) return;
+  const size_t n = history.size();
+  const size_t w = range > 0 ? std::min(n, size_t(range)) : n;
+  if (w == 0) return;
+  if (!(slope > 0 && slope <= 1)) slope = 1;
+  const float far_pen = penalty > 1 ? 1 + (penalty - 1) * slope : penalty;
+  // seen: 1 = only in the older half of the window, 2 = in the newer half.
+  const size_t start = n - w, mid = start + w / 2;
+  for (size_t i = start; i < n; ++i) {
+    int id = history[i];
+    if (id < 0 || size_t(id) >= seen.size()) continue;
+    seen[size_t(id)] = i >= mid ? 2 : std::max<uint8_t>(seen[size_t(id)], 1);
+  }
+  for (auto& it : c.items) {
+    uint8_t s = seen[size_t(it.id)];
+    if (!s) continue;
+    float pen = s == 2 ? penalty : far_pen;
+    it.logit = it.logit > 0 ? it.logit / pen : it.logit * pen;
+    it.logit -= presence;
+  }
+  for (size_t i = start; i < n; ++i)
+    if (history[i] >= 0 && size_t(history[i]) < seen.size()) seen[size_t(history[i])] = 0;
+  c.sorted = false;
+}
+
+}  // namespace metharme
