@@ -25,7 +25,8 @@ std::vector<int> ids_of(const nlohmann::json& j) {
 }
 
 void wait_done(const Job& j) {
-  for (int i = 0; i < 60000 && !j.done(); ++i) j.wait(j.text().size(), std::chrono::milliseconds(10));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (!j.done() && std::chrono::steady_clock::now() < deadline) j.wait(j.text().size(), std::chrono::milliseconds(10));
   ASSERT_TRUE(j.done()) << "job did not finish";
 }
 
@@ -78,8 +79,12 @@ TEST(ServeEngine, ConcurrentGreedyMatchesRunC) {
   }
 }
 
-// Sampled (seeded) requests give the same text whether they run together or one by one.
-void check_concurrent_equals_sequential(const std::string& dir, int n_seq) {
+// Requests give the same text whether they run together or one by one. Batched rows go through
+// matmul kernels whose summation order depends on the batch (rows in fours, sgemm from 8 rows),
+// so logits agree to rounding, not bit for bit: seeded sampling is checked on a trained model,
+// whose distributions are peaked; the random model (a nearly flat distribution over 32000
+// tokens, where any rounding can move a draw) is checked greedily.
+void check_concurrent_equals_sequential(const std::string& dir, int n_seq, float temperature) {
   Fixture f(dir, n_seq, EngineOptions{16, 32});
   const char* prompts[] = {"Once upon a time", "The little bird", "Tom and his dog went", "<|user|>Hello!<|model|>",
                            "Sara had a red ball. She", "Mom said", "The sun was shining and", "Ben wanted"};
@@ -88,7 +93,7 @@ void check_concurrent_equals_sequential(const std::string& dir, int n_seq) {
     GenSpec s;
     s.prompt = f.tok.encode(prompts[i], true);
     s.max_new = 40;
-    s.sampler.temperature = 0.9f;
+    s.sampler.temperature = temperature;
     s.sampler.seed = 1000 + uint64_t(i);
     specs.push_back(s);
   }
@@ -110,11 +115,11 @@ void check_concurrent_equals_sequential(const std::string& dir, int n_seq) {
 }
 
 TEST(ServeEngine, EightConcurrentSeededRequestsEqualSequential) {
-  check_concurrent_equals_sequential(test::fixture("models/stories260k"), 8);
+  check_concurrent_equals_sequential(test::fixture("models/stories260k"), 8, 0.9f);
 }
 
-TEST(ServeEngine, EightConcurrentSeededRequestsEqualSequentialLlamaTokenizer) {
-  check_concurrent_equals_sequential(test::fixture("models/llama-rand-h256-gqa"), 8);
+TEST(ServeEngine, EightConcurrentGreedyRequestsEqualSequentialLlamaTokenizer) {
+  check_concurrent_equals_sequential(test::fixture("models/llama-rand-h256-gqa"), 8, 0.0f);
 }
 
 TEST(ServeEngine, ReusesTheKvOfASharedPrefix) {
@@ -258,7 +263,7 @@ TEST(ServeEngine, RejectsRequestsThatCannotFit) {
 
 TEST(ServeOutput, HoldsBackPossibleStopPrefixesAndRewinds) {
   Tokenizer tok = Tokenizer::from_folder(test::fixture("tokenizer/llama"));
-  serve::OutputText out(tok, false, {"<|user|>"}, false, {"forbidden fruit"});
+  serve::OutputText out(tok, false, {"<|user|>"}, true, {"forbidden fruit"});
   using Ev = serve::OutputText::Event;
   // "▁Hi ▁there ▁< | user | > ▁more": the stop string spans five tokens.
   auto ids = tok.encode("Hi there <|user|> more", false);
@@ -272,7 +277,7 @@ TEST(ServeOutput, HoldsBackPossibleStopPrefixesAndRewinds) {
   }
   EXPECT_EQ(ev, Ev::kStop);
   EXPECT_EQ(i, ids.size() - 1) << "the stop ends at '>', before ' more'";
-  EXPECT_EQ(out.final_text(), " Hi there <|user|>");
+  EXPECT_EQ(out.final_text(), " Hi there ");  // trimmed: the text ends before the stop string
   // Rewind to " Hi there <|" and continue with a banned phrase (matched case-insensitively).
   out.rewind(4);
   EXPECT_EQ(out.text(), " Hi there <|");

@@ -1,6 +1,7 @@
 // OpenAI-compatible routes: /v1/models, /v1/completions, /v1/chat/completions (Metharme format).
 #include <ctime>
 
+#include "chat/metharme.h"
 #include "serve/http.h"
 #include "serve/params.h"
 #include "util/error.h"
@@ -21,13 +22,12 @@ json model_object(const ServerState& st) {
   return {{"id", model_name(st)}, {"object", "model"}, {"created", st.created_unix}, {"owned_by", "metharme"}};
 }
 
-// The Metharme chat format: <|system|>, <|user|> and <|model|> markers with no separators, ending
-// with <|model|> so the model writes the reply (unless the last message is the model's own start).
+// A chat as a Metharme prompt (chat/metharme.h), ending with <|model|> for the reply unless the
+// last message is the model's own start, which is then continued.
 struct ChatPrompt {
   std::string text;
-  bool continues = false;  // the last message was the assistant's: its text is continued
+  bool continues = false;
 };
-const std::vector<std::string> kChatStops = {"<|user|>", "<|system|>", "<|model|>"};
 
 // Content as a string, or a list of {"type":"text","text":...} parts; other parts are refused.
 std::optional<std::string> content_text(const json& c, std::string& why) {
@@ -53,32 +53,29 @@ std::optional<ChatPrompt> render_chat(const json& messages, std::string& why) {
     why = "messages must be a non-empty list";
     return std::nullopt;
   }
-  ChatPrompt p;
+  std::vector<Message> msgs;
   for (size_t i = 0; i < messages.size(); ++i) {
     const json& m = messages[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
       why = cat("messages[", i, "] needs a string role");
       return std::nullopt;
     }
-    std::string role = m["role"].get<std::string>();
+    std::string name = m["role"].get<std::string>();
+    auto role = name == "developer" ? std::optional<Role>(Role::kSystem) : parse_role(name);
+    if (!role) {
+      why = cat("messages[", i, "]: unknown role '", name, "' (system, user or assistant)");
+      return std::nullopt;
+    }
     auto text = content_text(m.value("content", json()), why);
     if (!text) {
       why = cat("messages[", i, "]: ", why);
       return std::nullopt;
     }
-    if (role == "system" || role == "developer")
-      p.text += "<|system|>" + *text;
-    else if (role == "user")
-      p.text += "<|user|>" + *text;
-    else if (role == "assistant")
-      p.text += "<|model|>" + *text;
-    else {
-      why = cat("messages[", i, "]: unknown role '", role, "' (system, user or assistant)");
-      return std::nullopt;
-    }
-    p.continues = role == "assistant";
+    msgs.push_back({*role, *text});
   }
-  if (!p.continues) p.text += "<|model|>";
+  ChatPrompt p;
+  p.continues = msgs.back().role == Role::kModel;
+  p.text = render_messages(msgs, !p.continues);
   return p;
 }
 
@@ -125,7 +122,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     auto p = render_chat(req.body.value("messages", json()), why);
     if (!p) errs.add("messages", why);
     else chat_prompt = *p;
-    c.stop.insert(c.stop.end(), kChatStops.begin(), kChatStops.end());
+    for (auto& stop : metharme_stop_strings()) c.stop.push_back(stop);
     ids = tok.encode(chat_prompt.text, true);
   } else {
     out.echo = r.boolean("echo").value_or(false);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "chat/kv_context.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -53,8 +54,8 @@ std::vector<std::shared_ptr<Job>> Engine::submit(std::vector<GenSpec> specs) {
     MH_CHECK(int(s.prompt.size()) + s.max_new <= n_ctx(), "the prompt (", s.prompt.size(), " tokens) and ", s.max_new,
              " new tokens exceed the context of ", n_ctx(), " tokens");
     for (int id : s.prompt) MH_CHECK(id >= 0 && id < tok_->vocab_size(), "token id ", id, " is outside the vocabulary");
-    for (const auto& [id, bias] : s.logit_bias)
-      MH_CHECK(id >= 0 && id < rt_->n_vocab(), "logit_bias token id ", id, " is outside the vocabulary");
+    std::string bad = sampler_params_error(s.sampler, rt_->n_vocab());
+    MH_CHECK(bad.empty(), bad);
   }
   std::vector<std::shared_ptr<Job>> jobs;
   {
@@ -140,18 +141,17 @@ void Engine::remember_locked(const std::shared_ptr<Job>& job) {
 
 void Engine::admit_locked() {
   while (!queue_.empty()) {
-    // Prefer the free slot holding the longest prefix of this prompt; then the least recently used.
-    const auto& prompt = queue_.front()->spec().prompt;
-    int best = -1;
-    size_t best_lcp = 0;
+    // Prefer the free slot whose KV serves most of this prompt; then the least recently used.
+    const GenSpec& spec = queue_.front()->spec();
+    int best = -1, best_reuse = 0;
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
       if (s.job) continue;
-      size_t lcp = 0, n = std::min(s.kv.size(), prompt.size());
-      while (lcp < n && s.kv[lcp] == prompt[lcp]) ++lcp;
-      if (best < 0 || lcp > best_lcp || (lcp == best_lcp && s.last_used < slots_[size_t(best)].last_used)) {
+      KvPlan plan = plan_kv_reuse(s.kv, spec.prompt, spec.context_shift ? KvContext::kMinShift : 0);
+      int reuse = plan.keep + plan.shifted;
+      if (best < 0 || reuse > best_reuse || (reuse == best_reuse && s.last_used < slots_[size_t(best)].last_used)) {
         best = int(i);
-        best_lcp = lcp;
+        best_reuse = reuse;
       }
     }
     if (best < 0) return;
@@ -164,17 +164,19 @@ void Engine::admit_locked() {
 void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   const GenSpec& spec = job->spec();
   const int P = int(spec.prompt.size());
-  size_t lcp = 0, n = std::min(s.kv.size(), spec.prompt.size());
-  while (lcp < n && s.kv[lcp] == spec.prompt[lcp]) ++lcp;
-  // At least the last prompt token is evaluated again: its logits start the output.
-  int reuse = std::min(int(lcp), P - 1);
-  s.kv.resize(size_t(reuse));
+  // Reuse the slot's KV: the common prefix, and after a dropped span (a chat whose oldest turns
+  // were cut) the following run of tokens, shifted down into place.
+  KvPlan plan = plan_kv_reuse(s.kv, spec.prompt, spec.context_shift ? KvContext::kMinShift : 0);
+  const int seq = int(&s - slots_.data());
+  if (plan.shifted > 0) rt_->kv().shift(seq, plan.keep + plan.drop, plan.keep, plan.shifted, rt_->config().rope_theta);
+  int reuse = plan.keep + plan.shifted;
+  s.kv.assign(spec.prompt.begin(), spec.prompt.begin() + reuse);
   s.kv.reserve(size_t(P + spec.max_new));
   s.prompt_done = reuse;
   s.pending = -1;
   s.history.assign(spec.prompt.begin(), spec.prompt.end());
   s.history.reserve(size_t(P + spec.max_new));
-  s.sampler.emplace(spec.sampler, rt_->n_vocab());
+  s.sampler.emplace(spec.sampler, rt_->n_vocab(), tok_->eos());
   bool prompt_has_text = false;
   for (int id : spec.prompt)
     if (!tok_->is_control(id)) prompt_has_text = true;
@@ -187,6 +189,7 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   JobStats st;
   st.prompt_tokens = P;
   st.cached_tokens = reuse;
+  st.shifted_tokens = plan.shifted;
   st.seed = spec.sampler.seed;
   st.queue_s = seconds(job->submitted(), s.t_start);
   job->set_stats(st);
@@ -237,7 +240,6 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
 
 void Engine::sample(Slot& s, float* logits) {
   const GenSpec& spec = s.job->spec();
-  for (const auto& [id, bias] : spec.logit_bias) logits[id] += bias;
   size_t at = size_t(s.out->size());
   if (at < s.bans.size())
     for (int id : s.bans[at]) logits[id] = -INFINITY;

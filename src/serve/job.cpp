@@ -16,7 +16,7 @@ const char* finish_name(Finish f) {
 
 void Job::wait(size_t have, std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> lk(mu_);
-  cv_.wait_for(lk, timeout, [&] { return done_ || text_.size() > have || cancel_.load(); });
+  cv_.wait_for(lk, timeout, [&] { return done_ || text_.size() > have; });
 }
 
 std::string Job::text() const {

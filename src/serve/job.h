@@ -25,7 +25,7 @@ struct GenSpec {
   bool trim_stop = false;                   // false: the output ends with the stop string
   bool stop_at_eos = true;                  // false: EOS may be sampled and generation goes on
   std::vector<std::string> banned_phrases;  // lower-case; output never contains them
-  std::vector<std::pair<int, float>> logit_bias;  // added to the logits before sampling
+  bool context_shift = true;  // may reuse a slot's KV after a dropped span (KoboldCpp ContextShift)
   std::string genkey;  // the client's name for this request (KoboldCpp), may be empty
   std::string client;  // remote address, to find requests without a genkey
   bool quiet = false;  // no log line
@@ -38,6 +38,7 @@ const char* finish_name(Finish f);  // "length", "eos", "stop", "abort", "error"
 struct JobStats {
   int prompt_tokens = 0;    // the prompt's length
   int cached_tokens = 0;    // prompt tokens whose KV was reused from an earlier request
+  int shifted_tokens = 0;   // of those, tokens moved down after a dropped span
   int generated = 0;        // sampled tokens (EOS counted when it ended generation)
   double queue_s = 0, prompt_s = 0, gen_s = 0;  // waiting, prefill, sampling (first to last token)
   uint64_t seed = 0;

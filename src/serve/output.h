@@ -1,10 +1,12 @@
-// The decoded output of one generation, token by token: stop strings, banned phrases, and how much
-// of the text is final (safe to stream) while a stop string or phrase might still be forming.
+// The decoded output of one generation, token by token: stop strings (chat/stop.h), banned
+// phrases (KoboldCpp's banned_tokens of several characters), and how much of the text is final
+// (safe to stream) while a phrase might still be forming and could be rewound.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "chat/stop.h"
 #include "tokenizer/tokenizer.h"
 
 namespace metharme::serve {
@@ -26,7 +28,7 @@ class OutputText {
 
   int size() const { return int(tokens_.size()); }
   const std::vector<int>& tokens() const { return tokens_; }
-  const std::string& text() const { return text_; }
+  const std::string& text() const { return stop_.text(); }
   // Bytes of text() that no later token can take back: everything but a tail that could still
   // become a stop string (it may be cut) or a banned phrase (it would be rewound).
   size_t committed() const;
@@ -39,15 +41,15 @@ class OutputText {
 
   const Tokenizer* tok_;
   bool at_start_;
-  std::vector<std::string> stop_;
+  std::vector<std::string> stops_;
   bool trim_stop_;
   std::vector<std::string> banned_;
   size_t max_banned_ = 0;
   StreamDecoder dec_;
+  StopStream stop_;           // holds the text (cut at a stop string once one matched)
   std::vector<int> tokens_;
-  std::vector<size_t> ends_;  // ends_[i]: text_.size() after token i
-  std::string text_, lower_;  // lower_: text_ with ASCII letters lower-cased
-  size_t cut_ = std::string::npos;  // where the text ends after a stop string
+  std::vector<size_t> ends_;  // ends_[i]: text().size() after token i
+  std::string lower_;         // text() with ASCII letters lower-cased
   int banned_token_ = -1;
 };
 

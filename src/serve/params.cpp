@@ -213,6 +213,9 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
     if (auto v = r.number(name, 1, 100)) pen = std::max(pen.value_or(1.0), *v);
   if (pen) s.rep_pen = float(*pen);
   if (auto v = r.integer("rep_pen_range", 0, INT32_MAX)) s.rep_pen_range = int(*v);
+  // presence_penalty (KoboldCpp, OpenAI); OpenAI's frequency_penalty stands in when it is absent.
+  if (auto v = r.number("frequency_penalty", -2, 2)) s.presence_penalty = float(*v);
+  if (auto v = r.number("presence_penalty", -2, 2)) s.presence_penalty = float(*v);
   if (auto v = r.number("rep_pen_slope", 0, INFINITY)) s.rep_pen_slope = float(*v);
   if (auto v = r.integers("sampler_order", 16)) {
     std::vector<int> order(v->begin(), v->end());
@@ -303,12 +306,13 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
         if (b <= -100.0f)
           s.banned_tokens.push_back(int(id));
         else
-          c.logit_bias.push_back({int(id), b});
+          s.logit_bias.push_back({int(id), b});
       }
     }
   }
   if (auto v = r.string("genkey", 128)) c.genkey = *v;
   if (auto v = r.boolean("quiet")) c.quiet = *v;
+  if (std::string bad = sampler_params_error(s, n_vocab); !bad.empty() && r.ok()) r.error("sampler", bad);
   return c;
 }
 
@@ -421,7 +425,6 @@ GenSpec make_spec(const CommonParams& c, int max_new, const std::string& client)
   g.trim_stop = c.trim_stop;
   g.stop_at_eos = !c.bypass_eos;
   g.banned_phrases = c.banned_phrases;
-  g.logit_bias = c.logit_bias;
   g.genkey = c.genkey;
   g.client = client;
   g.quiet = c.quiet;

@@ -44,6 +44,7 @@ class FieldReader {
   std::optional<std::vector<int64_t>> integers(const char* name, size_t max_items);
   const json* raw(const char* name) const;  // the value, or null if absent/null
   void error(const char* name, const std::string& msg) { errs_->add(name, msg); }
+  bool ok() const { return errs_->empty(); }
 
  private:
   const json* body_;
@@ -58,7 +59,6 @@ struct CommonParams {
   bool trim_stop = false;
   bool ban_eos = false, bypass_eos = false;
   std::vector<std::string> banned_phrases;           // banned_tokens of more than one character
-  std::vector<std::pair<int, float>> logit_bias;
   std::string genkey;
   bool quiet = false;
 };
