@@ -101,13 +101,15 @@ void linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, Thre
     if (outs[i].w->kind != Linear::Kind::kDense) all_dense = false;
   }
   if (!all_dense) {
+    constexpr int kMaxOuts = 8;
+    MH_CHECK(n_outs <= kMaxOuts, "linear_multi: too many linears");
+    LinearOut q4[kMaxOuts];
+    int n_q4 = 0;
     for (int i = 0; i < n_outs; ++i) {
-      if (outs[i].w->kind == Linear::Kind::kQ4) {
-        q4_linear(*outs[i].w, x, M, outs[i].y, pool);
-      } else {
-        linear_multi(&outs[i], 1, x, M, pool);
-      }
+      if (outs[i].w->kind == Linear::Kind::kQ4) q4[n_q4++] = outs[i];
+      else linear_multi(&outs[i], 1, x, M, pool);
     }
+    q4_linear_multi(q4, n_q4, x, M, pool);
     return;
   }
   // Split the concatenated output rows of all linears into aligned chunks, a few per thread.

@@ -94,6 +94,7 @@ std::string Tokenizer::decode(const std::vector<int>& ids) const {
 
 int Tokenizer::vocab_size() const { return int(piece_text_.size()); }
 std::string Tokenizer::piece(int id) const { return sp_->IdToPiece(id); }
+float Tokenizer::score(int id) const { return sp_->GetScore(id); }
 bool Tokenizer::is_byte(int id) const { return byte_value_[size_t(id)] >= 0; }
 bool Tokenizer::is_control(int id) const { return sp_->IsControl(id); }
 bool Tokenizer::is_unknown(int id) const { return sp_->IsUnknown(id); }

@@ -27,6 +27,7 @@ class Tokenizer {
   int bos() const { return bos_; }
   int eos() const { return eos_; }
   std::string piece(int id) const;     // raw piece ("▁Hello", "<0x0A>")
+  float score(int id) const;           // the model's piece score (merge priority)
   bool is_byte(int id) const;
   bool is_control(int id) const;
   bool is_unknown(int id) const;

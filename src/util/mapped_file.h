@@ -28,4 +28,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops the pages fully inside [p, p+n) of a read-only file mapping from this process's resident
+// set (they stay in the page cache and fault back in if read again). For data that was copied
+// elsewhere, e.g. repacked weights.
+void drop_mapped_pages(const void* p, size_t n);
+// Maps [p, p+n) of a file mapping in one go (read-ahead and page tables) before a full read.
+void prefault_mapped_pages(const void* p, size_t n);
+
 }  // namespace metharme

@@ -1,0 +1,126 @@
+// Int4 kernel microbenchmarks, one thread: the int8-activation design (q8) against the fp32
+// design (f32: codes converted in registers; for M >= 8 also fp32 panels + OpenBLAS sgemm), per
+// ISA, for decode (M = 1), small batches (M = 2..8, continuous batching) and prefill (M = 512).
+// Decode runs stream a working set larger than the L3 (the weights of several 7B matrices) so
+// they measure what decode meets: DRAM. Counters: GMAC/s and weight GB/s.
+//   build/bench/q4_bench --benchmark_filter=... --benchmark_min_time=1
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "kernels/q4.h"
+#include "ops/q4_linear.h"
+#include "util/half.h"
+
+namespace metharme {
+namespace {
+
+struct Mat {
+  std::vector<uint32_t> qweight, qzeros;
+  std::vector<uint16_t> scales;
+  std::shared_ptr<ops::Q4Weight> w;
+};
+
+std::unique_ptr<Mat> make_mat(int N, int K, int gs, uint64_t seed) {
+  auto m = std::make_unique<Mat>();
+  std::mt19937_64 rng(seed);
+  m->qweight.resize(size_t(K / 8) * size_t(N));
+  for (auto& v : m->qweight) v = uint32_t(rng());
+  const int G = K / gs;
+  m->qzeros.resize(size_t(G) * size_t(N / 8));
+  for (auto& v : m->qzeros) v = 0x77777777u;
+  m->scales.assign(size_t(G) * size_t(N), f32_to_fp16(0.004f));
+  ops::GptqSource s;
+  s.n = N;
+  s.k = K;
+  s.n_groups = G;
+  s.group_size = gs;
+  s.qweight = m->qweight.data();
+  s.qzeros = m->qzeros.data();
+  s.scales = m->scales.data();
+  m->w = ops::q4_repack(s, 1);
+  m->qweight = {};
+  return m;
+}
+
+struct Acts {
+  std::vector<float> xf, gsum, xd;
+  std::vector<int8_t> xq;
+  std::vector<int32_t> xs;
+  Acts(const ops::Q4Weight& w, int M) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd;
+    const int kp = w.mat.kp, nb = kp / w.block;
+    xf.resize(size_t(M) * size_t(kp));
+    for (auto& v : xf) v = nd(rng);
+    gsum.assign(size_t(M) * size_t(w.mat.n_groups), 1.0f);
+    xq.resize(xf.size());
+    xd.resize(size_t(M) * size_t(nb));
+    xs.resize(xd.size());
+    for (int m = 0; m < M; ++m)
+      kernels::q4_kernels().quantize_q8(&xf[size_t(m) * size_t(kp)], kp, w.block, &xq[size_t(m) * size_t(kp)],
+                                        &xd[size_t(m) * size_t(nb)], &xs[size_t(m) * size_t(nb)]);
+  }
+};
+
+enum Design { kQ8 = 0, kF32 = 1, kF32Sgemm = 2 };
+
+// args: design, isa, M, N, K, number of distinct matrices cycled through
+void BM_Q4(benchmark::State& st) {
+  const auto design = Design(st.range(0));
+  const auto isa = kernels::Isa(st.range(1));
+  const int M = int(st.range(2)), N = int(st.range(3)), K = int(st.range(4)), n_mats = int(st.range(5));
+  if (!kernels::isa_supported(isa)) {
+    st.SkipWithError("ISA not supported on this CPU");
+    return;
+  }
+  openblas_set_num_threads(1);
+  std::vector<std::unique_ptr<Mat>> mats;
+  for (int i = 0; i < n_mats; ++i) mats.push_back(make_mat(N, K, 128, uint64_t(i) + 1));
+  const ops::Q4Weight& w0 = *mats[0]->w;
+  Acts a(w0, M);
+  std::vector<float> y(size_t(M) * size_t(N)), panel;
+  const auto& k = kernels::q4_kernels(isa);
+  if (design == kF32Sgemm) panel.resize(size_t(64) * size_t(w0.mat.kp));
+  int i = 0;
+  for (auto _ : st) {
+    const ops::Q4Weight& w = *mats[size_t(i++ % n_mats)]->w;
+    if (design == kQ8) {
+      k.gemm_q8(w.mat, {a.xq.data(), a.xd.data(), a.xs.data(), w.mat.kp, w.block}, M, 0, w.mat.n_tiles, y.data(), N);
+    } else if (design == kF32) {
+      k.gemm_f32(w.mat, {a.xf.data(), a.gsum.data(), w.mat.kp, w.mat.n_groups}, M, 0, w.mat.n_tiles, y.data(), N);
+    } else {
+      for (int t = 0; t < w.mat.n_tiles; t += 4) {
+        k.dequant(w.mat, t, t + 4, panel.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, 64, w.mat.kp, 1.0f, a.xf.data(), w.mat.kp, panel.data(),
+                    w.mat.kp, 0.0f, y.data() + t * 16, N);
+      }
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double macs = double(M) * N * K, bytes = double(ops::q4_weight_bytes(w0));
+  st.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(std::string(design == kQ8 ? "q8 " : design == kF32 ? "f32 " : "f32+sgemm ") + kernels::isa_name(isa));
+}
+
+void args(benchmark::internal::Benchmark* b) {
+  for (int isa : {1, 2, 0})
+    for (int design : {kQ8, kF32}) {
+      // decode: 8 gate-sized matrices (190 MB) so every call reads from DRAM
+      b->Args({design, isa, 1, 11008, 4096, 8});
+      for (int M : {2, 4, 8}) b->Args({design, isa, M, 11008, 4096, 8});
+    }
+  for (int isa : {1, 2})
+    for (int design : {kQ8, kF32, kF32Sgemm}) b->Args({design, isa, 512, 4096, 4096, 1});
+}
+
+BENCHMARK(BM_Q4)->Apply(args)->ArgNames({"design", "isa", "M", "N", "K", "mats"})->MeasureProcessCPUTime();
+
+}  // namespace
+}  // namespace metharme
+
+BENCHMARK_MAIN();

@@ -1,0 +1,195 @@
+// metharme bench: llama-bench-style prompt (pp) and generation (tg) throughput, weights read per
+// generated token against the machine's measured read bandwidth, and peak memory.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/command.h"
+#include "kernels/bandwidth.h"
+#include "model/llama.h"
+#include "ops/q4_linear.h"
+#include "util/error.h"
+#include "util/sysinfo.h"
+
+namespace metharme::cli {
+namespace {
+
+using json = nlohmann::json;
+
+struct Args {
+  std::string model, kv = "f32", act = "auto";
+  int p = 512, n = 128, threads = 0, reps = 3, probe_mb = 1024;
+  bool json_out = false, no_probe = false;
+  uint64_t seed = 1;
+};
+
+struct Stat {
+  std::vector<double> tok_s;
+  double median() const {
+    std::vector<double> v = tok_s;
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  }
+  double stdev() const {
+    if (tok_s.size() < 2) return 0;
+    double m = 0, s = 0;
+    for (double v : tok_s) m += v;
+    m /= double(tok_s.size());
+    for (double v : tok_s) s += (v - m) * (v - m);
+    return std::sqrt(s / double(tok_s.size() - 1));
+  }
+};
+
+// The probe runs in a child process so its buffer never counts towards this process's peak RSS.
+kernels::BandwidthResult probe_bandwidth(int threads, size_t bytes) {
+  int fd[2];
+  if (::pipe(fd) != 0) fail("bench: pipe failed");
+  pid_t pid = ::fork();
+  if (pid < 0) fail("bench: fork failed");
+  if (pid == 0) {
+    ::close(fd[0]);
+    auto r = kernels::measure_read_bandwidth(threads, bytes, 5);
+    double v[2] = {r.median_gbps, r.best_gbps};
+    ssize_t w = ::write(fd[1], v, sizeof v);
+    ::_exit(w == ssize_t(sizeof v) ? 0 : 1);
+  }
+  ::close(fd[1]);
+  double v[2] = {0, 0};
+  ssize_t got = ::read(fd[0], v, sizeof v);
+  ::close(fd[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  if (got != ssize_t(sizeof v)) fail("bench: the bandwidth probe failed (", bytes >> 20, " MiB buffer)");
+  kernels::BandwidthResult r;
+  r.median_gbps = v[0];
+  r.best_gbps = v[1];
+  return r;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string gib(size_t b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.2f GiB", double(b) / double(1ull << 30));
+  return s;
+}
+
+Registrar reg("bench", "Measure prompt and generation speed (llama-bench style), bandwidth use and memory",
+              [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  app.add_option("-m,--model", a->model, "Model folder")->required();
+  app.add_option("-p,--n-prompt", a->p, "Prompt tokens per pp run (0 = skip)")->check(CLI::Range(0, 1 << 16));
+  app.add_option("-n,--n-gen", a->n, "Generated tokens per tg run (0 = skip)")->check(CLI::Range(0, 1 << 16));
+  app.add_option("-r,--repetitions", a->reps, "Runs of each test; the median is reported")->check(CLI::Range(1, 100));
+  app.add_option("--kv", a->kv, "KV cache type")->check(CLI::IsMember({"f32", "f16"}));
+  app.add_option("--q4-act", a->act, "Activations for int4 layers: auto, q8 (int8 dot products), f32")
+      ->check(CLI::IsMember({"auto", "q8", "f32"}));
+  app.add_option("--probe-mb", a->probe_mb, "Bandwidth probe buffer (MiB)")->check(CLI::Range(64, 1 << 16));
+  app.add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe");
+  app.add_option("--seed", a->seed, "Seed of the random token ids");
+  app.add_flag("--json", a->json_out, "Print one JSON object instead of the table");
+  add_threads_option(app, a->threads);
+  return [a] {
+    const int threads = a->threads > 0 ? a->threads : default_thread_count();
+    kernels::BandwidthResult bw;
+    if (!a->no_probe) bw = probe_bandwidth(threads, size_t(a->probe_mb) << 20);
+    ops::Q4Act act = ops::Q4Act::kAuto;
+    ops::parse_q4_act(a->act, &act);
+    ops::set_q4_act(act);
+
+    auto t_load = std::chrono::steady_clock::now();
+    LoadOptions lo;
+    lo.quiet = a->json_out;
+    auto w = load_weights(a->model, lo);
+    const double load_s = seconds_since(t_load);
+    RuntimeOptions ro;
+    ro.n_threads = threads;
+    ro.n_ctx = std::max({a->p, a->n, 1});
+    ro.kv_type = a->kv == "f16" ? kernels::WType::kF16 : kernels::WType::kF32;
+    LlamaRuntime rt(*w, ro);
+    const LlamaConfig& c = w->config;
+
+    std::mt19937_64 rng(a->seed);
+    std::uniform_int_distribution<int> tok(3, c.vocab_size - 1);
+    std::vector<int> prompt(size_t(a->p));
+    for (auto& t : prompt) t = tok(rng);
+    int first = tok(rng);
+    rt.eval(std::span<const int>(&first, 1), 0);  // warm-up: every weight page faults in here
+
+    Stat pp, tg;
+    for (int r = 0; r < a->reps && a->p > 0; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      rt.eval(prompt, 0);
+      pp.tok_s.push_back(a->p / seconds_since(t0));
+    }
+    for (int r = 0; r < a->reps && a->n > 0; ++r) {
+      int id = first;
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < a->n; ++i) {
+        const float* l = rt.eval(std::span<const int>(&id, 1), i);
+        id = int(std::max_element(l, l + c.vocab_size) - l);
+      }
+      tg.tok_s.push_back(a->n / seconds_since(t0));
+    }
+
+    size_t weights = w->bytes_per_token() - size_t(c.hidden_size) * dtype_size(w->embed.dtype) + w->embed.nbytes;
+    for (const auto& l : w->layers) weights += (l.attn_norm.size() + l.ffn_norm.size()) * sizeof(float);
+    const size_t per_tok = w->bytes_per_token();
+    const double gbps = double(per_tok) * tg.median() / 1e9;
+    const size_t rss = peak_rss_bytes();
+    const size_t kv = rt.kv().bytes();
+    const ops::Q4Act dec = ops::q4_act_for_rows(1), pre = ops::q4_act_for_rows(std::max(a->p, 1));
+    json j = {{"model", a->model},
+              {"format", w->format},
+              {"cpu", cpu_model_name()},
+              {"isa", kernels::isa_name(kernels::active_isa())},
+              {"threads", threads},
+              {"q4_act", {{"decode", ops::q4_act_name(dec)}, {"prefill", ops::q4_act_name(pre)}}},
+              {"kv_type", a->kv},
+              {"load_seconds", load_s},
+              {"weights_bytes", weights},
+              {"bytes_per_token", per_tok},
+              {"kv_cache_bytes", kv},
+              {"peak_rss_bytes", rss},
+              {"rss_over_weights_kv", double(rss) / double(weights + kv)}};
+    if (a->p > 0) j["pp"] = {{"tokens", a->p}, {"tok_s", pp.median()}, {"stdev", pp.stdev()}, {"runs", pp.tok_s}};
+    if (a->n > 0) j["tg"] = {{"tokens", a->n}, {"tok_s", tg.median()}, {"stdev", tg.stdev()}, {"runs", tg.tok_s},
+                             {"weights_gbps", gbps}};
+    if (!a->no_probe) {
+      j["read_bandwidth_gbps"] = bw.median_gbps;
+      j["read_bandwidth_best_gbps"] = bw.best_gbps;
+      if (a->n > 0) j["tg"]["bandwidth_fraction"] = gbps / bw.median_gbps;
+    }
+    if (a->json_out) {
+      std::printf("%s\n", j.dump().c_str());
+      return 0;
+    }
+    std::printf("model: %s (%s), %s, %d threads, %s, int4 activations %s (decode) / %s (prefill), KV %s\n",
+                a->model.c_str(), w->format.c_str(), cpu_model_name().c_str(), threads,
+                kernels::isa_name(kernels::active_isa()), ops::q4_act_name(dec), ops::q4_act_name(pre), a->kv.c_str());
+    std::printf("| test   |          t/s | runs |\n|--------|--------------|------|\n");
+    if (a->p > 0) std::printf("| pp%-4d | %7.2f ± %4.2f | %4d |\n", a->p, pp.median(), pp.stdev(), a->reps);
+    if (a->n > 0) std::printf("| tg%-4d | %7.2f ± %4.2f | %4d |\n", a->n, tg.median(), tg.stdev(), a->reps);
+    if (a->n > 0) {
+      std::printf("weights read per token: %.3f GB -> %.2f GB/s at tg%d", double(per_tok) / 1e9, gbps, a->n);
+      if (!a->no_probe)
+        std::printf(" = %.0f%% of the measured read bandwidth (%.2f GB/s median, %.2f best, %d threads)",
+                    100.0 * gbps / bw.median_gbps, bw.median_gbps, bw.best_gbps, threads);
+      std::printf("\n");
+    }
+    std::printf("peak RSS %s = %.3f x (weights %s + KV cache %s); load %.1f s\n", gib(rss).c_str(),
+                double(rss) / double(weights + kv), gib(weights).c_str(), gib(kv).c_str(), load_s);
+    return 0;
+  };
+});
+
+}  // namespace
+}  // namespace metharme::cli

@@ -1,0 +1,80 @@
+// Int4 matrix kernels over the repacked GPTQ layout. Each ISA fills one Q4Kernels table; the
+// scalar table is the reference the tests trust.
+//
+// A weight matrix W [N][K] (W[n][k] = s[g][n] * (code[k][n] - zero[g][n])) is stored in tiles of
+// 16 output columns. Input k runs in "kernel order": act-order is resolved at load by sorting
+// the input rows by group (ops/q4_linear.cpp), so every group is a contiguous run of `gs` rows and
+// the caller permutes activations instead. kp (padded K) is a multiple of gs, gs of 32.
+//
+//   qs     [n_tiles][kp/8][64] bytes. In step o (k = 8o..8o+7) byte (32*h + 4*c + i), h < 2,
+//          c < 8, i < 4, belongs to column 16*t + 8*h + c: its low nibble is the code of
+//          k = 8o + i, its high nibble the code of k = 8o + 4 + i. So each 32-bit lane of a
+//          256-bit load holds 8 codes of one column, and a lane of the low (high) nibbles holds
+//          4 consecutive k: the shape of an int8 dot product with 4 broadcast activations.
+//   scales [n_tiles][n_groups][16] fp16
+//   zeros  [n_tiles][n_groups][16] u8, the integer zero point (already +1 for GPTQ v1 files)
+// Padding columns and padding rows have code 0 and scale 0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/isa.h"
+
+namespace metharme::kernels {
+
+constexpr int kQ4TileCols = 16;
+constexpr int kQ4StepK = 8;       // k per 64-byte step of a tile
+constexpr int kQ4StepBytes = 64;
+
+struct Q4Matrix {
+  int n = 0;         // output columns (N)
+  int kp = 0;        // input rows in kernel order, padded
+  int gs = 0;        // rows per group (kernel order), multiple of 32
+  int n_groups = 0;  // kp / gs
+  int n_tiles = 0;   // ceil(n / 16)
+  const uint8_t* qs = nullptr;
+  const uint16_t* scales = nullptr;
+  const uint8_t* zeros = nullptr;
+
+  size_t tile_qs_bytes() const { return size_t(kp) / kQ4StepK * kQ4StepBytes; }
+};
+
+// Activations of M rows quantized to int8 in blocks of `block` values (block divides gs):
+// x[m][k] ~= d[m][k / block] * q[m][k]; sum[m][b] = sum of q over block b. Row strides: kp, kp / block.
+struct Q8Act {
+  const int8_t* q = nullptr;
+  const float* d = nullptr;
+  const int32_t* sum = nullptr;
+  int kp = 0, block = 0;
+};
+
+// Activations of M rows in fp32, kernel order: x [M][kp]; gsum [M][n_groups] = sum of x over each group.
+struct F32Act {
+  const float* x = nullptr;
+  const float* gsum = nullptr;
+  int kp = 0, n_groups = 0;
+};
+
+struct Q4Kernels {
+  // One row: q[k] = round(x[k] / d[b]) with d[b] = max|x| / 127 over the block, sums per block.
+  // n is a multiple of block.
+  void (*quantize_q8)(const float* x, int n, int block, int8_t* q, float* d, int32_t* sum);
+  // y[m*ldy + n] = sum_k W[n][k] x[m][k] for m < M and the columns of tiles [t0, t1) (those < N).
+  // The int8 design: integer dot products per block, scaled per block and group.
+  void (*gemm_q8)(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy);
+  // The same with fp32 activations: codes are converted to float in registers.
+  void (*gemm_f32)(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* y, int64_t ldy);
+  // W rows of tiles [t0, t1) in fp32, kernel order: out[(n - 16*t0) * kp + k] (padding included).
+  void (*dequant)(const Q4Matrix& w, int t0, int t1, float* out);
+};
+
+const Q4Kernels& q4_kernels(Isa isa);
+inline const Q4Kernels& q4_kernels() { return q4_kernels(active_isa()); }
+
+// Per-ISA tables (calling one the CPU lacks is undefined).
+const Q4Kernels& q4_kernels_scalar();
+const Q4Kernels& q4_kernels_avx2();
+const Q4Kernels& q4_kernels_avx512();
+
+}  // namespace metharme::kernels

@@ -1,0 +1,141 @@
+// AVX-512 VNNI int4 kernels (layout in q4.h): a whole 64-byte step (8 k x 16 columns) is one zmm,
+// and vpdpbusd multiplies 4 unsigned codes by 4 signed int8 activations per 32-bit lane and
+// accumulates in one instruction. Compiled with -mavx512{f,bw,vl,dq,vnni}; only called when the
+// CPU has them (kernels/isa.cpp).
+// GCC 12's own AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/q4.h"
+
+namespace metharme::kernels {
+
+namespace {
+
+inline int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+template <int R>
+void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
+  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
+  const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+  const int nb = w.kp / x.block, bpg = w.gs / x.block;
+  const int8_t* xq[R];
+  const float* xd[R];
+  const int32_t* xs[R];
+  for (int r = 0; r < R; ++r) {
+    xq[r] = x.q + size_t(m0 + r) * x.kp;
+    xd[r] = x.d + size_t(m0 + r) * nb;
+    xs[r] = x.sum + size_t(m0 + r) * nb;
+  }
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 accf[R];
+  for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    __m512i acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    const int k1 = (b + 1) * x.block;
+    for (int k = b * x.block; k < k1; k += kQ4StepK) {
+      const __m512i v = _mm512_loadu_si512(qs + size_t(k) * 8);
+      const __m512i lo = _mm512_and_si512(v, low);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], lo, _mm512_set1_epi32(load_i32(xq[r] + k)));
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], hi, _mm512_set1_epi32(load_i32(xq[r] + k + 4)));
+      }
+    }
+    const int g = b / bpg;
+    const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16)));
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + g * 16)));
+    for (int r = 0; r < R; ++r) {
+      const __m512i isum = _mm512_add_epi32(acc[r][0], acc[r][1]);
+      const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, _mm512_mullo_epi32(z, _mm512_set1_epi32(xs[r][b]))));
+      accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, _mm512_set1_ps(xd[r][b])), f, accf[r]);
+    }
+  }
+  const int n0 = t * kQ4TileCols, valid = w.n - n0 < kQ4TileCols ? w.n - n0 : kQ4TileCols;
+  const __mmask16 mask = __mmask16((1u << valid) - 1u);
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r]);
+}
+
+void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+  for (int t = t0; t < t1; ++t) {
+    int m = 0;
+    for (; m + 8 <= M; m += 8) q8_tile<8>(w, t, x, m, y, ldy);
+    switch (M - m) {
+      case 7: q8_tile<7>(w, t, x, m, y, ldy); break;
+      case 6: q8_tile<6>(w, t, x, m, y, ldy); break;
+      case 5: q8_tile<5>(w, t, x, m, y, ldy); break;
+      case 4: q8_tile<4>(w, t, x, m, y, ldy); break;
+      case 3: q8_tile<3>(w, t, x, m, y, ldy); break;
+      case 2: q8_tile<2>(w, t, x, m, y, ldy); break;
+      case 1: q8_tile<1>(w, t, x, m, y, ldy); break;
+      default: break;
+    }
+  }
+}
+
+template <int R>
+void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
+  const uint8_t* qs = w.qs + size_t(t) * w.tile_qs_bytes();
+  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
+  const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+  const __m512i low = _mm512_set1_epi32(0x0F);
+  __m512 accf[R];
+  for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
+  for (int g = 0; g < w.n_groups; ++g) {
+    __m512 a[R][2];
+    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm512_setzero_ps();
+    const int k1 = (g + 1) * w.gs;
+    for (int k = g * w.gs; k < k1; k += kQ4StepK) {
+      const __m512i v = _mm512_loadu_si512(qs + size_t(k) * 8);
+      for (int i = 0; i < 4; ++i) {
+        const __m512 wl = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(8 * i)), low));
+        const __m512 wh = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(8 * i + 4)), low));
+        for (int r = 0; r < R; ++r) {
+          const float* xr = x.x + size_t(m0 + r) * x.kp + k;
+          a[r][0] = _mm512_fmadd_ps(wl, _mm512_set1_ps(xr[i]), a[r][0]);
+          a[r][1] = _mm512_fmadd_ps(wh, _mm512_set1_ps(xr[4 + i]), a[r][1]);
+        }
+      }
+    }
+    const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
+    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + g * 16)));
+    for (int r = 0; r < R; ++r) {
+      const __m512 gs = _mm512_set1_ps(x.gsum[size_t(m0 + r) * x.n_groups + size_t(g)]);
+      accf[r] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, gs, _mm512_add_ps(a[r][0], a[r][1])), accf[r]);
+    }
+  }
+  const int n0 = t * kQ4TileCols, valid = w.n - n0 < kQ4TileCols ? w.n - n0 : kQ4TileCols;
+  const __mmask16 mask = __mmask16((1u << valid) - 1u);
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r]);
+}
+
+void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+  for (int t = t0; t < t1; ++t) {
+    int m = 0;
+    for (; m + 4 <= M; m += 4) f32_tile<4>(w, t, x, m, y, ldy);
+    switch (M - m) {
+      case 3: f32_tile<3>(w, t, x, m, y, ldy); break;
+      case 2: f32_tile<2>(w, t, x, m, y, ldy); break;
+      case 1: f32_tile<1>(w, t, x, m, y, ldy); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+const Q4Kernels& q4_kernels_avx512() {
+  // Activation quantization and sgemm panels are not the bottleneck; the AVX2 versions serve here too.
+  static const Q4Kernels k{q4_kernels_avx2().quantize_q8, gemm_q8, gemm_f32, q4_kernels_avx2().dequant};
+  return k;
+}
+
+}  // namespace metharme::kernels
