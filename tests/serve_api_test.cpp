@@ -157,14 +157,22 @@ TEST(ServeApi, KoboldValidationErrorsAre422ByField) {
                                        {"sampler_order", {0, 1, 2}},
                                        {"n", 9},
                                        {"stop_sequence", "not a list"},
-                                       {"use_default_badwordsids", "yes"}});
+                                       {"use_default_badwordsids", "yes"},
+                                       {"mirostat", 2},
+                                       {"grammar", "root ::= \"a\""}});
   ASSERT_EQ(r.status, 422) << r.body;
   auto d = r.json()["detail"];
   EXPECT_EQ(d["prompt"][0], "Not a valid string.");
   EXPECT_EQ(d["max_length"][0], "Not a valid integer.");
   EXPECT_EQ(d["use_default_badwordsids"][0], "Not a valid boolean.");
   EXPECT_EQ(d["stop_sequence"][0], "Not a valid list.");
-  for (const char* f : {"temperature", "top_p", "rep_pen", "sampler_order", "n"}) EXPECT_TRUE(d.contains(f)) << f;
+  for (const char* f : {"temperature", "top_p", "rep_pen", "sampler_order", "n", "mirostat", "grammar"})
+    EXPECT_TRUE(d.contains(f)) << f;
+  // Unsupported samplers at their neutral values are fine (what SillyTavern sends by default).
+  EXPECT_EQ(s.post("/api/v1/generate", {{"prompt", "Hi"}, {"max_length", 2}, {"mirostat", 0}, {"grammar", ""},
+                                        {"dry_multiplier", 0}, {"xtc_probability", 0}})
+                .status,
+            200);
   r = s.post("/api/v1/generate", json::object());
   EXPECT_EQ(r.status, 422);
   EXPECT_EQ(r.json()["detail"]["prompt"][0], "Missing data for required field.");

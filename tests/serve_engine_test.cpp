@@ -19,6 +19,7 @@ using serve::EngineOptions;
 using serve::Finish;
 using serve::GenSpec;
 using serve::Job;
+using serve::JobStats;
 
 std::vector<int> ids_of(const nlohmann::json& j) {
   return j.is_string() ? nlohmann::json::parse(j.get<std::string>()).get<std::vector<int>>() : j.get<std::vector<int>>();
@@ -139,6 +140,37 @@ TEST(ServeEngine, ReusesTheKvOfASharedPrefix) {
   auto c = cold.engine->submit(greedy(longer, 10));
   wait_done(*c);
   EXPECT_EQ(b->tokens(), c->tokens());
+}
+
+TEST(ServeEngine, ShiftsTheKvWhenAChatLosesItsOldestTurns) {
+  Fixture f(test::fixture("models/stories260k"), 1);
+  auto piece = [&](const char* t) { return f.tok.encode(t, false); };
+  // Each piece starts with its own word ("▁Lily", "▁They", ...), so no two share a first token.
+  auto a = piece("Lily had a cat named Tom."), b = piece("They played in the park every day until the sun went down."),
+       c = piece("One day the cat ran up a big tree and could not come down."), d = piece("Lily was sad.");
+  auto join = [](std::initializer_list<std::vector<int>> parts) {
+    std::vector<int> out{1};
+    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+  };
+  auto first = f.engine->submit(greedy(join({a, b, c}), 4));
+  wait_done(*first);
+  // The middle turn is cut: the pinned top is kept, the last turn slides down into place.
+  for (bool shift : {true, false}) {
+    GenSpec g = greedy(join({a, c, d}), 4);
+    g.context_shift = shift;
+    auto second = f.engine->submit(g);
+    wait_done(*second);
+    JobStats st = second->stats();
+    EXPECT_EQ(st.shifted_tokens, shift ? int(c.size()) : 0);
+    EXPECT_EQ(st.cached_tokens, shift ? int(1 + a.size() + c.size()) : int(1 + a.size())) << "shift " << shift;
+    EXPECT_EQ(second->finish(), Finish::kLength);
+    if (shift) {
+      // Put the slot back to the first prompt for the unshifted run.
+      auto again = f.engine->submit(greedy(join({a, b, c}), 4));
+      wait_done(*again);
+    }
+  }
 }
 
 TEST(ServeEngine, StopStringsEndTheTextWithOrWithoutTheString) {

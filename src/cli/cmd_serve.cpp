@@ -22,6 +22,7 @@ struct Args {
   std::string model, host = "127.0.0.1", api_key, name, kv = "f16";
   int port = 5001, ctx = 0, parallel = 4, queue = 8, threads = 0, batch = 128;
   std::vector<std::string> cors;
+  bool no_shift = false;
 };
 
 // SIGINT/SIGTERM write their number to a pipe (all a handler may safely do, whichever thread
@@ -52,6 +53,7 @@ int run_serve(const Args& a) {
   so.api_key = a.api_key;
   so.cors = a.cors;
   so.n_ctx = ctx;
+  so.context_shift = !a.no_shift;
   so.model_name = !a.name.empty() ? a.name : std::filesystem::path(a.model).lexically_normal().filename().string();
   if (so.model_name.empty() || so.model_name == ".")
     so.model_name = std::filesystem::absolute(a.model).lexically_normal().parent_path().filename().string();
@@ -138,6 +140,8 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
   app.add_option("-b,--batch", a->batch, "Prompt tokens evaluated per step, shared by all prompts being read")
       ->check(CLI::Range(1, 8192));
   app.add_option("--kv-type", a->kv, "KV cache precision")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_flag("--no-context-shift", a->no_shift,
+               "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
   app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
   add_threads_option(app, a->threads);
   return [a] { return run_serve(*a); };

@@ -70,6 +70,7 @@ std::vector<std::shared_ptr<Job>> start_kobold(ServerState& st, Engine& e, const
     GenSpec g = make_spec(p.common, p.max_length, req.client);
     g.prompt = ids;
     g.sampler.seed += uint64_t(i);
+    g.context_shift = st.opt.context_shift;
     specs.push_back(std::move(g));
   }
   std::vector<std::shared_ptr<Job>> jobs;

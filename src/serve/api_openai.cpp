@@ -169,6 +169,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     GenSpec g = make_spec(c, max_new, req.client);
     g.prompt = ids;
     g.sampler.seed += uint64_t(i);
+    g.context_shift = st.opt.context_shift;
     specs.push_back(std::move(g));
   }
   std::vector<std::shared_ptr<Job>> jobs;

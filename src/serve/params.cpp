@@ -310,6 +310,19 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
       }
     }
   }
+  // KoboldCpp samplers this server does not have: accepted at their neutral values, refused (not
+  // silently ignored) otherwise.
+  auto unsupported = [&](const char* name, double neutral) {
+    if (auto v = r.number(name, -INFINITY, INFINITY); v && *v != neutral)
+      r.error(name, cat(name, " is not supported by this server (use ", neutral, ")."));
+  };
+  unsupported("mirostat", 0);
+  unsupported("mirostat_mode", 0);
+  unsupported("dry_multiplier", 0);
+  unsupported("xtc_probability", 0);
+  unsupported("dynatemp_range", 0);
+  unsupported("smoothing_factor", 0);
+  if (auto g = r.string("grammar"); g && !g->empty()) r.error("grammar", "grammar is not supported by this server.");
   if (auto v = r.string("genkey", 128)) c.genkey = *v;
   if (auto v = r.boolean("quiet")) c.quiet = *v;
   if (std::string bad = sampler_params_error(s, n_vocab); !bad.empty() && r.ok()) r.error("sampler", bad);

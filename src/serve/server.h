@@ -21,6 +21,7 @@ struct ServerOptions {
   std::string model_name = "model";
   int n_ctx = 2048;                 // the context the engine will have (reported before it loads)
   int default_max_length = 180;     // Kobold max_length when omitted (KoboldCpp's default)
+  bool context_shift = true;        // reuse KV after a dropped span (see Engine)
   size_t max_body = 8u << 20;       // request bodies above this are refused (413)
   int http_threads = 16;            // connections served at once
 };
