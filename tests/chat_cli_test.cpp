@@ -154,5 +154,16 @@ TEST(GenerateCli, SamplerFlagsAndStopStrings) {
   EXPECT_NE(ban.out.substr(0, 3), r.out.substr(0, 3));
 }
 
+TEST(GenerateCli, TempZeroIsRunCsGreedyText) {
+  // run.c's greedy continuation of prompt 1 (128 forward passes), printed by our binary.
+  auto g = test::read_json(test::fixture("models/stories260k/golden_generate.json"))["prompts"][1];
+  auto gen = g["generated_ids"].get<std::vector<int>>();
+  auto r = test::run_cli({"generate", "-m", test::repo("models/stories260k"), "-p", g["prompt"].get<std::string>(), "-n",
+                          std::to_string(gen.size()), "--temp", "0", "--echo", "-t", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, g["generated_text_runc_stdout"].get<std::string>() + "\n");
+  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << "timings go to stderr: " << r.err;
+}
+
 }  // namespace
 }  // namespace metharme

@@ -66,6 +66,29 @@ TEST(MetharmeFormat, TokenIdsMatchSentencePieceOnTheWholePrompt) {
                                                     1227, 19423, 29989, 4299, 29989, 29958}));
 }
 
+TEST(MetharmeFormat, RepliesKeepTheModelsOwnTokens) {
+  // A marker in the middle of text has no dummy-prefix space: "<" is 29966, not "▁<" (529).
+  EXPECT_EQ(encode_continuation(llama_tok(), "<|user|>"), (std::vector<int>{29966, 29989, 1792, 29989, 29958}));
+  EXPECT_EQ(encode_continuation(llama_tok(), " hello"), (std::vector<int>{22172}));  // "▁hello"
+  // A reply generated in the session goes into later prompts as the tokens the model chose,
+  // which need not be SentencePiece's encoding of its text; the text around it is encoded in chunks.
+  test::Loaded m = test::load_model(test::fixture("models/llama-rand-h256"), 1, 96);
+  const Tokenizer& tok = llama_tok();
+  ChatSession chat(*m.rt, tok);
+  Conversation& c = chat.conversation();
+  c.system = "Be brief.";
+  std::vector<int> reply_ids = {29950, 295};  // any ids: they are copied, not re-read
+  c.messages = {{Role::kUser, "Hi"}, {Role::kModel, "Hel", reply_ids}, {Role::kUser, "Next"}};
+  std::vector<int> want = tok.encode("<|system|>Be brief.<|user|>Hi<|model|>", true);
+  want.insert(want.end(), reply_ids.begin(), reply_ids.end());
+  auto tail = encode_continuation(tok, "<|user|>Next<|model|>");
+  want.insert(want.end(), tail.begin(), tail.end());
+  EXPECT_EQ(chat.build_prompt(8).ids, want);
+  // Without ids (a loaded conversation) the whole prompt is one string.
+  c.messages[1].ids.clear();
+  EXPECT_EQ(chat.build_prompt(8).ids, tok.encode("<|system|>Be brief.<|user|>Hi<|model|>Hel<|user|>Next<|model|>", true));
+}
+
 TEST(Conversation, JsonRoundTripAndErrors) {
   Conversation c{"sys \"quoted\"", "mem\nline", {{Role::kUser, "héllo 😀"}, {Role::kModel, "ok"}}};
   EXPECT_EQ(conversation_from_json(conversation_to_json(c), "x"), c);

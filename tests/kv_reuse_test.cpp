@@ -62,6 +62,9 @@ struct ShiftCase {
   kernels::WType kv;
   float tol;
 };
+void PrintTo(const ShiftCase& c, std::ostream* os) {
+  *os << c.model << (c.kv == kernels::WType::kF32 ? " f32" : " f16") << " tol " << c.tol;
+}
 
 // With one layer, keys and values depend only on each token and its position, so dropping a
 // span and turning the later keys to their new positions must give exactly what a fresh

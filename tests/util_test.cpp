@@ -36,6 +36,24 @@ TEST(ThreadPool, ManyBackToBackJobs) {
   EXPECT_EQ(sum.load(), 20000 * 6);
 }
 
+// A job with more tasks than the previous one: a worker still finishing the previous job must not
+// claim one of the new tasks through the old job's work word (a task would run twice and run()
+// would wait forever).
+TEST(ThreadPool, GrowingJobsRunEveryTaskOnce) {
+  ThreadPool pool(6);  // more threads than this machine's cores: workers get preempted mid-claim
+  std::vector<std::atomic<int>> hits(16);
+  for (int j = 0; j < 200000; ++j) {
+    const int n = j % 2 ? 16 : 1 + j % 5;
+    for (int t = 0; t < n; ++t) hits[size_t(t)].store(0, std::memory_order_relaxed);
+    pool.run(n, [&](int t, int) {
+      volatile int spin = 0;  // long enough that the workers take part
+      for (int i = 0; i < 200; ++i) spin = spin + i;
+      hits[size_t(t)].fetch_add(1, std::memory_order_relaxed);
+    });
+    for (int t = 0; t < n; ++t) ASSERT_EQ(hits[size_t(t)].load(), 1) << "job " << j << " task " << t;
+  }
+}
+
 TEST(ThreadPool, ParallelForCoversRangeWithAlignedChunks) {
   ThreadPool pool(3);
   for (int64_t n : {1, 7, 64, 1000, 1001}) {

@@ -113,14 +113,14 @@ class ChatRepl {
         std::fputs("\n(Ctrl-D or /quit to leave)\n", stderr);
         continue;
       }
-      if (text.empty()) continue;
+      if (text.find_first_not_of(" \t") == std::string::npos) continue;
       try {
         if (text[0] == '/' && text.compare(0, 2, "//") != 0) {
           if (!command(text)) break;
         } else {
           reply(text[0] == '/' ? text.substr(1) : text, false);
         }
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {  // the chat goes on
         std::fprintf(stderr, "error: %s\n", e.what());
         failed_ = true;
       }
@@ -262,7 +262,7 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
                "When old turns scroll out, re-evaluate the kept ones instead of shifting the cache (exact, slower)");
   app.add_flag("--stats", a->stats, "Print token counts and speed after each reply (stderr)");
   add_threads_option(app, a->threads);
-  auto sf = add_sampler_flags(app);
+  auto sf = add_sampler_flags(app, kobold_lite_defaults());
   return [a, sf] {
     if (!a->system_file.empty()) a->system = file_text(a->system_file);
     if (!a->memory_file.empty()) a->memory = file_text(a->memory_file);

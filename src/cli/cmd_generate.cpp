@@ -26,7 +26,7 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
   app.add_flag("--echo", a->echo, "Print the prompt before the generated text");
   app.add_flag("--keep-stop", a->keep_stop, "Print the stop string that ended the text");
   add_threads_option(app, a->threads);
-  auto sf = add_sampler_flags(app);
+  auto sf = add_sampler_flags(app, SamplerParams{});
   return [a, sf] {
     auto w = load_weights(a->model);
     Tokenizer tok = Tokenizer::from_folder(a->model);

@@ -21,15 +21,21 @@ int parse_id(const std::string& s, const char* flag) {
 }
 }  // namespace
 
-std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app) {
-  auto f = std::make_shared<SamplerFlags>();
-  SamplerParams& p = f->params;
+SamplerParams kobold_lite_defaults() {
+  SamplerParams p;
   p.temperature = 0.7f;
   p.top_k = 100;
   p.top_p = 0.92f;
   p.rep_pen = 1.07f;
   p.rep_pen_range = 360;
   p.rep_pen_slope = 0.7f;
+  return p;
+}
+
+std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerParams& defaults) {
+  auto f = std::make_shared<SamplerFlags>();
+  SamplerParams& p = f->params;
+  p = defaults;
   const std::string g = "Sampling (KoboldAI semantics)";
   app.add_option("--temp", p.temperature, "Temperature; 0 = greedy")->capture_default_str()->group(g);
   app.add_option("--top-k", p.top_k, "Keep the K most likely tokens; 0 = off")->capture_default_str()->group(g);

@@ -11,7 +11,7 @@
 namespace metharme::cli {
 
 struct SamplerFlags {
-  SamplerParams params;            // defaults: KoboldAI Lite's (temperature 0.7, top-k 100, ...)
+  SamplerParams params;            // defaults as given to add_sampler_flags
   std::string order = "6,0,1,3,4,2,5";
   std::vector<std::string> bans;   // token ids, each flag may hold a comma list
   std::vector<std::string> biases; // "ID:BIAS"
@@ -25,7 +25,12 @@ struct SamplerFlags {
 
 // Adds --temp, --top-k, --top-a, --top-p, --min-p, --typical, --tfs, --rep-pen,
 // --rep-pen-range, --rep-pen-slope, --presence-penalty, --sampler-order, --ban, --ban-eos,
-// --logit-bias, --stop and --seed to `app`.
-std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app);
+// --logit-bias, --stop and --seed to `app`, with `defaults` as the values when a flag is absent.
+std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerParams& defaults);
+
+// KoboldAI Lite's defaults (temperature 0.7, top-k 100, top-p 0.92, rep-pen 1.07 over 360 tokens,
+// slope 0.7): what `chat` starts from. `generate` starts from SamplerParams{} (temperature 0.8,
+// every other sampler off), so `generate --temp 0` is the plain argmax.
+SamplerParams kobold_lite_defaults();
 
 }  // namespace metharme::cli

@@ -14,6 +14,10 @@ class Progress {
   ~Progress();
   void update(int64_t done, const std::string& detail = "");
   void finish(const std::string& detail = "");
+  void finish(int64_t done, const std::string& detail) {  // the last step's count, drawn only as the final line
+    done_ = done;
+    finish(detail);
+  }
 
   static std::string format_duration(double seconds);
 

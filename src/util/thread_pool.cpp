@@ -12,6 +12,7 @@ namespace {
 // oversubscribed machine (other processes, more threads than cores) still makes progress.
 constexpr int kSpinPolls = 20000;
 constexpr int kYieldEvery = 64;
+constexpr uint32_t kClosed = 0x7FFFFFFF;  // task index of a finished job: above any n_tasks
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -101,6 +102,10 @@ void ThreadPool::run(int n_tasks, FunctionRef<void(int, int)> fn) {
   cv_.notify_all();
   work_on_job(gen, 0);
   for (int i = 0; done_.load(std::memory_order_acquire) != n_tasks; ++i) backoff(i);
+  // Close the job: a worker that still holds this generation's work word must not claim a task
+  // once the next run() has published a new n_tasks_ and job_ (it would run a task of the next
+  // job twice, and that job would never see done_ == n_tasks).
+  work_.store((uint64_t(gen) << 32) | kClosed, std::memory_order_release);
   job_ = nullptr;
 }
 

@@ -1,0 +1,74 @@
+// metharme convert: any model folder the loader reads -> a Hugging Face safetensors folder.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+
+#include "cli/command.h"
+#include "formats/convert.h"
+#include "util/error.h"
+
+namespace metharme::cli {
+namespace {
+
+// "5GB", "500MB", "2GiB", "123" (bytes); decimal and binary units, case-insensitive.
+uint64_t parse_size(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(uint8_t(s[i])) || s[i] == '.')) ++i;
+  double v = 0;
+  try {
+    v = i ? std::stod(s.substr(0, i)) : -1;
+  } catch (const std::exception&) {
+    v = -1;
+  }
+  std::string unit;
+  for (char c : s.substr(i))
+    if (c != ' ') unit.push_back(char(std::tolower(uint8_t(c))));
+  double mult = 0;
+  const std::pair<const char*, double> units[] = {
+      {"", 1}, {"b", 1}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12},
+      {"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0},
+      {"tib", 1099511627776.0}};
+  for (const auto& [name, m] : units)
+    if (unit == name) mult = m;
+  if (v <= 0 || mult == 0 || v * mult < 1)
+    fail("--shard-size: cannot read '", s, "' as a size (examples: 5GB, 500MB, 2GiB)");
+  return uint64_t(v * mult);
+}
+
+struct Args {
+  std::string model, out, dtype, shard_size = "5GB";
+  bool force = false, quiet = false;
+};
+
+Registrar reg("convert", "Write any model folder the loader reads (safetensors, PyTorch .bin/.pt) as a safetensors folder",
+              [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  app.add_option("-m,--model", a->model, "Input model folder")->required();
+  app.add_option("-o,--out", a->out, "Output folder (must not exist unless --force)")->required();
+  app.add_option("--dtype", a->dtype, "Convert float tensors to f16, bf16 or f32 (default: keep each tensor's type)")
+      ->check(CLI::IsMember({"f16", "bf16", "f32"}));
+  app.add_option("--shard-size", a->shard_size, "Largest shard (tensor bytes), e.g. 5GB, 500MB, 2GiB (default 5GB)");
+  app.add_flag("--force", a->force, "Replace the output folder if it exists");
+  app.add_flag("-q,--quiet", a->quiet, "No progress bar");
+  return [a] {
+    ConvertOptions o;
+    if (a->dtype == "f16") o.dtype = DType::F16;
+    if (a->dtype == "bf16") o.dtype = DType::BF16;
+    if (a->dtype == "f32") o.dtype = DType::F32;
+    o.max_shard_bytes = parse_size(a->shard_size);
+    o.force = a->force;
+    o.progress = !a->quiet;
+    auto t0 = std::chrono::steady_clock::now();
+    ConvertResult r = convert_to_safetensors(a->model, a->out, o);
+    double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("wrote %s: %zu tensors in %zu shard%s, %.1f MB", a->out.c_str(), r.tensors, r.shards,
+                r.shards == 1 ? "" : "s", double(r.bytes) / 1e6);
+    if (o.dtype) std::printf(" (%zu tensors converted to %s)", r.converted, a->dtype.c_str());
+    std::printf(", %zu files, %.2f s (%.0f MB/s)\n", r.files.size(), sec, double(r.bytes) / 1e6 / std::max(sec, 1e-9));
+    return 0;
+  };
+});
+
+}  // namespace
+}  // namespace metharme::cli
