@@ -10,12 +10,19 @@ PACKAGES=(
   libopenblas-dev liblapacke-dev zlib1g-dev
 )
 # Extra packages some tests need (browser tests, etc.) are listed in tools/deps-extra.txt.
+# A line "package:command" counts the package as present when the command is on PATH.
+declare -A COMMAND_OF=()
 if [[ -f "$(dirname "$0")/deps-extra.txt" ]]; then
-  while read -r p; do [[ -n "$p" && "$p" != \#* ]] && PACKAGES+=("$p"); done <"$(dirname "$0")/deps-extra.txt"
+  while read -r p; do
+    [[ -z "$p" || "$p" == \#* ]] && continue
+    if [[ "$p" == *:* ]]; then COMMAND_OF[${p%%:*}]=${p#*:}; p=${p%%:*}; fi
+    PACKAGES+=("$p")
+  done <"$(dirname "$0")/deps-extra.txt"
 fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  if [[ -n "${COMMAND_OF[$p]:-}" ]] && command -v "${COMMAND_OF[$p]}" >/dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then

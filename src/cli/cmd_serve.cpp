@@ -1,0 +1,151 @@
+// metharme serve: the HTTP server (KoboldAI United, KoboldCpp, OpenAI APIs and a chat page).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli/command.h"
+#include "formats/hf_config.h"
+#include "model/llama.h"
+#include "serve/engine.h"
+#include "serve/server.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace metharme::cli {
+namespace {
+
+struct Args {
+  std::string model, host = "127.0.0.1", api_key, name, kv = "f16";
+  int port = 5001, ctx = 0, parallel = 4, queue = 8, threads = 0, batch = 128;
+  std::vector<std::string> cors;
+  bool no_shift = false;
+};
+
+// SIGINT/SIGTERM write their number to a pipe (all a handler may safely do, whichever thread
+// it lands on); a watcher thread reads it and shuts the server down.
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void on_signal(int sig) {
+  unsigned char b = static_cast<unsigned char>(sig);
+  ssize_t r = write(g_signal_pipe[1], &b, 1);
+  (void)r;
+}
+
+int run_serve(const Args& a) {
+  if (pipe(g_signal_pipe) != 0) fail("cannot create a pipe for signals");
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  LlamaConfig cfg = load_llama_config(a.model);
+  int ctx = a.ctx > 0 ? a.ctx : std::min(2048, cfg.max_position_embeddings);
+  if (ctx > cfg.max_position_embeddings)
+    std::fprintf(stderr, "serve: warning: --ctx %d is beyond the model's trained context of %d\n", ctx,
+                 cfg.max_position_embeddings);
+  serve::ServerOptions so;
+  so.host = a.host;
+  so.port = a.port;
+  so.api_key = a.api_key;
+  so.cors = a.cors;
+  so.n_ctx = ctx;
+  so.context_shift = !a.no_shift;
+  so.model_name = !a.name.empty() ? a.name : std::filesystem::path(a.model).lexically_normal().filename().string();
+  if (so.model_name.empty() || so.model_name == ".")
+    so.model_name = std::filesystem::absolute(a.model).lexically_normal().parent_path().filename().string();
+  so.http_threads = a.parallel + a.queue + 16;
+  serve::Server server(so);
+  int port = server.bind();
+  std::fprintf(stderr, "serve: listening on http://%s:%d (loading %s)\n", a.host.c_str(), port, a.model.c_str());
+  std::thread http([&] { server.run(); });
+
+  std::atomic<bool> ready{false};
+  std::thread stopper;  // runs server.stop(), so that a second signal is still noticed meanwhile
+  std::thread sig([&] {
+    unsigned char s = 0;
+    for (int n = 0;; ++n) {
+      if (read(g_signal_pipe[0], &s, 1) != 1 || s == 0) return;  // 0: we are done
+      if (!ready.load()) {
+        std::fprintf(stderr, "serve: interrupted while loading the model\n");
+        _exit(128 + s);
+      }
+      if (n > 0) {
+        std::fprintf(stderr, "serve: second signal: exiting now\n");
+        _exit(128 + s);
+      }
+      std::fprintf(stderr, "serve: %s: finishing running requests and shutting down\n",
+                   s == SIGINT ? "SIGINT" : "SIGTERM");
+      stopper = std::thread([&server] { server.stop(); });
+    }
+  });
+  auto wake_signal_thread = [&] {
+    unsigned char zero = 0;
+    ssize_t r = write(g_signal_pipe[1], &zero, 1);
+    (void)r;
+    sig.join();
+    if (stopper.joinable()) stopper.join();
+  };
+
+  try {
+    auto w = load_weights(a.model);
+    Tokenizer tok = Tokenizer::from_folder(a.model);
+    RuntimeOptions ro;
+    ro.n_ctx = ctx;
+    ro.n_seq = a.parallel;
+    ro.n_threads = a.threads;
+    ro.max_batch = std::max(a.batch + a.parallel, 64);
+    ro.kv_type = a.kv == "f32" ? kernels::WType::kF32 : kernels::WType::kF16;
+    LlamaRuntime rt(*w, ro);
+    serve::EngineOptions eo;
+    eo.max_queue = a.queue;
+    eo.prefill_chunk = a.batch;
+    serve::Engine engine(rt, tok, eo);
+    server.attach(&engine);
+    ready.store(true);
+    std::fprintf(stderr,
+                 "serve: ready: %s (%s), context %d, %d parallel requests + %d queued, %d threads. Chat at "
+                 "http://%s:%d/\n",
+                 so.model_name.c_str(), w->format.c_str(), ctx, a.parallel, a.queue, rt.pool().size(), a.host.c_str(),
+                 port);
+    http.join();
+    server.attach(nullptr);
+    engine.shutdown();
+  } catch (...) {
+    server.stop();
+    if (http.joinable()) http.join();
+    wake_signal_thread();
+    throw;
+  }
+  wake_signal_thread();
+  std::fprintf(stderr, "serve: stopped\n");
+  return 0;
+}
+
+Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs, and a chat page at /",
+              [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  app.add_option("-m,--model", a->model, "Model folder")->required();
+  app.add_option("--host", a->host, "Address to listen on (default 127.0.0.1: this machine only)");
+  app.add_option("--port", a->port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535));
+  app.add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on generating routes");
+  app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(2048, model maximum))")
+      ->check(CLI::Range(16, 1 << 20));
+  app.add_option("--parallel", a->parallel, "Requests generated at once (KV cache slots)")->check(CLI::Range(1, 256));
+  app.add_option("--queue", a->queue, "Requests that may wait for a slot; more get 503")->check(CLI::Range(0, 4096));
+  app.add_option("--cors", a->cors, "Origin allowed to call the API from a browser page ('*' for any); repeatable");
+  app.add_option("-b,--batch", a->batch, "Prompt tokens evaluated per step, shared by all prompts being read")
+      ->check(CLI::Range(1, 8192));
+  app.add_option("--kv-type", a->kv, "KV cache precision")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_flag("--no-context-shift", a->no_shift,
+               "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
+  app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
+  add_threads_option(app, a->threads);
+  return [a] { return run_serve(*a); };
+});
+
+}  // namespace
+}  // namespace metharme::cli

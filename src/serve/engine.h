@@ -1,0 +1,120 @@
+// Continuous batching over one LlamaRuntime: every step is ONE forward() that carries the next
+// token of every decoding request plus a fair share of pending prompt tokens, so concurrent
+// decodes run as one batched matrix product per linear. Each request owns a KV slot (a runtime
+// sequence) and a sampler while it runs; a slot keeps its tokens afterwards so that a later prompt
+// sharing a prefix (a chat resent with one more turn) skips re-reading it.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/llama.h"
+#include "serve/job.h"
+#include "serve/output.h"
+#include "tokenizer/tokenizer.h"
+
+namespace metharme::serve {
+
+struct EngineOptions {
+  int max_queue = 8;        // requests waiting for a slot; more are refused
+  int prefill_chunk = 128;  // prompt tokens per step, shared by all prompts being read
+};
+
+// Counters for /api/extra/perf.
+struct EngineStats {
+  int running = 0, queued = 0, slots = 0;
+  uint64_t total_jobs = 0;  // finished
+  uint64_t total_tokens = 0;  // generated, all jobs
+  JobStats last;             // the last finished job
+  Finish last_finish = Finish::kNone;
+  double idle_s = 0;         // seconds with nothing to do, since start
+};
+
+class Engine {
+ public:
+  // Slots = rt.kv().n_seq(). The engine runs its own thread until shutdown() or destruction.
+  Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  int n_ctx() const { return rt_->n_ctx(); }
+  int n_slots() const { return int(slots_.size()); }
+  const Tokenizer& tokenizer() const { return *tok_; }
+
+  // Queues requests (all or none). Returns an empty vector when the queue has no room for all of
+  // them. Throws Error for a spec that cannot run (prompt and max_new beyond the context, ...).
+  std::vector<std::shared_ptr<Job>> submit(std::vector<GenSpec> specs);
+  std::shared_ptr<Job> submit(GenSpec spec);
+
+  // Aborts the requests named by genkey (any client), or with an empty genkey those of `client`
+  // that have no genkey. Returns how many were running and how many were still queued.
+  struct AbortCount {
+    int running = 0, queued = 0;
+  };
+  AbortCount abort(const std::string& genkey, const std::string& client);
+  // The request that /check should report: by genkey, or the newest keyless one of `client`;
+  // finished requests are remembered for a while.
+  std::shared_ptr<Job> find(const std::string& genkey, const std::string& client) const;
+
+  EngineStats stats() const;
+  // Ends every request (as aborted) and stops the engine thread.
+  void shutdown();
+
+ private:
+  struct Slot {
+    std::shared_ptr<Job> job;  // null: free
+    std::vector<int> kv;       // tokens whose keys/values are stored, at positions 0..kv.size()-1
+    uint64_t last_used = 0;
+    // While a job runs:
+    int prompt_done = 0;       // prompt tokens in kv (prefill progress)
+    int pending = -1;          // sampled token not yet fed (decoding), or -1
+    std::vector<int> history;  // prompt + output (repetition penalties)
+    std::optional<Sampler> sampler;
+    std::optional<OutputText> out;
+    std::vector<std::vector<int>> bans;  // bans[i]: tokens banned as output token i (phrase bans)
+    int rewinds = 0;
+    size_t committed = 0;
+    Job::clock::time_point t_start, t_first;
+    bool has_first = false;
+  };
+
+  void loop();
+  void admit_locked();                   // moves queued jobs into free slots
+  void start(Slot& s, std::shared_ptr<Job> job);
+  void sample(Slot& s, float* logits);   // picks and handles the next token of a decoding slot
+  void finish(Slot& s, Finish f, const std::string& error = {});
+  void publish(Slot& s);
+  void remember_locked(const std::shared_ptr<Job>& job);
+
+  LlamaRuntime* rt_;
+  const Tokenizer* tok_;
+  EngineOptions opt_;
+  std::vector<Slot> slots_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::deque<std::shared_ptr<Job>> recent_;  // finished, newest last
+  bool stop_ = false;
+  uint64_t next_id_ = 1, clock_ = 0;
+  EngineStats stats_;
+  Job::clock::time_point t_idle_;
+  bool idle_ = true;
+  int rr_ = 0;  // where prefill shares start (rotates for fairness)
+
+  // Step buffers, sized once.
+  std::vector<BatchToken> batch_;
+  std::vector<int> row_slot_;  // logits row -> slot index
+  std::vector<float> logits_;  // [n_slots][n_vocab]
+  std::thread thread_;
+};
+
+}  // namespace metharme::serve
