@@ -7,7 +7,7 @@
 
 #include "eval/corpus.h"
 #include "eval/eval_set.h"
-#include "eval/py_random.h"
+#include "util/py_random.h"
 #include "support/test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"

@@ -14,7 +14,7 @@
 #include "quant/calibration.h"
 #include "quant/gptq.h"
 #include "quant/pack.h"
-#include "quant/py_random.h"
+#include "util/py_random.h"
 #include "support/test_util.h"
 #include "util/error.h"
 #include "util/half.h"

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
-#include "eval/py_random.h"
+#include "util/py_random.h"
 #include "util/error.h"
 
 namespace metharme::eval {

@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "formats/npy.h"
-#include "quant/py_random.h"
+#include "util/py_random.h"
 #include "util/error.h"
 #include "util/fs.h"
 

@@ -6,7 +6,7 @@
 #include <array>
 #include <cstdint>
 
-namespace metharme::eval {
+namespace metharme {
 
 class PyRandom {
  public:
@@ -25,4 +25,4 @@ class PyRandom {
   int index_ = kN;
 };
 
-}  // namespace metharme::eval
+}  // namespace metharme

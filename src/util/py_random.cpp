@@ -1,10 +1,10 @@
-#include "eval/py_random.h"
+#include "util/py_random.h"
 
 #include <bit>
 
 #include "util/error.h"
 
-namespace metharme::eval {
+namespace metharme {
 
 void PyRandom::seed_int(int64_t seed) {
   uint64_t v = seed < 0 ? uint64_t(0) - uint64_t(seed) : uint64_t(seed);
@@ -72,4 +72,4 @@ int64_t PyRandom::randint(int64_t a, int64_t b) {
   return a + int64_t(randbelow(uint64_t(b - a) + 1));
 }
 
-}  // namespace metharme::eval
+}  // namespace metharme
