@@ -18,18 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void expect_same_tensors(const TensorStore& got, const TensorStore& want) {
-  ASSERT_EQ(got.names(), want.names());
-  for (const auto& n : want.names()) {
-    const TensorView& a = got.get(n);
-    const TensorView& b = want.get(n);
-    EXPECT_EQ(a.dtype, b.dtype) << n;
-    EXPECT_EQ(a.shape, b.shape) << n;
-    ASSERT_EQ(a.nbytes, b.nbytes) << n;
-    EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << n;
-  }
-}
-
 std::vector<int> prompt_ids() {
   // BOS and ids below 512, so that both the stories260k and the 32000-token models accept them.
   return {1, 403, 407, 261, 378, 31, 400, 349, 261, 437, 290, 1, 403, 407, 261, 378};
@@ -59,7 +47,7 @@ TEST(Convert, TorchZipRoundTripsToIdenticalTensorsAndLogits) {
     EXPECT_EQ(test::read_bytes(out + "/" + f), test::read_bytes(test::fixture(std::string("torch/stories260k-zip/") + f))) << f;
   EXPECT_FALSE(fs::exists(out + "/pytorch_model.bin"));
   const std::string ref = test::fixture("models/stories260k");
-  expect_same_tensors(TensorStore::open_folder(out), TensorStore::open_folder(ref));
+  test::expect_same_tensors(TensorStore::open_folder(out), TensorStore::open_folder(ref));
   SafetensorsFile st(out + "/model.safetensors");
   EXPECT_EQ(st.metadata().at("format"), "pt");
   auto ids = prompt_ids();
@@ -92,7 +80,7 @@ TEST(Convert, ShardsWithAnIndexAndRoundTripsTheLegacyLayout) {
   }
   EXPECT_EQ(sum, r.bytes);
   const std::string ref = test::fixture("models/stories260k");
-  expect_same_tensors(TensorStore::open_folder(out), TensorStore::open_folder(ref));
+  test::expect_same_tensors(TensorStore::open_folder(out), TensorStore::open_folder(ref));
   auto ids = prompt_ids();
   auto a = logits(out, ids), b = logits(ref, ids);
   EXPECT_EQ(test::max_abs_diff(a.data(), b.data(), a.size()), 0.0f);
@@ -159,7 +147,7 @@ TEST(Convert, GptqPtBecomesTheSafetensorsCheckpointWithScalesKept) {
   EXPECT_EQ(kept, 4 * 7 * 4);  // 4 layers x 7 linears x 4 tensors
   // Without --dtype the conversion is byte-exact.
   convert_to_safetensors(test::fixture("torch/gptq-4bit-actorder-g32-pt"), tmp / "q2", quiet());
-  expect_same_tensors(TensorStore::open_folder(tmp / "q2"), want);
+  test::expect_same_tensors(TensorStore::open_folder(tmp / "q2"), want);
   EXPECT_EQ(test::read_bytes(tmp / "q2/quantize_config.json"),
             test::read_bytes(test::fixture("torch/gptq-4bit-actorder-g32-pt/quantize_config.json")));
 }

@@ -26,25 +26,6 @@ struct ActMode {
   ~ActMode() { ops::set_q4_act(ops::Q4Act::kAuto); }
 };
 
-std::vector<int32_t> wikitext_window_ids() {
-  auto j = test::read_json(test::fixture("models/wikitext2_test_windows.json"));
-  std::vector<int32_t> ids;
-  for (const auto& w : j["input_ids"])
-    for (const auto& id : w) ids.push_back(id.get<int32_t>());
-  return ids;
-}
-
-double reference_kl(const std::vector<float>& p, const std::vector<float>& q) {
-  auto lse = [](const std::vector<float>& x) {
-    double m = *std::max_element(x.begin(), x.end()), s = 0;
-    for (float v : x) s += std::exp(double(v) - m);
-    return m + std::log(s);
-  };
-  double lp0 = lse(p), lq0 = lse(q), kl = 0;
-  for (size_t i = 0; i < p.size(); ++i) kl += std::exp(p[i] - lp0) * ((p[i] - lp0) - (q[i] - lq0));
-  return kl;
-}
-
 class GptqPpl : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GptqPpl, WikitextWindowsMatchGolden) {
@@ -52,7 +33,7 @@ TEST_P(GptqPpl, WikitextWindowsMatchGolden) {
   auto g = test::read_json(dir + "/golden_logits.json")["wikitext2_test_ppl"];
   auto m = test::load_model(dir, 2, 128);
   ASSERT_EQ(m.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4);
-  EvalSet s = eval_set_from_ids(wikitext_window_ids(), Protocol::kGptq, 128, 1);
+  EvalSet s = eval_set_from_ids(test::wikitext_window_ids(), Protocol::kGptq, 128, 1);
   LlamaRuntime* rts[] = {m.rt.get()};
   {
     ActMode f32(ops::Q4Act::kF32);
@@ -91,7 +72,7 @@ TEST_P(GptqPpl, KldFromBaseMatchesGoldenLogits) {
   ids.push_back(13);  // so that row T-1 is scored
   auto p = read_npy(base_dir + "/" + gb["last_logits_file"].get<std::string>()).to_f32();
   auto q = read_npy(dir + "/" + gm["last_logits_file"].get<std::string>()).to_f32();
-  const double want = reference_kl(p, q);
+  const double want = test::reference_kl(p, q);
   EvalSet s = eval_set_from_ids(ids, Protocol::kGptq, T + 1, 1);
   LlamaRuntime* rts[] = {m.rt.get()};
   EvalResult r = evaluate(s, rts, base.rt.get());

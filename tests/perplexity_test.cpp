@@ -20,33 +20,13 @@ namespace {
 // NLL (a log-softmax entry) stays within 1e-4 and a perplexity within 1e-4 relative.
 constexpr double kNllTol = 1e-4;
 
-std::vector<int32_t> wikitext_window_ids() {
-  auto j = test::read_json(test::fixture("models/wikitext2_test_windows.json"));
-  std::vector<int32_t> ids;
-  for (const auto& w : j["input_ids"])
-    for (const auto& id : w) ids.push_back(id.get<int32_t>());
-  return ids;
-}
-
-// KL(P || Q) in double from two full logits rows.
-double reference_kl(const std::vector<float>& p, const std::vector<float>& q) {
-  auto lse = [](const std::vector<float>& x) {
-    double m = *std::max_element(x.begin(), x.end()), s = 0;
-    for (float v : x) s += std::exp(double(v) - m);
-    return m + std::log(s);
-  };
-  double lp0 = lse(p), lq0 = lse(q), kl = 0;
-  for (size_t i = 0; i < p.size(); ++i) kl += std::exp(p[i] - lp0) * ((p[i] - lp0) - (q[i] - lq0));
-  return kl;
-}
-
 class RandomModelPpl : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(RandomModelPpl, WikitextWindowsMatchGolden) {
   const std::string dir = test::fixture("models/" + GetParam());
   auto g = test::read_json(dir + "/golden_logits.json")["wikitext2_test_ppl"];
   auto m = test::load_model(dir, 2, 128);
-  EvalSet s = eval_set_from_ids(wikitext_window_ids(), Protocol::kGptq, 128, 1);
+  EvalSet s = eval_set_from_ids(test::wikitext_window_ids(), Protocol::kGptq, 128, 1);
   ASSERT_EQ(s.n_windows(), 4);
   LlamaRuntime* rts[] = {m.rt.get()};
   EvalResult r = evaluate(s, rts, nullptr);
@@ -89,7 +69,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, RandomModelPpl, ::testing::Values("llama-rand
 // llama.cpp: BOS replaces each chunk's first token; rows ctx/2 .. ctx-2 are scored.
 TEST(LlamaCppProtocol, ScoresTheSecondHalfOfEachChunkAfterBos) {
   auto m = test::load_model(test::fixture("models/llama-rand-h256-gqa"), 2, 64);
-  EvalSet s = eval_set_from_ids(wikitext_window_ids(), Protocol::kLlamaCpp, 64, 1);
+  EvalSet s = eval_set_from_ids(test::wikitext_window_ids(), Protocol::kLlamaCpp, 64, 1);
   ASSERT_EQ(s.n_windows(), 8);
   ASSERT_EQ(s.scored_per_window(), 31);
   LlamaRuntime* rts[] = {m.rt.get()};
@@ -119,7 +99,7 @@ TEST(LlamaCppProtocol, ScoresTheSecondHalfOfEachChunkAfterBos) {
 TEST(Kld, ModelAgainstItselfIsZero) {
   const std::string dir = test::fixture("models/llama-rand-h256-gqa");
   auto a = test::load_model(dir, 2, 128), b = test::load_model(dir, 2, 128);
-  EvalSet s = eval_set_from_ids(wikitext_window_ids(), Protocol::kGptq, 128, 1, 2);
+  EvalSet s = eval_set_from_ids(test::wikitext_window_ids(), Protocol::kGptq, 128, 1, 2);
   LlamaRuntime* rts[] = {a.rt.get()};
   EvalResult r = evaluate(s, rts, b.rt.get());
   KldSummary k = summarize_kld(r.models[0].kld, r.models[0].top1_same);
@@ -143,7 +123,7 @@ TEST(Kld, MatchesValueFromGoldenLogits) {
     ids.push_back(13);  // one more token so that row T-1 (after the whole prompt) is scored
     auto p = read_npy(base_dir + "/" + gb["prompts"][k]["last_logits_file"].get<std::string>()).to_f32();
     auto q = read_npy(dir + "/" + gm["prompts"][k]["last_logits_file"].get<std::string>()).to_f32();
-    const double want = reference_kl(p, q);
+    const double want = test::reference_kl(p, q);
     EvalSet s = eval_set_from_ids(ids, Protocol::kGptq, T + 1, 1);
     LlamaRuntime* rts[] = {m.rt.get()};
     EvalResult r = evaluate(s, rts, base.rt.get());

@@ -22,19 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Asserts both stores hold the same names, dtypes, shapes and bytes.
-void expect_same_tensors(const TensorStore& got, const TensorStore& want) {
-  ASSERT_EQ(got.names(), want.names());
-  for (const auto& n : want.names()) {
-    const TensorView& a = got.get(n);
-    const TensorView& b = want.get(n);
-    EXPECT_EQ(a.dtype, b.dtype) << n;
-    EXPECT_EQ(a.shape, b.shape) << n;
-    ASSERT_EQ(a.nbytes, b.nbytes) << n;
-    EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << n << ": bytes differ";
-  }
-}
-
 // The 128-token sequence of stories260k's golden prompt 1 (prompt + run.c's continuation).
 std::vector<int> golden_ids() {
   auto g = test::read_json(test::fixture("models/stories260k/golden_generate.json"));
@@ -77,7 +64,7 @@ class StoriesTorch : public ::testing::TestWithParam<std::string> {};
 TEST_P(StoriesTorch, SameTensorsAndExactlyTheSameLogitsAsSafetensors) {
   const std::string dir = test::fixture("torch/" + GetParam());
   const std::string ref_dir = test::fixture("models/stories260k");
-  expect_same_tensors(TensorStore::open_folder(dir), TensorStore::open_folder(ref_dir));
+  test::expect_same_tensors(TensorStore::open_folder(dir), TensorStore::open_folder(ref_dir));
   auto ids = golden_ids();
   auto got = test::load_model(dir);
   auto want = test::load_model(ref_dir);
@@ -110,7 +97,7 @@ TEST(TorchFixtures, ZipStoragesAreMappedNotCopied) {
 }
 
 TEST(TorchFixtures, GptqPtTensorsEqualTheSafetensorsCheckpointByteForByte) {
-  expect_same_tensors(TensorStore::open_folder(test::fixture("torch/gptq-4bit-actorder-g32-pt")),
+  test::expect_same_tensors(TensorStore::open_folder(test::fixture("torch/gptq-4bit-actorder-g32-pt")),
                       TensorStore::open_folder(test::fixture("gptq/gptq-4bit-actorder-g32")));
 }
 

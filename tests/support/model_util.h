@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/tensor_store.h"
 #include "model/llama.h"
 
 namespace metharme::test {
@@ -21,5 +22,14 @@ std::vector<float> all_logits(LlamaRuntime& rt, const std::vector<int>& ids, int
 std::vector<float> all_logits_incremental(LlamaRuntime& rt, const std::vector<int>& ids, int seq = 0);
 
 float max_abs_diff(const float* a, const float* b, size_t n);
+
+// Asserts both stores hold the same names, dtypes, shapes and bytes.
+void expect_same_tensors(const TensorStore& got, const TensorStore& want);
+
+// The token ids of fixtures/models/wikitext2_test_windows.json, windows concatenated.
+std::vector<int32_t> wikitext_window_ids();
+
+// KL(P || Q) in double from two full logits rows.
+double reference_kl(const std::vector<float>& p, const std::vector<float>& q);
 
 }  // namespace metharme::test
