@@ -13,15 +13,6 @@ namespace metharme {
 
 namespace {
 
-kernels::WType wtype_of(const TensorView& t) {
-  switch (t.dtype) {
-    case DType::F32: return kernels::WType::kF32;
-    case DType::F16: return kernels::WType::kF16;
-    case DType::BF16: return kernels::WType::kBF16;
-    default: fail(t.source, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected F32, F16 or BF16");
-  }
-}
-
 void check_shape(const TensorView& t, std::vector<int64_t> want) {
   if (t.shape != want)
     fail(t.source, ": tensor '", t.name, "' has shape ", shape_str(t.shape), ", expected ", shape_str(want));
@@ -36,6 +27,15 @@ std::vector<float> load_vector(const TensorStore& s, const std::string& name, in
 }
 
 }  // namespace
+
+kernels::WType wtype_of(const TensorView& t) {
+  switch (t.dtype) {
+    case DType::F32: return kernels::WType::kF32;
+    case DType::F16: return kernels::WType::kF16;
+    case DType::BF16: return kernels::WType::kBF16;
+    default: fail(t.source, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected F32, F16 or BF16");
+  }
+}
 
 ops::Linear load_linear(const ModelWeights& m, const std::string& prefix, int n_out, int n_in,
                         std::vector<std::string>& used) {

@@ -52,4 +52,7 @@ std::unique_ptr<ModelWeights> load_weights(const std::string& dir, const LoadOpt
 ops::Linear load_linear(const ModelWeights& m, const std::string& prefix, int n_out, int n_in,
                         std::vector<std::string>& used);
 
+// The kernels' weight type of a float tensor; other dtypes are an error naming the tensor.
+kernels::WType wtype_of(const TensorView& t);
+
 }  // namespace metharme

@@ -28,15 +28,6 @@ constexpr LinearInfo kInfo[kNumLinears] = {
     {"mlp.down_proj", &LayerWeights::w_down, LinearSlot::kDown},
 };
 
-kernels::WType wtype_of(const TensorView& t) {
-  switch (t.dtype) {
-    case DType::F32: return kernels::WType::kF32;
-    case DType::F16: return kernels::WType::kF16;
-    case DType::BF16: return kernels::WType::kBF16;
-    default: fail(t.source, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected F32, F16 or BF16");
-  }
-}
-
 const TensorView& get_checked(const TensorStore& s, const std::string& name, std::vector<int64_t> shape) {
   const TensorView& t = s.get(name);
   if (t.shape != shape)

@@ -65,14 +65,7 @@ std::vector<std::shared_ptr<Job>> start_kobold(ServerState& st, Engine& e, const
   }
   std::vector<int> ids = kobold_prompt_ids(p, tok);
   int n = stream ? 1 : p.n;
-  std::vector<GenSpec> specs;
-  for (int i = 0; i < n; ++i) {
-    GenSpec g = make_spec(p.common, p.max_length, req.client);
-    g.prompt = ids;
-    g.sampler.seed += uint64_t(i);
-    g.context_shift = st.opt.context_shift;
-    specs.push_back(std::move(g));
-  }
+  std::vector<GenSpec> specs = make_specs(p.common, p.max_length, req.client, ids, n, st.opt.context_shift);
   std::vector<std::shared_ptr<Job>> jobs;
   try {
     jobs = e.submit(std::move(specs));

@@ -164,14 +164,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     return out;
   }
   int max_new = int(max_tokens.value_or(std::min(chat ? 400 : st.opt.default_max_length, ctx - P)));
-  std::vector<GenSpec> specs;
-  for (int i = 0; i < n; ++i) {
-    GenSpec g = make_spec(c, max_new, req.client);
-    g.prompt = ids;
-    g.sampler.seed += uint64_t(i);
-    g.context_shift = st.opt.context_shift;
-    specs.push_back(std::move(g));
-  }
+  std::vector<GenSpec> specs = make_specs(c, max_new, req.client, ids, n, st.opt.context_shift);
   std::vector<std::shared_ptr<Job>> jobs;
   try {
     jobs = e->submit(std::move(specs));

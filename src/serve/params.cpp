@@ -444,4 +444,17 @@ GenSpec make_spec(const CommonParams& c, int max_new, const std::string& client)
   return g;
 }
 
+std::vector<GenSpec> make_specs(const CommonParams& c, int max_new, const std::string& client,
+                                const std::vector<int>& prompt, int n, bool context_shift) {
+  std::vector<GenSpec> specs;
+  for (int i = 0; i < n; ++i) {
+    GenSpec g = make_spec(c, max_new, client);
+    g.prompt = prompt;
+    g.sampler.seed += uint64_t(i);
+    g.context_shift = context_shift;
+    specs.push_back(std::move(g));
+  }
+  return specs;
+}
+
 }  // namespace metharme::serve

@@ -89,6 +89,9 @@ std::string format_output(const KoboldParams& p, std::string text);
 
 // GenSpec with everything but the prompt filled from common params.
 GenSpec make_spec(const CommonParams& c, int max_new, const std::string& client);
+// n specs for one prompt (a request's `n` choices), the i-th with seed + i.
+std::vector<GenSpec> make_specs(const CommonParams& c, int max_new, const std::string& client,
+                                const std::vector<int>& prompt, int n, bool context_shift);
 
 // A seed from the clock and a counter, for requests that give none.
 uint64_t random_seed();
