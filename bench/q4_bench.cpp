@@ -113,10 +113,17 @@ void args(benchmark::internal::Benchmark* b) {
       // decode: 8 gate-sized matrices (190 MB) so every call reads from DRAM
       b->Args({design, isa, 1, 11008, 4096, 8});
       for (int M : {2, 4, 8}) b->Args({design, isa, M, 11008, 4096, 8});
-      b->Args({design, isa, 1, 1024, 1024, 1});  // in L2: the kernel's own speed
+      for (int M : {1, 8}) b->Args({design, isa, M, 1024, 1024, 1});  // in L2: the kernel's own speed
     }
   for (int isa : {1, 2})
     for (int design : {kQ8, kF32, kF32Sgemm}) b->Args({design, isa, 512, 4096, 4096, 1});
+  // The 1B shape's decode matrices (q/o, gate/up, down), 1 and 8 rows (continuous batching).
+  for (int isa : {1, 2})
+    for (int M : {1, 8}) {
+      b->Args({kQ8, isa, M, 2048, 2048, 24});
+      b->Args({kQ8, isa, M, 5632, 2048, 8});
+      b->Args({kQ8, isa, M, 2048, 5632, 8});
+    }
 }
 
 BENCHMARK(BM_Q4)->Apply(args)->ArgNames({"design", "isa", "M", "N", "K", "mats"})->MeasureProcessCPUTime();

@@ -46,7 +46,7 @@ TEST_P(DenseKernelTest, GemmMatchesReference) {
   const auto& opt = dense_kernels(isa);
   std::mt19937 rng(std::random_device{}());
   std::normal_distribution<float> nd(0.f, 1.f);
-  for (int M : {1, 2, 3, 4, 5, 9}) {
+  for (int M : {1, 2, 3, 4, 5, 8, 9, 11, 16}) {
     for (int K : {1, 7, 8, 31, 33, 100, 257}) {
       const int N = 13, ldw = K + 3, ldx = K + 1, ldy = N + 2;
       Data w = make_weights(wt, size_t(N) * ldw, rng);
@@ -105,6 +105,29 @@ TEST_P(DenseKernelTest, ConversionsMatchReferenceBitForBit) {
     dense_kernels_scalar().to_f32(wt, a.data(), fa.data(), n);
     dense_kernels(isa).to_f32(wt, a.data(), fb.data(), n);
     ASSERT_EQ(fa, fb);
+  }
+}
+
+TEST_P(DenseKernelTest, SiluMulMatchesReference) {
+  auto [isa, wt] = GetParam();
+  if (wt != WType::kF32) GTEST_SKIP() << "silu_mul has no weight type";
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> nd(0.f, 4.f);
+  for (int n : {1, 7, 8, 13, 1000}) {
+    std::vector<float> a(static_cast<size_t>(n)), b(a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      a[i] = nd(rng);
+      b[i] = nd(rng);
+    }
+    // The exp range ends: exp(-g) overflows for g < -88.7 and vanishes for g > 103.
+    const float edges[] = {-120.f, -88.9f, -87.5f, -20.f, 0.f, 30.f, 90.f, 110.f};
+    for (size_t i = 0; i < std::size(edges) && i < a.size(); ++i) a[i] = edges[i];
+    std::vector<float> ra = a, oa = a;
+    dense_kernels_scalar().silu_mul(ra.data(), b.data(), n);
+    dense_kernels(isa).silu_mul(oa.data(), b.data(), n);
+    for (int i = 0; i < n; ++i)
+      ASSERT_NEAR(ra[size_t(i)], oa[size_t(i)], 1e-6f * std::fabs(ra[size_t(i)]) + 1e-30f)
+          << "n=" << n << " a=" << a[size_t(i)] << " b=" << b[size_t(i)];
   }
 }
 

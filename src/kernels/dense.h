@@ -20,6 +20,8 @@ struct DenseKernels {
   // dst[i] = float(src[i]) / src[i] = wt(src[i]) (round to nearest even) for i < n.
   void (*to_f32)(WType wt, const void* src, float* dst, int64_t n);
   void (*from_f32)(WType wt, const float* src, void* dst, int64_t n);
+  // a[i] = silu(a[i]) * b[i] = a[i] / (1 + exp(-a[i])) * b[i] for i < n (the SwiGLU gate).
+  void (*silu_mul)(float* a, const float* b, int n);
 };
 
 const DenseKernels& dense_kernels(Isa isa);

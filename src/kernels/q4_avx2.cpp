@@ -137,14 +137,192 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
   }
 }
 
-// Three rows per pass: 6 int32 accumulators + 4 unpacked weight vectors + 2 broadcasts fill the 16
-// ymm registers; four rows spill and run ~25% slower (bench/q4_bench, M = 512).
+// Batches of rows (continuous-batching decode, prefill): the tile is walked once, block by block,
+// and each group of up to 4 rows multiplies the block's weights while they sit in L1, so
+// DRAM is read once per block rather than once per pass of a few rows. The int8 products of 4
+// steps (32 k) are summed in int16 before widening: |x| <= 127 and codes <= 15 give at most
+// 4 * 2 * 2 * 15 * 127 = 30480 per lane, and one vpmaddwd per 4 steps instead of per step
+// relieves the multiply ports, which bound this loop.
+
+// acc[r][h] += the block's integer dot products for rows r < R (activations xk + r * ldx), half h.
+template <int R>
+inline void q8_block_rows(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int c = 0; c < steps; c += 4) {
+    __m256i s[R][2];
+    for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int i = c; i < c + 4; ++i) {
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(i) * 64));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(i) * 64 + 32));
+      const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
+      const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+      const int8_t* xi = xk + i * 8;
+      for (int r = 0; r < R; ++r) {
+        const __m256i xl = _mm256_set1_epi32(load_i32(xi + size_t(r) * ldx));
+        const __m256i xh = _mm256_set1_epi32(load_i32(xi + size_t(r) * ldx + 4));
+        s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(lo0, xl));
+        s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(hi0, xh));
+        s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(lo1, xl));
+        s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(hi1, xh));
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s[r][h], ones));
+  }
+}
+
+// Four rows: the same sums, written in assembly because GCC spills the eight int16 sums of this
+// loop to the stack. Registers: ymm0-7 sums (row r: ymm(2r) columns 0-7, ymm(2r+1) columns 8-15),
+// ymm8-11 the step's unpacked codes (lo0, hi0, lo1, hi1), ymm12 the nibble mask, ymm13/14 the
+// broadcast activations, ymm15 a product. acc is __m256i[4][2].
+#define MH_Q8_ROW(XL, XH, SA, SB)                 \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm8, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, " SA ", " SA "\n\t"            \
+  "vpmaddubsw %%ymm14, %%ymm9, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, " SA ", " SA "\n\t"            \
+  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " SB ", " SB "\n\t"            \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " SB ", " SB "\n\t"
+#define MH_Q8_WIDEN(I, OFF)                          \
+  "vpmaddwd %%ymm13, %%ymm" #I ", %%ymm" #I "\n\t" \
+  "vpaddd " #OFF "(%[acc]), %%ymm" #I ", %%ymm" #I "\n\t" \
+  "vmovdqu %%ymm" #I ", " #OFF "(%[acc])\n\t"
+
+alignas(32) constexpr uint8_t kNibbleMask[32] = {0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F,
+                                                 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F,
+                                                 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F};
+alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
+  const int8_t* x3 = xk + 3 * ldx;
+  size_t chunks = size_t(steps) / 4;
+  __asm__ volatile(
+      "vmovdqa %[low], %%ymm12\n\t"
+      "1:\n\t"
+      "vpxor %%xmm0, %%xmm0, %%xmm0\n\t"
+      "vpxor %%xmm1, %%xmm1, %%xmm1\n\t"
+      "vpxor %%xmm2, %%xmm2, %%xmm2\n\t"
+      "vpxor %%xmm3, %%xmm3, %%xmm3\n\t"
+      "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
+      "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
+      "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
+      "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
+      ".rept 4\n\t"
+      "vmovdqu (%[q]), %%ymm8\n\t"
+      "vmovdqu 32(%[q]), %%ymm10\n\t"
+      "vpsrlw $4, %%ymm8, %%ymm9\n\t"
+      "vpsrlw $4, %%ymm10, %%ymm11\n\t"
+      "vpand %%ymm12, %%ymm8, %%ymm8\n\t"
+      "vpand %%ymm12, %%ymm9, %%ymm9\n\t"
+      "vpand %%ymm12, %%ymm10, %%ymm10\n\t"
+      "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
+      MH_Q8_ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")
+      MH_Q8_ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")
+      MH_Q8_ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")
+      MH_Q8_ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")
+      "add $64, %[q]\n\t"
+      "add $8, %[x0]\n\t"
+      "add $8, %[x3]\n\t"
+      ".endr\n\t"
+      "vmovdqa %[ones], %%ymm13\n\t"
+      MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)
+      MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160) MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)
+      : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+        "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+}
+#undef MH_Q8_ROW
+#undef MH_Q8_WIDEN
+
+template <int R>
+inline void q8_group_block(const uint8_t* q, int steps, const Q8Act& x, int m0, int b, const __m256 zf[2],
+                           const __m256 sc[2], __m256 (*accf)[2]) {
+  const int nb = x.kp / x.block;
+  __m256i acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const int8_t* xk = x.q + size_t(m0) * x.kp + size_t(b) * x.block;
+  if constexpr (R == 4) {
+    q8_block_rows4(q, steps, xk, size_t(x.kp), acc);
+  } else {
+    q8_block_rows<R>(q, steps, xk, size_t(x.kp), acc);
+  }
+  // Exact in fp32: |acc| and zero * sum stay below 2^24 for blocks of up to 128.
+  for (int r = 0; r < R; ++r) {
+    const size_t bi = size_t(m0 + r) * size_t(nb) + size_t(b);
+    const __m256 xsv = _mm256_set1_ps(float(x.sum[bi]));
+    const __m256 dv = _mm256_set1_ps(x.d[bi]);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 f = _mm256_fnmadd_ps(zf[h], xsv, _mm256_cvtepi32_ps(acc[r][h]));
+      accf[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(sc[h], dv), f, accf[r][h]);
+    }
+  }
+}
+
+void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int64_t ldy, __m256 (*accf)[2]) {
+  const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
+  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
+  const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+  const int nb = w.kp / x.block, bpg = w.gs / x.block, steps = x.block / kQ4StepK;
+  for (int m = 0; m < M; ++m) accf[m][0] = accf[m][1] = _mm256_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    const uint8_t* q = qs + size_t(b) * size_t(steps) * kQ4StepBytes;
+    for (int i = 0; i < steps; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes + i * 64), _MM_HINT_T0);
+    const int g = b / bpg;
+    const __m256 zf[2] = {
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16)))),
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + 8))))};
+    const __m256 s[2] = {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16))),
+                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16 + 8)))};
+    for (int m = 0; m < M;) {
+      const int rest = M - m;
+      if (rest >= 4) {
+        q8_group_block<4>(q, steps, x, m, b, zf, s, accf + m);
+        m += 4;
+      } else {
+        if (rest == 3) q8_group_block<3>(q, steps, x, m, b, zf, s, accf + m);
+        if (rest == 2) q8_group_block<2>(q, steps, x, m, b, zf, s, accf + m);
+        if (rest == 1) q8_group_block<1>(q, steps, x, m, b, zf, s, accf + m);
+        m += rest;
+      }
+    }
+  }
+  const int n0 = t * kQ4TileCols, valid = std::min(kQ4TileCols, w.n - n0);
+  for (int m = 0; m < M; ++m) {
+    float* ym = y + m * ldy + n0;
+    if (valid == kQ4TileCols) {
+      _mm256_storeu_ps(ym, accf[m][0]);
+      _mm256_storeu_ps(ym + 8, accf[m][1]);
+    } else {
+      alignas(32) float tmp[16];
+      _mm256_store_ps(tmp, accf[m][0]);
+      _mm256_store_ps(tmp + 8, accf[m][1]);
+      std::memcpy(ym, tmp, size_t(valid) * sizeof(float));
+    }
+  }
+}
+
+// Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows.
+constexpr int kRowsPerPass = 64;
+
 void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
-  for (int t = t0; t < t1; ++t) {
-    int m = 0;
-    for (; m + 3 <= M; m += 3) q8_tile<3>(w, t, x, m, y, ldy);
-    if (M - m == 2) q8_tile<2>(w, t, x, m, y, ldy);
-    if (M - m == 1) q8_tile<1>(w, t, x, m, y, ldy);
+  if (M == 1) {
+    for (int t = t0; t < t1; ++t) q8_tile<1>(w, t, x, 0, y, ldy);
+    return;
+  }
+  alignas(32) __m256 accf[kRowsPerPass][2];
+  for (int m0 = 0; m0 < M; m0 += kRowsPerPass) {
+    const int rows = std::min(kRowsPerPass, M - m0);
+    const Q8Act xs{x.q + size_t(m0) * x.kp, x.d + size_t(m0) * (x.kp / x.block), x.sum + size_t(m0) * (x.kp / x.block),
+                   x.kp, x.block};
+    for (int t = t0; t < t1; ++t) q8_tile_rows(w, t, xs, rows, y + m0 * ldy, ldy, accf);
   }
 }
 

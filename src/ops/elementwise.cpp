@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/dense.h"
+
 namespace metharme::ops {
 
 void rmsnorm(const float* x, const float* w, float eps, int n, float* out) {
@@ -15,12 +17,7 @@ void rmsnorm(const float* x, const float* w, float eps, int n, float* out) {
 // is +inf in fp32 for x > 89 and 0 for x < -104.
 static inline float exp_fast_edges(float x) { return x > 89.0f ? INFINITY : x < -104.0f ? 0.0f : std::exp(x); }
 
-void silu_mul(float* a, const float* b, int n) {
-  for (int i = 0; i < n; ++i) {
-    float g = a[i];
-    a[i] = g / (1.0f + exp_fast_edges(-g)) * b[i];
-  }
-}
+void silu_mul(float* a, const float* b, int n) { kernels::dense_kernels().silu_mul(a, b, n); }
 
 void add(float* y, const float* x, int n) {
   for (int i = 0; i < n; ++i) y[i] += x[i];

@@ -15,7 +15,7 @@ namespace {
 
 // Prefill path: at or above this many rows a dense matmul converts a panel of weight rows to f32
 // and hands it to OpenBLAS's sgemm, which beats our row-dot kernels by a wide margin.
-constexpr int kGemmMinRows = 8;
+constexpr int kGemmMinRows = 16;
 constexpr int kPanelRows = 64;
 
 void dense_range(const Linear& w, const float* x, int M, float* y, int n0, int n1) {
