@@ -198,59 +198,92 @@ alignas(32) constexpr uint8_t kNibbleMask[32] = {0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0
                                                  0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F};
 alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
-inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
+// kUnpack: 0 unpacks the codes from q; 1 also stores the unpacked steps to `scratch` (128 bytes
+// per step) for the next row groups of the batch; 2 reads them from `scratch` instead of q,
+// which saves the shift/mask work of every group after the first.
+#define MH_Q8_FROM_Q                      \
+  "vmovdqu (%[q]), %%ymm8\n\t"            \
+  "vmovdqu 32(%[q]), %%ymm10\n\t"         \
+  "vpsrlw $4, %%ymm8, %%ymm9\n\t"         \
+  "vpsrlw $4, %%ymm10, %%ymm11\n\t"       \
+  "vpand %%ymm12, %%ymm8, %%ymm8\n\t"     \
+  "vpand %%ymm12, %%ymm9, %%ymm9\n\t"     \
+  "vpand %%ymm12, %%ymm10, %%ymm10\n\t"   \
+  "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
+#define MH_Q8_TO_SCRATCH                  \
+  "vmovdqa %%ymm8, (%[sc])\n\t"           \
+  "vmovdqa %%ymm9, 32(%[sc])\n\t"         \
+  "vmovdqa %%ymm10, 64(%[sc])\n\t"        \
+  "vmovdqa %%ymm11, 96(%[sc])\n\t"        \
+  "add $128, %[sc]\n\t"
+#define MH_Q8_FROM_SCRATCH                \
+  "vmovdqa (%[sc]), %%ymm8\n\t"           \
+  "vmovdqa 32(%[sc]), %%ymm9\n\t"         \
+  "vmovdqa 64(%[sc]), %%ymm10\n\t"        \
+  "vmovdqa 96(%[sc]), %%ymm11\n\t"        \
+  "add $128, %[sc]\n\t"
+#define MH_Q8_ROWS4(UNPACK)                                                                               \
+  __asm__ volatile(                                                                                       \
+      "vmovdqa %[low], %%ymm12\n\t"                                                                       \
+      "1:\n\t"                                                                                            \
+      "vpxor %%xmm0, %%xmm0, %%xmm0\n\t"                                                                  \
+      "vpxor %%xmm1, %%xmm1, %%xmm1\n\t"                                                                  \
+      "vpxor %%xmm2, %%xmm2, %%xmm2\n\t"                                                                  \
+      "vpxor %%xmm3, %%xmm3, %%xmm3\n\t"                                                                  \
+      "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"                                                                  \
+      "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"                                                                  \
+      "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"                                                                  \
+      "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"                                                                  \
+      ".rept 4\n\t"                                                                                       \
+      UNPACK                                                                                              \
+      MH_Q8_ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                                               \
+      MH_Q8_ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")                             \
+      MH_Q8_ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")                             \
+      MH_Q8_ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")                                               \
+      "add $64, %[q]\n\t"                                                                                 \
+      "add $8, %[x0]\n\t"                                                                                 \
+      "add $8, %[x3]\n\t"                                                                                 \
+      ".endr\n\t"                                                                                         \
+      "vmovdqa %[ones], %%ymm13\n\t"                                                                      \
+      MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)                          \
+      MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160) MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)                     \
+      "dec %[n]\n\t"                                                                                      \
+      "jnz 1b\n\t"                                                                                        \
+      : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks), [sc] "+r"(scratch)                   \
+      : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)                \
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", \
+        "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc")
+
+template <int kUnpack>
+inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2],
+                           uint8_t* scratch) {
   const int8_t* x3 = xk + 3 * ldx;
   size_t chunks = size_t(steps) / 4;
-  __asm__ volatile(
-      "vmovdqa %[low], %%ymm12\n\t"
-      "1:\n\t"
-      "vpxor %%xmm0, %%xmm0, %%xmm0\n\t"
-      "vpxor %%xmm1, %%xmm1, %%xmm1\n\t"
-      "vpxor %%xmm2, %%xmm2, %%xmm2\n\t"
-      "vpxor %%xmm3, %%xmm3, %%xmm3\n\t"
-      "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
-      "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
-      "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
-      "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
-      ".rept 4\n\t"
-      "vmovdqu (%[q]), %%ymm8\n\t"
-      "vmovdqu 32(%[q]), %%ymm10\n\t"
-      "vpsrlw $4, %%ymm8, %%ymm9\n\t"
-      "vpsrlw $4, %%ymm10, %%ymm11\n\t"
-      "vpand %%ymm12, %%ymm8, %%ymm8\n\t"
-      "vpand %%ymm12, %%ymm9, %%ymm9\n\t"
-      "vpand %%ymm12, %%ymm10, %%ymm10\n\t"
-      "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
-      MH_Q8_ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")
-      MH_Q8_ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")
-      MH_Q8_ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")
-      MH_Q8_ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")
-      "add $64, %[q]\n\t"
-      "add $8, %[x0]\n\t"
-      "add $8, %[x3]\n\t"
-      ".endr\n\t"
-      "vmovdqa %[ones], %%ymm13\n\t"
-      MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)
-      MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160) MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)
-      "dec %[n]\n\t"
-      "jnz 1b\n\t"
-      : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)
-      : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-        "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+  if constexpr (kUnpack == 0) {
+    MH_Q8_ROWS4(MH_Q8_FROM_Q);
+  } else if constexpr (kUnpack == 1) {
+    MH_Q8_ROWS4(MH_Q8_FROM_Q MH_Q8_TO_SCRATCH);
+  } else {
+    MH_Q8_ROWS4(MH_Q8_FROM_SCRATCH);
+  }
 }
+#undef MH_Q8_ROWS4
+#undef MH_Q8_FROM_Q
+#undef MH_Q8_TO_SCRATCH
+#undef MH_Q8_FROM_SCRATCH
 #undef MH_Q8_ROW
 #undef MH_Q8_WIDEN
 
-template <int R>
+// R rows of one block; for R == 4, kUnpack as in q8_block_rows4.
+template <int R, int kUnpack = 0>
 inline void q8_group_block(const uint8_t* q, int steps, const Q8Act& x, int m0, int b, const __m256 zf[2],
-                           const __m256 sc[2], __m256 (*accf)[2]) {
+                           const __m256 sc[2], __m256 (*accf)[2], uint8_t* scratch = nullptr) {
   const int nb = x.kp / x.block;
   __m256i acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const int8_t* xk = x.q + size_t(m0) * x.kp + size_t(b) * x.block;
   if constexpr (R == 4) {
-    q8_block_rows4(q, steps, xk, size_t(x.kp), acc);
+    q8_block_rows4<kUnpack>(q, steps, xk, size_t(x.kp), acc, scratch);
   } else {
     q8_block_rows<R>(q, steps, xk, size_t(x.kp), acc);
   }
@@ -271,6 +304,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block, steps = x.block / kQ4StepK;
+  alignas(32) uint8_t unpacked[128 / kQ4StepK * 128];  // one block's codes as bytes, steps x 128
   for (int m = 0; m < M; ++m) accf[m][0] = accf[m][1] = _mm256_setzero_ps();
   for (int b = 0; b < nb; ++b) {
     const uint8_t* q = qs + size_t(b) * size_t(steps) * kQ4StepBytes;
@@ -284,7 +318,12 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
     for (int m = 0; m < M;) {
       const int rest = M - m;
       if (rest >= 4) {
-        q8_group_block<4>(q, steps, x, m, b, zf, s, accf + m);
+        if (m > 0)
+          q8_group_block<4, 2>(q, steps, x, m, b, zf, s, accf + m, unpacked);
+        else if (rest > 4)
+          q8_group_block<4, 1>(q, steps, x, m, b, zf, s, accf + m, unpacked);
+        else
+          q8_group_block<4, 0>(q, steps, x, m, b, zf, s, accf + m);
         m += 4;
       } else {
         if (rest == 3) q8_group_block<3>(q, steps, x, m, b, zf, s, accf + m);

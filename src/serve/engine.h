@@ -89,7 +89,8 @@ class Engine {
   void loop();
   void admit_locked();                   // moves queued jobs into free slots
   void start(Slot& s, std::shared_ptr<Job> job);
-  void sample(Slot& s, float* logits);   // picks and handles the next token of a decoding slot
+  int draw(Slot& s, float* logits);      // the slot's next token from its logits row (thread-safe per slot)
+  void sample(Slot& s, int tok);         // handles that token: stop, stream, or feed it next
   void finish(Slot& s, Finish f, const std::string& error = {});
   void publish(Slot& s);
   void remember_locked(const std::shared_ptr<Job>& job);
@@ -113,6 +114,7 @@ class Engine {
   // Step buffers, sized once.
   std::vector<BatchToken> batch_;
   std::vector<int> row_slot_;  // logits row -> slot index
+  std::vector<int> drawn_;     // logits row -> sampled token
   std::vector<float> logits_;  // [n_slots][n_vocab]
   std::thread thread_;
 };
