@@ -13,7 +13,9 @@
 
 #include "kernels/dense.h"
 #include "kernels/q4.h"
+#include "ops/linear.h"
 #include "ops/q4_linear.h"
+#include "util/thread_pool.h"
 #include "util/half.h"
 
 namespace metharme {
@@ -128,6 +130,34 @@ void args(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_Q4)->Apply(args)->ArgNames({"design", "isa", "M", "N", "K", "mats"})->MeasureProcessCPUTime();
+
+// The whole op (activation quantization + kernel over pieces, ops::linear_multi) on the 1B gate
+// and up matrices, as a decode step calls it: args M, threads; 8 layers' pairs cycled (DRAM).
+void BM_Q4LinearOp(benchmark::State& st) {
+  const int M = int(st.range(0)), T = int(st.range(1)), N = 5632, K = 2048;
+  std::vector<std::unique_ptr<Mat>> mats;
+  std::vector<ops::Linear> lins(16);
+  for (int i = 0; i < 16; ++i) {
+    mats.push_back(make_mat(N, K, 128, uint64_t(i) + 11));
+    lins[size_t(i)].kind = ops::Linear::Kind::kQ4;
+    lins[size_t(i)].n_out = N;
+    lins[size_t(i)].n_in = K;
+    lins[size_t(i)].q4 = mats.back()->w;
+  }
+  std::vector<float> x(size_t(M) * K), y0(size_t(M) * N), y1(y0.size());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  ThreadPool pool(T);
+  int i = 0;
+  for (auto _ : st) {
+    ops::LinearOut outs[2] = {{&lins[size_t(i % 8) * 2], y0.data()}, {&lins[size_t(i % 8) * 2 + 1], y1.data()}};
+    ops::linear_multi(outs, 2, x.data(), M, pool);
+    ++i;
+  }
+  st.counters["GMAC/s"] = benchmark::Counter(2.0 * M * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Q4LinearOp)->ArgNames({"M", "threads"})->Args({8, 1})->Args({8, 2})->Args({1, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // The fp16 lm_head of the 1B shape (32000 x 2048, 131 MB: streamed from DRAM every call) with
 // M rows, one thread: M = 1 is decode, M = 8 a continuous-batching step of 8 requests.
