@@ -17,23 +17,39 @@
 namespace metharme {
 namespace {
 
+// One 7B-shaped layer (32 heads of 128, no GQA) with T random keys/values cached and T random
+// query rows: the input of a T-token prefill's attention.
+struct Prefill {
+  LlamaConfig c;
+  KvCache kv;
+  std::vector<float> q, out;
+  static LlamaConfig config() {
+    LlamaConfig c;
+    c.hidden_size = 4096;
+    c.num_attention_heads = c.num_key_value_heads = 32;
+    c.head_dim = 128;
+    c.num_hidden_layers = 1;
+    return c;
+  }
+  explicit Prefill(int T) : c(config()), kv(c, T, 1, kernels::WType::kF32), q(size_t(T) * 4096), out(q.size()) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0, 1);
+    std::vector<float> k(4096), v(4096);
+    for (int p = 0; p < T; ++p) {
+      for (int i = 0; i < 4096; ++i) k[size_t(i)] = nd(rng), v[size_t(i)] = nd(rng);
+      kv.store(0, 0, p, k.data(), v.data());
+    }
+    for (auto& x : q) x = nd(rng);
+  }
+};
+
 void BM_PrefillAttention(benchmark::State& state) {
   const int T = int(state.range(0));
   const bool head_major = state.range(1) != 0;
-  LlamaConfig c;
-  c.hidden_size = 4096;
-  c.num_attention_heads = c.num_key_value_heads = 32;
-  c.head_dim = 128;
-  c.num_hidden_layers = 1;
-  KvCache kv(c, T, 1, kernels::WType::kF32);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd(0, 1);
-  std::vector<float> k(4096), v(4096), q(size_t(T) * 4096), out(q.size());
-  for (int p = 0; p < T; ++p) {
-    for (int i = 0; i < 4096; ++i) k[size_t(i)] = nd(rng), v[size_t(i)] = nd(rng);
-    kv.store(0, 0, p, k.data(), v.data());
-  }
-  for (auto& x : q) x = nd(rng);
+  Prefill P(T);
+  KvCache& kv = P.kv;
+  std::vector<float>& q = P.q;
+  std::vector<float>& out = P.out;
   ThreadPool pool(default_thread_count());
   std::vector<float> scores(size_t(pool.size()) * size_t(T));
   const int H = 32;
@@ -51,20 +67,10 @@ void BM_PrefillAttention(benchmark::State& state) {
 }
 void BM_PrefillTiles(benchmark::State& state) {
   const int T = int(state.range(0));
-  LlamaConfig c;
-  c.hidden_size = 4096;
-  c.num_attention_heads = c.num_key_value_heads = 32;
-  c.head_dim = 128;
-  c.num_hidden_layers = 1;
-  KvCache kv(c, T, 1, kernels::WType::kF32);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd(0, 1);
-  std::vector<float> k(4096), v(4096), q(size_t(T) * 4096), out(q.size());
-  for (int p = 0; p < T; ++p) {
-    for (int i = 0; i < 4096; ++i) k[size_t(i)] = nd(rng), v[size_t(i)] = nd(rng);
-    kv.store(0, 0, p, k.data(), v.data());
-  }
-  for (auto& x : q) x = nd(rng);
+  Prefill P(T);
+  KvCache& kv = P.kv;
+  std::vector<float>& q = P.q;
+  std::vector<float>& out = P.out;
   ThreadPool pool(default_thread_count());
   std::vector<float> scores(size_t(pool.size()) * ops::kPrefillTile * size_t(T));
   const int tiles = (T + ops::kPrefillTile - 1) / ops::kPrefillTile;

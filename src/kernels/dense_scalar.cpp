@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/dense.h"
+#include "util/fast_exp.h"
 #include "util/half.h"
 
 namespace metharme::kernels {
@@ -52,10 +53,6 @@ void from_f32(WType wt, const float* src, void* dst, int64_t n) {
       break;
   }
 }
-
-// expf's overflow and underflow cases take a slow path in libm; their results are known: exp(x)
-// is +inf in fp32 for x > 89 and 0 for x < -104.
-inline float exp_fast_edges(float x) { return x > 89.0f ? INFINITY : x < -104.0f ? 0.0f : std::exp(x); }
 
 void silu_mul(float* a, const float* b, int n) {
   for (int i = 0; i < n; ++i) {

@@ -66,13 +66,27 @@ void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t*
   }
 }
 
+// The 16 outputs of one row of a tile (acc[0]: columns 0-7, acc[1]: 8-15); the last tile may
+// hold fewer than 16 valid columns.
+inline void store_tile_row(float* y, const __m256 acc[2], int valid) {
+  if (valid == kQ4TileCols) {
+    _mm256_storeu_ps(y, acc[0]);
+    _mm256_storeu_ps(y + 8, acc[1]);
+    return;
+  }
+  alignas(32) float tmp[16];
+  _mm256_store_ps(tmp, acc[0]);
+  _mm256_store_ps(tmp + 8, acc[1]);
+  std::memcpy(y, tmp, size_t(valid) * sizeof(float));
+}
+
 // Software prefetch distance in the weight stream: decode has little work per byte, so the core
 // alone does not keep enough reads in flight (+10-20% read rate, bench/q4_bench M = 1).
 constexpr size_t kPrefetchBytes = 2048;
 
-// R activation rows x one 16-column tile.
-template <int R>
+// Decode: one activation row x one 16-column tile (memory-bound; batches use q8_tile_rows).
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
+  constexpr int R = 1;
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
@@ -123,18 +137,7 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     }
   }
   const int n0 = t * kQ4TileCols, valid = std::min(kQ4TileCols, w.n - n0);
-  for (int r = 0; r < R; ++r) {
-    float* yr = y + (m0 + r) * ldy + n0;
-    if (valid == kQ4TileCols) {
-      _mm256_storeu_ps(yr, accf[r][0]);
-      _mm256_storeu_ps(yr + 8, accf[r][1]);
-    } else {
-      alignas(32) float tmp[16];
-      _mm256_store_ps(tmp, accf[r][0]);
-      _mm256_store_ps(tmp + 8, accf[r][1]);
-      std::memcpy(yr, tmp, size_t(valid) * sizeof(float));
-    }
-  }
+  for (int r = 0; r < R; ++r) store_tile_row(y + (m0 + r) * ldy + n0, accf[r], valid);
 }
 
 // Batches of rows (continuous-batching decode, prefill): the tile is walked once, block by block,
@@ -334,18 +337,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
     }
   }
   const int n0 = t * kQ4TileCols, valid = std::min(kQ4TileCols, w.n - n0);
-  for (int m = 0; m < M; ++m) {
-    float* ym = y + m * ldy + n0;
-    if (valid == kQ4TileCols) {
-      _mm256_storeu_ps(ym, accf[m][0]);
-      _mm256_storeu_ps(ym + 8, accf[m][1]);
-    } else {
-      alignas(32) float tmp[16];
-      _mm256_store_ps(tmp, accf[m][0]);
-      _mm256_store_ps(tmp + 8, accf[m][1]);
-      std::memcpy(ym, tmp, size_t(valid) * sizeof(float));
-    }
-  }
+  for (int m = 0; m < M; ++m) store_tile_row(y + m * ldy + n0, accf[m], valid);
 }
 
 // Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows.
@@ -353,7 +345,7 @@ constexpr int kRowsPerPass = 64;
 
 void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
   if (M == 1) {
-    for (int t = t0; t < t1; ++t) q8_tile<1>(w, t, x, 0, y, ldy);
+    for (int t = t0; t < t1; ++t) q8_tile(w, t, x, 0, y, ldy);
     return;
   }
   alignas(32) __m256 accf[kRowsPerPass][2];
@@ -416,13 +408,7 @@ void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64
     }
   }
   const int n0 = t * kQ4TileCols, valid = std::min(kQ4TileCols, w.n - n0);
-  for (int r = 0; r < R; ++r) {
-    float* yr = y + (m0 + r) * ldy + n0;
-    alignas(32) float tmp[16];
-    _mm256_store_ps(tmp, accf[r][0]);
-    _mm256_store_ps(tmp + 8, accf[r][1]);
-    std::memcpy(yr, tmp, size_t(valid) * sizeof(float));
-  }
+  for (int r = 0; r < R; ++r) store_tile_row(y + (m0 + r) * ldy + n0, accf[r], valid);
 }
 
 void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* y, int64_t ldy) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/dense.h"
+#include "util/fast_exp.h"
 
 namespace metharme::ops {
 
@@ -12,10 +13,6 @@ void rmsnorm(const float* x, const float* w, float eps, int n, float* out) {
   float inv = float(1.0 / std::sqrt(ss / n + double(eps)));
   for (int i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
 }
-
-// expf's overflow and underflow cases take a slow path in libm; their results are known: exp(x)
-// is +inf in fp32 for x > 89 and 0 for x < -104.
-static inline float exp_fast_edges(float x) { return x > 89.0f ? INFINITY : x < -104.0f ? 0.0f : std::exp(x); }
 
 void silu_mul(float* a, const float* b, int n) { kernels::dense_kernels().silu_mul(a, b, n); }
 
