@@ -11,6 +11,7 @@
 #include "support/test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace metharme::eval {
 namespace {

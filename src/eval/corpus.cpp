@@ -1,14 +1,12 @@
 #include "eval/corpus.h"
 
-#include <zlib.h>
 
-#include <cerrno>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
 #include "util/py_random.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace metharme::eval {
 
@@ -119,40 +117,6 @@ const char* dataset_name(Dataset d) {
   for (const auto& n : kNames)
     if (n.d == d) return n.name;
   return "?";
-}
-
-std::string read_maybe_gzip(const std::string& path, bool* was_gzip) {
-  errno = 0;
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) fail(path, ": cannot open: ", errno ? std::strerror(errno) : "zlib could not allocate");
-  gzbuffer(f, 1 << 20);
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    int n = gzread(f, buf, sizeof buf);
-    if (n < 0) {
-      int code = 0;
-      std::string msg = gzerror(f, &code);
-      gzclose(f);
-      fail(path, ": cannot read (", code == Z_ERRNO ? std::strerror(errno) : msg, ")");
-    }
-    if (n == 0) break;
-    out.append(buf, size_t(n));
-  }
-  bool gz = gzdirect(f) == 0;
-  // A truncated gzip stream reads as EOF with an error pending.
-  int code = 0;
-  const char* msg = gzerror(f, &code);
-  if (code != Z_OK && code != Z_BUF_ERROR) {
-    std::string m = msg;
-    gzclose(f);
-    fail(path, ": corrupt gzip data (", m, ")");
-  }
-  int rc = gzclose(f);
-  if (rc == Z_BUF_ERROR) fail(path, ": truncated gzip data");
-  if (rc != Z_OK) fail(path, ": corrupt gzip data");
-  if (was_gzip) *was_gzip = gz;
-  return out;
 }
 
 std::vector<std::string> read_lines_universal(std::string_view text) {

@@ -32,8 +32,6 @@ struct Corpus {
 
 Corpus read_corpus(const std::string& path, Dataset d);
 
-// The whole file, gunzipped when it is gzip data (plain files pass through). Errors name the path.
-std::string read_maybe_gzip(const std::string& path, bool* was_gzip = nullptr);
 
 // Python's str.splitlines(keepends=True) restricted to what text-mode reading produces: "\r\n" and
 // "\r" become "\n" (universal newlines), every line keeps its "\n".

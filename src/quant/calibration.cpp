@@ -1,6 +1,5 @@
 #include "quant/calibration.h"
 
-#include <zlib.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -17,26 +16,6 @@ namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string read_gzip_file(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) fail(path, ": cannot open");
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    int n = gzread(f, buf, sizeof buf);
-    if (n < 0) {
-      int err = 0;
-      std::string msg = gzerror(f, &err);
-      gzclose(f);
-      fail(path, ": not a valid gzip file (", msg, ")");
-    }
-    if (n == 0) break;
-    out.append(buf, size_t(n));
-  }
-  gzclose(f);
-  return out;
 }
 
 std::vector<std::string> parse_jsonl_texts(const std::string& content, const std::string& path) {
@@ -169,7 +148,7 @@ CalibSet load_calibration(const CalibOptions& opt, const Tokenizer& tok, int voc
     }
     case CalibFormat::kJsonl:
     case CalibFormat::kJsonlGz: {
-      std::string content = f == CalibFormat::kJsonl ? read_text_file(opt.path) : read_gzip_file(opt.path);
+      std::string content = f == CalibFormat::kJsonl ? read_text_file(opt.path) : read_maybe_gzip(opt.path);
       c = windows_from_docs(parse_jsonl_texts(content, opt.path), opt, tok, what);
       break;
     }

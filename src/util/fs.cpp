@@ -1,6 +1,7 @@
 #include "util/fs.h"
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -54,6 +55,40 @@ void write_file_atomic(const std::string& path, std::string_view content) {
   AtomicFile f(path);
   f.write(content);
   f.commit();
+}
+
+std::string read_maybe_gzip(const std::string& path, bool* was_gzip) {
+  errno = 0;
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) fail(path, ": cannot open: ", errno ? std::strerror(errno) : "zlib could not allocate");
+  gzbuffer(f, 1 << 20);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    int n = gzread(f, buf, sizeof buf);
+    if (n < 0) {
+      int code = 0;
+      std::string msg = gzerror(f, &code);
+      gzclose(f);
+      fail(path, ": cannot read (", code == Z_ERRNO ? std::strerror(errno) : msg, ")");
+    }
+    if (n == 0) break;
+    out.append(buf, size_t(n));
+  }
+  bool gz = gzdirect(f) == 0;
+  // A truncated gzip stream reads as EOF with an error pending.
+  int code = 0;
+  const char* msg = gzerror(f, &code);
+  if (code != Z_OK && code != Z_BUF_ERROR) {
+    std::string m = msg;
+    gzclose(f);
+    fail(path, ": corrupt gzip data (", m, ")");
+  }
+  int rc = gzclose(f);
+  if (rc == Z_BUF_ERROR) fail(path, ": truncated gzip data");
+  if (rc != Z_OK) fail(path, ": corrupt gzip data");
+  if (was_gzip) *was_gzip = gz;
+  return out;
 }
 
 }  // namespace metharme

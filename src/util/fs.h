@@ -9,6 +9,10 @@ namespace metharme {
 
 std::string read_text_file(const std::string& path);  // throws Error naming the path
 
+// The whole file, gunzipped when it is gzip data (plain files pass through); truncated or corrupt
+// gzip data is an error naming the path.
+std::string read_maybe_gzip(const std::string& path, bool* was_gzip = nullptr);
+
 // Writes to "<path>.tmp-<pid>" and renames over `path` on commit(); an uncommitted file is removed
 // on destruction, so a crash or an exception never leaves a half-written `path`.
 class AtomicFile {
