@@ -7,6 +7,7 @@
 #include <random>
 
 #include "sampling/sampler.h"
+#include "sampling/samplers.h"
 #include "util/error.h"
 
 namespace metharme {
@@ -225,6 +226,34 @@ TEST(Sampler, ValidationNamesTheField) {
   EXPECT_EQ(normalize_order({0, 1, 2, 3, 4, 5}), (std::vector<int>{6, 0, 1, 2, 3, 4, 5}));
   EXPECT_EQ(parse_sampler_order("6,0, 1 3,4,2,5"), (std::vector<int>{6, 0, 1, 3, 4, 2, 5}));
   EXPECT_THROW(parse_sampler_order("6,x"), Error);
+}
+
+// The cut keeps exactly the n first tokens in (logit descending, id ascending) order, whatever
+// the logits: ties across the cut, -0 beside +0, -inf, huge and tiny values.
+TEST(Sampler, KeepMostLikelyMatchesAFullSort) {
+  std::mt19937 gen(11);
+  const float pool[] = {0.0f, -0.0f, 1.5f, -1.5f, -INFINITY, 3e38f, -3e38f, 1e-40f, -1e-40f, 7.25f};
+  for (int round = 0; round < 200; ++round) {
+    const size_t size = 1 + gen() % 6000;
+    Candidates c;
+    for (size_t i = 0; i < size; ++i) {
+      float v = gen() % 3 == 0 ? pool[gen() % std::size(pool)] : std::normal_distribution<float>(0, 4)(gen);
+      if (gen() % 2 == 0) v = std::round(v);  // many equal logits
+      c.items.push_back({int32_t(i), v});
+    }
+    const size_t n = 1 + gen() % size;
+    std::vector<Candidate> ref = c.items;
+    std::stable_sort(ref.begin(), ref.end(), [](const Candidate& a, const Candidate& b) { return a.logit > b.logit; });
+    ref.resize(n);
+    std::sort(ref.begin(), ref.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
+    keep_most_likely(c, n);
+    ASSERT_EQ(c.items.size(), n) << "round " << round;
+    std::sort(c.items.begin(), c.items.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(c.items[i].id, ref[i].id) << "round " << round << " item " << i;
+      ASSERT_EQ(c.items[i].logit, ref[i].logit);
+    }
+  }
 }
 
 TEST(Sampler, SeedReproducesAndFrequenciesFollowTheDistribution) {

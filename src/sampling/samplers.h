@@ -23,13 +23,15 @@ struct Candidates {
   std::vector<double> work;  // scratch for the samplers
   std::vector<int32_t> idx;  // scratch for the samplers
   std::vector<Candidate> tmp;  // scratch for reordering
+  std::vector<uint32_t> keys;  // scratch: order-preserving integer keys of the logits
 
   void reserve(size_t n);
   void sort();
   void softmax();  // fills p from the current logits
 };
 
-// Keeps the n most likely tokens, in no particular order (O(size)); a cheap first cut.
+// Keeps the n most likely tokens (equal logits: the lower id), in no particular order; O(size),
+// a cheap first cut.
 void keep_most_likely(Candidates& c, size_t n);
 
 // Sampler steps. Neutral values (k <= 0, a <= 0, p >= 1, z >= 1, T == 1, penalty 1) do nothing.
