@@ -214,9 +214,7 @@ alignas(32) constexpr uint8_t kNibbleMask[32] = {0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0
                                                  0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F};
 alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
-// kUnpack: 0 unpacks the codes from q; 1 also stores the unpacked steps to `scratch` (128 bytes
-// per step) for the next row groups of the batch; 2 reads them from `scratch` instead of q,
-// which saves the shift/mask work of every group after the first.
+// The step's codes: low and high nibbles of both 32-byte halves, masked to bytes.
 #define MH_Q8_FROM_Q                      \
   "vmovdqu (%[q]), %%ymm8\n\t"            \
   "vmovdqu 32(%[q]), %%ymm10\n\t"         \
@@ -226,21 +224,9 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
   "vpand %%ymm12, %%ymm9, %%ymm9\n\t"     \
   "vpand %%ymm12, %%ymm10, %%ymm10\n\t"   \
   "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
-#define MH_Q8_TO_SCRATCH                  \
-  "vmovdqa %%ymm8, (%[sc])\n\t"           \
-  "vmovdqa %%ymm9, 32(%[sc])\n\t"         \
-  "vmovdqa %%ymm10, 64(%[sc])\n\t"        \
-  "vmovdqa %%ymm11, 96(%[sc])\n\t"        \
-  "add $128, %[sc]\n\t"
-#define MH_Q8_FROM_SCRATCH                \
-  "vmovdqa (%[sc]), %%ymm8\n\t"           \
-  "vmovdqa 32(%[sc]), %%ymm9\n\t"         \
-  "vmovdqa 64(%[sc]), %%ymm10\n\t"        \
-  "vmovdqa 96(%[sc]), %%ymm11\n\t"        \
-  "add $128, %[sc]\n\t"
 // One chunk of 4 steps into the int16 sums ymm0-7, then ymm13 = ones for the widening.
-#define MH_Q8_CHUNK(UNPACK)                                                                               \
-  UNPACK                                                                                                  \
+#define MH_Q8_CHUNK                                                                                       \
+  MH_Q8_FROM_Q                                                                                            \
   MH_Q8_ROW_FIRST("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                                             \
   MH_Q8_ROW_FIRST("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")                           \
   MH_Q8_ROW_FIRST("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")                           \
@@ -249,7 +235,7 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
   "add $8, %[x0]\n\t"                                                                                     \
   "add $8, %[x3]\n\t"                                                                                     \
   ".rept 3\n\t"                                                                                           \
-  UNPACK                                                                                                  \
+  MH_Q8_FROM_Q                                                                                            \
   MH_Q8_ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                                                   \
   MH_Q8_ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")                                 \
   MH_Q8_ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")                                 \
@@ -260,43 +246,32 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
   ".endr\n\t"                                                                                             \
   "vmovdqa %[ones], %%ymm13\n\t"
 // The first chunk stores the widened sums to acc, later chunks add to them: no zeroing pass.
-#define MH_Q8_ROWS4(UNPACK)                                                                               \
-  __asm__ volatile(                                                                                       \
-      "vmovdqa %[low], %%ymm12\n\t"                                                                       \
-      MH_Q8_CHUNK(UNPACK)                                                                                 \
-      MH_Q8_WIDEN_SET(0, 0) MH_Q8_WIDEN_SET(1, 32) MH_Q8_WIDEN_SET(2, 64) MH_Q8_WIDEN_SET(3, 96)          \
-      MH_Q8_WIDEN_SET(4, 128) MH_Q8_WIDEN_SET(5, 160) MH_Q8_WIDEN_SET(6, 192) MH_Q8_WIDEN_SET(7, 224)     \
-      "dec %[n]\n\t"                                                                                      \
-      "jz 2f\n\t"                                                                                         \
-      "1:\n\t"                                                                                            \
-      MH_Q8_CHUNK(UNPACK)                                                                                 \
-      MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)                          \
-      MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160) MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)                     \
-      "dec %[n]\n\t"                                                                                      \
-      "jnz 1b\n\t"                                                                                        \
-      "2:\n\t"                                                                                            \
-      : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks), [sc] "+r"(scratch)                   \
-      : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)                \
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", \
-        "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc")
-
-template <int kUnpack>
-inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2],
-                           uint8_t* scratch) {
+// Every row group unpacks the codes itself: keeping the first group's unpacked codes in a
+// scratch buffer for the next groups ran 4-15% slower (the stores and reloads cost more than the
+// shift and masks they save).
+inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
   const int8_t* x3 = xk + 3 * ldx;
   size_t chunks = size_t(steps) / 4;
-  if constexpr (kUnpack == 0) {
-    MH_Q8_ROWS4(MH_Q8_FROM_Q);
-  } else if constexpr (kUnpack == 1) {
-    MH_Q8_ROWS4(MH_Q8_FROM_Q MH_Q8_TO_SCRATCH);
-  } else {
-    MH_Q8_ROWS4(MH_Q8_FROM_SCRATCH);
-  }
+  __asm__ volatile(
+      "vmovdqa %[low], %%ymm12\n\t"
+      MH_Q8_CHUNK
+      MH_Q8_WIDEN_SET(0, 0) MH_Q8_WIDEN_SET(1, 32) MH_Q8_WIDEN_SET(2, 64) MH_Q8_WIDEN_SET(3, 96)
+      MH_Q8_WIDEN_SET(4, 128) MH_Q8_WIDEN_SET(5, 160) MH_Q8_WIDEN_SET(6, 192) MH_Q8_WIDEN_SET(7, 224)
+      "dec %[n]\n\t"
+      "jz 2f\n\t"
+      "1:\n\t"
+      MH_Q8_CHUNK
+      MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)
+      MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160) MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)
+      : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+        "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
 }
-#undef MH_Q8_ROWS4
 #undef MH_Q8_FROM_Q
-#undef MH_Q8_TO_SCRATCH
-#undef MH_Q8_FROM_SCRATCH
 #undef MH_Q8_ROW
 #undef MH_Q8_ROW_FIRST
 #undef MH_Q8_WIDEN
@@ -311,7 +286,6 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
   const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block, steps = x.block / kQ4StepK;
-  alignas(32) uint8_t unpacked[128 / kQ4StepK * 128];  // one block's codes as bytes, steps x 128
   // Integer sums of the block for every row. They are scaled after all row groups have run: a
   // scaling step right behind each group's assembly ran 2-3% slower (one thread, M = 4 and 8).
   alignas(32) __m256i acc[kRowsPerPass][2];
@@ -323,12 +297,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
       const int rest = M - m;
       const int8_t* xk = x.q + size_t(m) * x.kp + size_t(b) * x.block;
       if (rest >= 4) {
-        if (m > 0)
-          q8_block_rows4<2>(q, steps, xk, size_t(x.kp), acc + m, unpacked);
-        else if (rest > 4)
-          q8_block_rows4<1>(q, steps, xk, size_t(x.kp), acc + m, unpacked);
-        else
-          q8_block_rows4<0>(q, steps, xk, size_t(x.kp), acc + m, nullptr);
+        q8_block_rows4(q, steps, xk, size_t(x.kp), acc + m);
         m += 4;
       } else {
         for (int r = 0; r < rest; ++r) acc[m + r][0] = acc[m + r][1] = _mm256_setzero_si256();
