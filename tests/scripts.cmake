@@ -13,3 +13,8 @@ foreach(t openai_client web_page)
   set_tests_properties(web_${t} PROPERTIES FIXTURES_REQUIRED web_deps TIMEOUT 300
     ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>;METHARME_SHARED=${METHARME_SHARED_DIR}")
 endforeach()
+
+# The kernel A/B tool (bench/q4_ab) builds and finds a kernel file equal to itself.
+add_test(NAME q4_ab_self COMMAND ${CMAKE_SOURCE_DIR}/bench/q4_ab/q4_ab.sh
+  ${CMAKE_SOURCE_DIR}/src/kernels/q4_avx2.cpp ${CMAKE_SOURCE_DIR}/src/kernels/q4_avx2.cpp 77 384 7 3)
+set_tests_properties(q4_ab_self PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)

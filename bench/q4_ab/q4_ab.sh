@@ -1,0 +1,15 @@
+#!/bin/sh
+# Compares two versions of src/kernels/q4_avx2.cpp in one process (see q4_ab.cpp).
+#   bench/q4_ab/q4_ab.sh OLD.cpp NEW.cpp [N K M ITERS]...
+# e.g. git show HEAD~1:src/kernels/q4_avx2.cpp > /tmp/old.cpp
+#      bench/q4_ab/q4_ab.sh /tmp/old.cpp src/kernels/q4_avx2.cpp 2048 5632 8 100
+# Exit status 1 when the two disagree by more than 1e-4 relative.
+set -e
+[ $# -ge 2 ] || { echo "usage: $0 A.cpp B.cpp [N K M ITERS]" >&2; exit 2; }
+root=$(cd "$(dirname "$0")/../.." && pwd)
+a=$(realpath "$1"); b=$(realpath "$2"); shift 2
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+c++ -std=c++20 -O3 -Wall -Wextra -Werror -mavx2 -mfma -mf16c -mbmi2 -I"$root/src" \
+  -DVA="\"$a\"" -DVB="\"$b\"" "$root/bench/q4_ab/q4_ab.cpp" -o "$out/q4_ab"
+"$out/q4_ab" "$@"
