@@ -224,26 +224,22 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
   "vpand %%ymm12, %%ymm9, %%ymm9\n\t"     \
   "vpand %%ymm12, %%ymm10, %%ymm10\n\t"   \
   "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
+// One step (8 k) for the 4 rows with ROW (MH_Q8_ROW_FIRST or MH_Q8_ROW), then the pointers move on.
+#define MH_Q8_STEP(ROW)                                                        \
+  MH_Q8_FROM_Q                                                                 \
+  ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                               \
+  ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")             \
+  ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")             \
+  ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")                               \
+  "add $64, %[q]\n\t"                                                          \
+  "add $8, %[x0]\n\t"                                                          \
+  "add $8, %[x3]\n\t"
 // One chunk of 4 steps into the int16 sums ymm0-7, then ymm13 = ones for the widening.
-#define MH_Q8_CHUNK                                                                                       \
-  MH_Q8_FROM_Q                                                                                            \
-  MH_Q8_ROW_FIRST("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                                             \
-  MH_Q8_ROW_FIRST("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")                           \
-  MH_Q8_ROW_FIRST("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")                           \
-  MH_Q8_ROW_FIRST("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")                                             \
-  "add $64, %[q]\n\t"                                                                                     \
-  "add $8, %[x0]\n\t"                                                                                     \
-  "add $8, %[x3]\n\t"                                                                                     \
-  ".rept 3\n\t"                                                                                           \
-  MH_Q8_FROM_Q                                                                                            \
-  MH_Q8_ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                                                   \
-  MH_Q8_ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")                                 \
-  MH_Q8_ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")                                 \
-  MH_Q8_ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")                                                   \
-  "add $64, %[q]\n\t"                                                                                     \
-  "add $8, %[x0]\n\t"                                                                                     \
-  "add $8, %[x3]\n\t"                                                                                     \
-  ".endr\n\t"                                                                                             \
+#define MH_Q8_CHUNK                                                            \
+  MH_Q8_STEP(MH_Q8_ROW_FIRST)                                                  \
+  ".rept 3\n\t"                                                                \
+  MH_Q8_STEP(MH_Q8_ROW)                                                        \
+  ".endr\n\t"                                                                  \
   "vmovdqa %[ones], %%ymm13\n\t"
 // The first chunk stores the widened sums to acc, later chunks add to them: no zeroing pass.
 // Every row group unpacks the codes itself: keeping the first group's unpacked codes in a
@@ -277,6 +273,7 @@ inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t
 #undef MH_Q8_WIDEN
 #undef MH_Q8_WIDEN_SET
 #undef MH_Q8_CHUNK
+#undef MH_Q8_STEP
 
 // Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows.
 constexpr int kRowsPerPass = 64;

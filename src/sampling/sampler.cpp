@@ -93,13 +93,8 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
   Candidates& c = cand_;
   c.items.clear();
   c.sorted = false;
-  c.items.resize(size_t(n_vocab_));
-  size_t w = 0;
-  for (int i = 0; i < n_vocab_; ++i) {  // branch-free: banned ids are overwritten by the next
-    c.items[w] = {i, std::isnan(logits[i]) ? -INFINITY : logits[i]};
-    w += !banned_[size_t(i)];
-  }
-  c.items.erase(c.items.begin() + std::ptrdiff_t(w), c.items.end());
+  for (int i = 0; i < n_vocab_; ++i)
+    if (!banned_[size_t(i)]) c.items.push_back({i, std::isnan(logits[i]) ? -INFINITY : logits[i]});
   if (!p_.logit_bias.empty()) {
     // The set holds every unbanned id in order; find each biased id by binary search.
     for (const auto& [id, bias] : p_.logit_bias) {
