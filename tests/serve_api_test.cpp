@@ -140,8 +140,8 @@ TEST(ServeApi, KoboldMemoryIsPinnedAndLongPromptsAreLeftTrimmed) {
   auto perf = s.get("/api/extra/perf").json();
   EXPECT_EQ(perf["last_input_count"].get<int>(), 512 - 12);  // clamped to the server's context
   EXPECT_EQ(perf["last_token_count"], 12);
-  // max_length leaving no room is the token_overflow error.
-  r = s.post("/api/v1/generate", {{"prompt", "Hi"}, {"max_context_length", 100}, {"max_length", 100}});
+  // max_length leaving no room even after KoboldCpp's clamp (a context under 5) is token_overflow.
+  r = s.post("/api/v1/generate", {{"prompt", "Hi"}, {"max_context_length", 4}, {"max_length", 100}});
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.json()["detail"]["type"], "token_overflow");
   EXPECT_NE(r.json()["detail"]["msg"].get<std::string>().find("max_length"), std::string::npos);
@@ -332,7 +332,8 @@ TEST(ServeApi, OpenAIErrors) {
   EXPECT_EQ(r.json()["error"]["param"], "temperature");
   std::string long_prompt;
   for (int i = 0; i < 300; ++i) long_prompt += " Tom ran.";
-  r = s.post("/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 10}});
+  // Too long prompts are cut to fit (serve_context_test); only a context under 5 is refused.
+  r = s.post("/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 10}, {"num_ctx", 4}});
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.json()["error"]["code"], "context_length_exceeded");
   r = s.post_raw("/v1/completions", "not json");

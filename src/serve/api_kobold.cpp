@@ -1,6 +1,7 @@
 // KoboldAI United (/api/v1, /api/latest) and KoboldCpp (/api/extra) routes.
 #include <chrono>
 
+#include "serve/context_fit.h"
 #include "serve/http.h"
 #include "serve/params.h"
 #include "util/error.h"
@@ -10,9 +11,13 @@ namespace metharme::serve {
 namespace {
 
 constexpr const char* kUnitedVersion = "1.2.5";    // the KoboldAI API version KoboldCpp reports
-// The KoboldCpp release whose client-visible features we match: Lite and SillyTavern enable SSE
-// streaming, separate memory and trim_stop from 1.49 on.
-constexpr const char* kKoboldCppVersion = "1.49";
+// The KoboldCpp release whose client-visible features we match. Clients gate features on it:
+// Lite v339 shows Mirostat and grammar from 1.37/1.44, sends memory and trim_stop from 1.49, DRY
+// from 1.70 and XTC from 1.74 (SillyTavern 1.12 only checks for KoboldCpp itself). Every other
+// gate below 1.88 also needs a flag of /api/extra/version that we leave off (multiplayer,
+// websearch, tts, admin, savedata, embeddings). 1.88 is the first we cannot honour: from there
+// Lite sends {{[INPUT]}}-style instruct placeholders for the server to fill.
+constexpr const char* kKoboldCppVersion = "1.87";
 
 // KoboldCpp reports "stop" for a natural end, "length" otherwise.
 const char* kobold_finish(Finish f) {
@@ -59,13 +64,17 @@ std::vector<std::shared_ptr<Job>> start_kobold(ServerState& st, Engine& e, const
     send_json(res, 422, {{"detail", errs.to_json()}});
     return {};
   }
-  if (p.max_length >= p.max_context_length) {
+  // Only a context below 5 tokens leaves no prompt room once max_length is clamped.
+  if (!reply_fits(p.max_length, p.max_context_length)) {
     kobold_error(res, 400, token_overflow_message(p), "token_overflow");
     return {};
   }
-  std::vector<int> ids = kobold_prompt_ids(p, tok);
+  int cut = 0;
+  std::vector<int> ids = kobold_prompt_ids(p, tok, &cut);
+  set_prompt_cut_header(res, cut);
   int n = stream ? 1 : p.n;
   std::vector<GenSpec> specs = make_specs(p.common, p.max_length, req.client, ids, n, st.opt.context_shift);
+  for (GenSpec& g : specs) g.prompt_tokens_cut = cut;
   std::vector<std::shared_ptr<Job>> jobs;
   try {
     jobs = e.submit(std::move(specs));
@@ -88,7 +97,7 @@ void generate(ServerState& st, const ApiRequest& req, httplib::Response& res) {
                 json results = json::array();
                 for (const auto& j : jobs)
                   results.push_back({{"text", format_output(*p, j->text())}, {"finish_reason", kobold_finish(j->finish())}});
-                return dump({{"results", results}});
+                return dump({{"results", results}, {"prompt_tokens_cut", jobs[0]->spec().prompt_tokens_cut}});
               }});
 }
 
@@ -178,6 +187,7 @@ void perf(ServerState& st, const ApiRequest&, httplib::Response& res) {
              {"last_token_count", s.last.generated},
              {"last_input_count", s.last.prompt_tokens},
              {"last_cached_count", s.last.cached_tokens},
+             {"last_prompt_tokens_cut", s.last.prompt_tokens_cut},
              {"last_seed", s.last.seed},
              {"total_gens", s.total_jobs},
              {"total_tokens", s.total_tokens},

@@ -2,6 +2,7 @@
 #include <ctime>
 
 #include "chat/metharme.h"
+#include "serve/context_fit.h"
 #include "serve/http.h"
 #include "serve/params.h"
 #include "util/error.h"
@@ -25,7 +26,7 @@ json model_object(const ServerState& st) {
 // A chat as a Metharme prompt (chat/metharme.h), ending with <|model|> for the reply unless the
 // last message is the model's own start, which is then continued.
 struct ChatPrompt {
-  std::string text;
+  std::vector<Message> msgs;  // rendered by fit_chat (context_fit.h)
   bool continues = false;
 };
 
@@ -75,16 +76,65 @@ std::optional<ChatPrompt> render_chat(const json& messages, std::string& why) {
   }
   ChatPrompt p;
   p.continues = msgs.back().role == Role::kModel;
-  p.text = render_messages(msgs, !p.continues);
+  p.msgs = std::move(msgs);
   return p;
 }
 
 struct OpenAIJob {
   std::vector<std::shared_ptr<Job>> jobs;  // n of them; empty when the request failed
   int prompt_tokens = 0;
+  int prompt_tokens_cut = 0, messages_dropped = 0;  // how the prompt was fitted (context_fit.h)
   bool stream = false, include_usage = false, echo = false, chat = false;
   std::string echo_text;
 };
+
+// The /v1/completions prompt as tokens: a string, a list of one string, token ids, or BOS.
+std::vector<int> completion_prompt(FieldReader& r, const Tokenizer& tok, FieldErrors& errs, OpenAIJob& out) {
+  std::vector<int> ids;
+  const json* pr = r.raw("prompt");
+  if (pr && pr->is_array() && pr->size() == 1 && ((*pr)[0].is_string() || (*pr)[0].is_array())) pr = &(*pr)[0];
+  if (!pr) {
+    ids = {tok.bos()};  // OpenAI's default prompt is the start of a document
+  } else if (pr->is_string()) {
+    ids = tok.encode(pr->get<std::string>(), true);
+    out.echo_text = pr->get<std::string>();
+  } else if (pr->is_array() && !pr->empty() && (*pr)[0].is_number_integer()) {
+    for (const auto& v : *pr) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tok.vocab_size()) {
+        errs.add("prompt", "Token ids must be integers inside the vocabulary.");
+        break;
+      }
+      ids.push_back(v.get<int>());
+    }
+    if (errs.empty()) out.echo_text = tok.decode(ids);
+  } else {
+    errs.add("prompt", "Must be a string, a list of one string, or a list of token ids.");
+  }
+  return ids;
+}
+
+// Fits the prompt (chat messages when `chat` is set, else `ids`) beside a reply of max_new
+// tokens into ctx (context_fit.h) and records what was cut in `out`. False (and the error sent)
+// only when the context has no room for any prompt.
+bool fit_prompt(const Tokenizer& tok, int ctx, int max_new, const ChatPrompt* chat, std::vector<int>& ids,
+                OpenAIJob& out, httplib::Response& res) {
+  if (!reply_fits(max_new, ctx)) {
+    openai_error(res, 400,
+                 cat("The context of ", ctx, " tokens has no room for a prompt beside a reply of ", max_new,
+                     " tokens (KoboldCpp's clamp); ask for a context of at least 5 tokens."),
+                 "invalid_request_error", "max_tokens", "context_length_exceeded");
+    return false;
+  }
+  if (chat) {
+    ChatFit fit = fit_chat(tok, chat->msgs, !chat->continues, ctx - max_new);
+    ids = std::move(fit.ids);
+    out.prompt_tokens_cut = fit.tokens_cut;
+    out.messages_dropped = fit.messages_dropped;
+  } else {
+    out.prompt_tokens_cut = cut_front(ids, ctx - max_new, tok.bos());
+  }
+  return true;
+}
 
 // Reads the fields shared by both endpoints, builds the spec and queues it; on failure the
 // error reply is sent and the result has no job.
@@ -111,6 +161,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   auto max_tokens = r.integer("max_tokens", 1, INT32_MAX);
   if (!max_tokens) max_tokens = r.integer("max_completion_tokens", 1, INT32_MAX);
   if (!max_tokens) max_tokens = r.integer("max_new_tokens", 1, INT32_MAX);
+  const int ctx = requested_context(r, e->n_ctx());
   out.stream = r.boolean("stream").value_or(false);
   if (const json* so = r.raw("stream_options"); so && so->is_object())
     out.include_usage = so->value("include_usage", false) == true;
@@ -121,31 +172,12 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     std::string why;
     auto p = render_chat(req.body.value("messages", json()), why);
     if (!p) errs.add("messages", why);
-    else chat_prompt = *p;
+    else chat_prompt = std::move(*p);
     for (auto& stop : metharme_stop_strings()) c.stop.push_back(stop);
-    ids = tok.encode(chat_prompt.text, true);
   } else {
     out.echo = r.boolean("echo").value_or(false);
     if (r.has("suffix")) errs.add("suffix", "suffix (insertion) is not supported.");
-    const json* pr = r.raw("prompt");
-    if (pr && pr->is_array() && pr->size() == 1 && ((*pr)[0].is_string() || (*pr)[0].is_array())) pr = &(*pr)[0];
-    if (!pr) {
-      ids = {tok.bos()};  // OpenAI's default prompt is the start of a document
-    } else if (pr->is_string()) {
-      ids = tok.encode(pr->get<std::string>(), true);
-      out.echo_text = pr->get<std::string>();
-    } else if (pr->is_array() && !pr->empty() && (*pr)[0].is_number_integer()) {
-      for (const auto& v : *pr) {
-        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tok.vocab_size()) {
-          errs.add("prompt", "Token ids must be integers inside the vocabulary.");
-          break;
-        }
-        ids.push_back(v.get<int>());
-      }
-      if (errs.empty()) out.echo_text = tok.decode(ids);
-    } else {
-      errs.add("prompt", "Must be a string, a list of one string, or a list of token ids.");
-    }
+    ids = completion_prompt(r, tok, errs, out);
   }
   if (!errs.empty()) {
     const auto& [field, msgs] = *errs.fields.begin();
@@ -154,17 +186,11 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   }
   // OpenAI semantics: the stop string is not part of the text.
   c.trim_stop = true;
-  const int ctx = e->n_ctx(), P = int(ids.size());
-  if (P >= ctx || (max_tokens && P + *max_tokens > ctx)) {
-    std::string msg = cat("This model's maximum context length is ", ctx, " tokens. However, you requested ",
-                          P + int(max_tokens.value_or(1)), " tokens (", P, " in the ", chat ? "messages" : "prompt",
-                          ", ", max_tokens.value_or(1), " in the completion). Please reduce the length of the ",
-                          chat ? "messages" : "prompt", " or completion.");
-    openai_error(res, 400, msg, "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded");
-    return out;
-  }
-  int max_new = int(max_tokens.value_or(std::min(chat ? 400 : st.opt.default_max_length, ctx - P)));
+  // KoboldCpp's defaults (180 / 400) and clamp for the reply.
+  const int max_new = clamp_max_length(int(max_tokens.value_or(chat ? 400 : st.opt.default_max_length)), ctx);
+  if (!fit_prompt(tok, ctx, max_new, chat ? &chat_prompt : nullptr, ids, out, res)) return out;
   std::vector<GenSpec> specs = make_specs(c, max_new, req.client, ids, n, st.opt.context_shift);
+  for (GenSpec& g : specs) g.prompt_tokens_cut = out.prompt_tokens_cut;
   std::vector<std::shared_ptr<Job>> jobs;
   try {
     jobs = e->submit(std::move(specs));
@@ -176,7 +202,8 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     send_busy(Api::kOpenAI, res);
     return out;
   }
-  out.prompt_tokens = P;
+  set_prompt_cut_header(res, out.prompt_tokens_cut, chat ? out.messages_dropped : -1);
+  out.prompt_tokens = int(ids.size());
   out.jobs = std::move(jobs);
   return out;
 }
@@ -232,6 +259,8 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                   }
                   body["choices"] = choices;
                   body["usage"] = usage(oj.prompt_tokens, completion);
+                  body["prompt_tokens_cut"] = oj.prompt_tokens_cut;
+                  if (chat) body["messages_dropped"] = oj.messages_dropped;
                   return dump(body);
                 }});
     return;

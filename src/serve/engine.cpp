@@ -191,6 +191,7 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   st.prompt_tokens = P;
   st.cached_tokens = reuse;
   st.shifted_tokens = plan.shifted;
+  st.prompt_tokens_cut = spec.prompt_tokens_cut;
   st.seed = spec.sampler.seed;
   st.queue_s = seconds(job->submitted(), s.t_start);
   job->set_stats(st);

@@ -48,6 +48,11 @@ std::string sse_event(const json& data) { return "data: " + dump(data) + "\n\n";
 
 std::string model_name(const ServerState& st) { return st.opt.model_name; }
 
+void set_prompt_cut_header(httplib::Response& res, int tokens_cut, int messages_dropped) {
+  res.set_header(kPromptCutHeader, std::to_string(tokens_cut));
+  if (messages_dropped >= 0) res.set_header(kMessagesDroppedHeader, std::to_string(messages_dropped));
+}
+
 namespace {
 
 // Shared by the provider calls of one response.

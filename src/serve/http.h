@@ -68,6 +68,12 @@ void follow_jobs(ServerState& st, httplib::Response& res, const char* content_ty
 
 std::string sse_event(const json& data);  // "data: {...}\n\n"
 
+// Response headers that say how the prompt was fitted into the context (context_fit.h); CORS
+// exposes them to browser clients. Messages are only reported by chat routes (>= 0).
+constexpr const char* kPromptCutHeader = "X-Prompt-Tokens-Cut";
+constexpr const char* kMessagesDroppedHeader = "X-Prompt-Messages-Dropped";
+void set_prompt_cut_header(httplib::Response& res, int tokens_cut, int messages_dropped = -1);
+
 // Route tables of the two APIs (api_kobold.cpp, api_openai.cpp).
 struct Route {
   const char* method;

@@ -29,6 +29,7 @@ struct GenSpec {
   std::string genkey;  // the client's name for this request (KoboldCpp), may be empty
   std::string client;  // remote address, to find requests without a genkey
   bool quiet = false;  // no log line
+  int prompt_tokens_cut = 0;                // prompt tokens cut to fit the context (reported)
 };
 
 enum class Finish { kNone, kLength, kEos, kStop, kAbort, kError };
@@ -40,6 +41,7 @@ struct JobStats {
   int cached_tokens = 0;    // prompt tokens whose KV was reused from an earlier request
   int shifted_tokens = 0;   // of those, tokens moved down after a dropped span
   int generated = 0;        // sampled tokens (EOS counted when it ended generation)
+  int prompt_tokens_cut = 0;                    // GenSpec::prompt_tokens_cut
   double queue_s = 0, prompt_s = 0, gen_s = 0;  // waiting, prefill, sampling (first to last token)
   uint64_t seed = 0;
   std::chrono::steady_clock::time_point first_token_at, ended_at;  // engine-side event times

@@ -7,6 +7,7 @@
 #include <random>
 #include <string_view>
 
+#include "serve/context_fit.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -343,10 +344,11 @@ KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, in
   else if (!r.has("prompt"))
     errs.add("prompt", "Missing data for required field.");
   if (auto v = r.string("memory")) p.memory = *v;
-  p.max_context_length = server_ctx;
-  // Larger contexts than the server's are clamped (clients often ask for 4096 or more).
-  if (auto v = r.integer("max_context_length", 1, INT32_MAX)) p.max_context_length = std::min(int(*v), server_ctx);
+  // Larger contexts than the server's are clamped (clients often ask for 4096 or more), and
+  // max_length by KoboldCpp's rule (context_fit.h).
+  p.max_context_length = requested_context(r, server_ctx);
   if (auto v = r.integer("max_length", 1, INT32_MAX)) p.max_length = int(*v);
+  p.max_length = clamp_max_length(p.max_length, p.max_context_length);
   if (auto v = r.integer("n", 1, 5)) p.n = int(*v);
   p.common = read_common(r, tok, n_vocab);
 
@@ -371,15 +373,16 @@ KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, in
 }
 
 std::string token_overflow_message(const KoboldParams& p) {
-  return cat("max_length (", p.max_length, ") must be less than max_context_length (", p.max_context_length,
-             "): that leaves no room for the prompt.");
+  return cat("max_context_length (", p.max_context_length, ") is too small: a reply of max_length ", p.max_length,
+             " (after KoboldCpp's clamp) leaves no room for the prompt.");
 }
 
-std::vector<int> kobold_prompt_ids(const KoboldParams& p, const Tokenizer& tok) {
+std::vector<int> kobold_prompt_ids(const KoboldParams& p, const Tokenizer& tok, int* tokens_cut) {
   const int ctx = p.max_context_length;
   MH_CHECK(p.max_length < ctx, token_overflow_message(p));
   const int room = ctx - p.max_length;  // tokens the prompt may use, BOS included
   std::vector<int> ids;
+  int whole = 0;  // memory + prompt before any cut
   if (!p.memory.empty()) {
     std::vector<int> mem = tok.encode(p.memory, true);
     // Memory stays whole unless it alone leaves fewer than 4 prompt tokens; then its front goes.
@@ -390,18 +393,17 @@ std::vector<int> kobold_prompt_ids(const KoboldParams& p, const Tokenizer& tok) 
       mem.swap(kept);
     }
     std::vector<int> body = tok.encode(p.prompt, false);
+    whole = int(mem.size() + body.size());
     int body_room = room - int(mem.size());
     ids = mem;
     size_t from = body.size() > size_t(body_room) ? body.size() - size_t(body_room) : 0;
     ids.insert(ids.end(), body.begin() + ptrdiff_t(from), body.end());
   } else {
     ids = tok.encode(p.prompt, true);
-    if (int(ids.size()) > room) {
-      std::vector<int> kept{ids[0]};
-      kept.insert(kept.end(), ids.end() - (room - 1), ids.end());
-      ids.swap(kept);
-    }
+    whole = int(ids.size());
+    cut_front(ids, room, tok.bos());
   }
+  if (tokens_cut) *tokens_cut = whole - int(ids.size());
   return ids;
 }
 

@@ -70,7 +70,7 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab);
 struct KoboldParams {
   std::string prompt, memory;
   int max_context_length = 0;  // after clamping to the server's context
-  int max_length = 180;
+  int max_length = 180;        // after KoboldCpp's clamp (clamp_max_length)
   int n = 1;
   bool singleline = false;
   bool trim_incomplete = false, remove_blank_lines = false, remove_special = false;  // output formatting
@@ -79,11 +79,13 @@ struct KoboldParams {
 KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, int server_ctx, int default_max_length,
                          FieldErrors& errs);
 
-// The message of the token_overflow error (max_length >= max_context_length).
+// The message of the token_overflow error: max_length, even clamped, leaves no prompt room
+// (only for max_context_length below 5).
 std::string token_overflow_message(const KoboldParams& p);
 // The prompt tokens per KoboldCpp: memory (with BOS) pinned at the front, the prompt's front
 // trimmed so that prompt + max_length fits max_context_length. Needs max_length below it.
-std::vector<int> kobold_prompt_ids(const KoboldParams& p, const Tokenizer& tok);
+// tokens_cut (optional) receives how many tokens of memory + prompt were left out.
+std::vector<int> kobold_prompt_ids(const KoboldParams& p, const Tokenizer& tok, int* tokens_cut = nullptr);
 // KoboldAI United's output formatting options applied to a finished text.
 std::string format_output(const KoboldParams& p, std::string text);
 

@@ -1,7 +1,10 @@
 #include "serve/server.h"
 
+#include <strings.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -48,6 +51,45 @@ bool authorized(const ServerState& st, const httplib::Request& req) {
   return !k.empty() && same_secret(k, st.opt.api_key);
 }
 
+// A header list a preflight may be answered with: header-name tokens separated by commas and
+// spaces, of bounded length (it is echoed back).
+bool plain_header_list(const std::string& v) {
+  if (v.empty() || v.size() > 2048) return false;
+  for (char ch : v) {
+    bool ok = std::isalnum(static_cast<unsigned char>(ch)) || std::strchr("-_.!#$%&'*+^`|~, \t", ch);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// CORS for the origins of --cors ("*": any). Preflights are answered with the headers they ask
+// for (clients add their own, such as openai-js's x-stainless-*), and with private-network
+// access when Chromium asks for it (a public page calling this server on loopback).
+void apply_cors(const ServerOptions& opt, const httplib::Request& req, httplib::Response& res) {
+  const std::string origin = req.get_header_value("Origin");
+  if (origin.empty()) return;
+  bool allowed = false;
+  for (const auto& o : opt.cors) allowed = allowed || o == "*" || o == origin;
+  if (!allowed) return;
+  const bool any = std::find(opt.cors.begin(), opt.cors.end(), "*") != opt.cors.end();
+  res.set_header("Access-Control-Allow-Origin", any ? "*" : origin);
+  res.set_header("Vary", "Origin, Access-Control-Request-Headers, Access-Control-Request-Private-Network");
+  res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+  const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+  res.set_header("Access-Control-Allow-Headers",
+                 plain_header_list(asked) ? asked : "*, Authorization, Content-Type, X-Api-Key, genkey");
+  if (strcasecmp(req.get_header_value("Access-Control-Request-Private-Network").c_str(), "true") == 0)
+    res.set_header("Access-Control-Allow-Private-Network", "true");
+  res.set_header("Access-Control-Expose-Headers", std::string(kPromptCutHeader) + ", " + kMessagesDroppedHeader);
+  res.set_header("Access-Control-Max-Age", "600");
+}
+
+// RFC 9112: a request with neither Content-Length nor Transfer-Encoding has no body. Reading
+// one anyway would wait for the client to close the connection.
+bool has_body(const httplib::Request& req) {
+  return req.has_header("Content-Length") || req.has_header("Transfer-Encoding");
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -81,19 +123,7 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
   });
   // CORS and caching headers on every response, errors included.
   http.set_post_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
-    std::string origin = req.get_header_value("Origin");
-    if (!origin.empty()) {
-      for (const auto& o : st.opt.cors) {
-        if (o == "*" || o == origin) {
-          res.set_header("Access-Control-Allow-Origin", o == "*" ? "*" : origin);
-          res.set_header("Vary", "Origin");
-          res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-          res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Api-Key, genkey");
-          res.set_header("Access-Control-Max-Age", "600");
-          break;
-        }
-      }
-    }
+    apply_cors(st.opt, req, res);
     if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-store");
   });
   http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
@@ -176,7 +206,7 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
                                 const httplib::ContentReader* reader) {
       const Api api = api_of(req.path);
       std::string body;
-      if (reader) {
+      if (reader && has_body(req)) {
         size_t limit = st.opt.max_body;
         bool over = false;
         bool ok = (*reader)([&](const char* d, size_t n) {

@@ -72,7 +72,12 @@ test('openai client', async (t) => {
       const bad = new OpenAI({ baseURL: srv.url + '/v1', apiKey: 'wrong', maxRetries: 0 });
       await assert.rejects(bad.completions.create({ model: 'x', prompt: 'hi', max_tokens: 2 }),
         (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
-      await assert.rejects(client.completions.create({ model: 'x', prompt: 'hi '.repeat(900), max_tokens: 200 }),
+      // A prompt longer than the context is cut at its front, as KoboldCpp does; only a context
+      // with no room for any prompt is refused.
+      const long = await client.completions.create({ model: 'x', prompt: 'hi '.repeat(900), max_tokens: 200 });
+      assert.equal(long.usage.prompt_tokens, 1024 - 200);
+      assert.ok(long.prompt_tokens_cut > 0);
+      await assert.rejects(client.completions.create({ model: 'x', prompt: 'hi', max_tokens: 200, num_ctx: 4 }),
         (e) => e instanceof OpenAI.BadRequestError && e.code === 'context_length_exceeded');
       await assert.rejects(client.chat.completions.create({ model: 'x', messages: [{ role: 'wizard', content: 'x' }] }),
         (e) => e instanceof OpenAI.BadRequestError && /role/.test(e.message));
