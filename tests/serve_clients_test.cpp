@@ -342,6 +342,41 @@ TEST_P(ClientDefaults, KoboldLiteStreaming) {
   EXPECT_EQ(check["results"][0]["text"], text);
 }
 
+// Lite's compare_version_str: numeric, segment by segment (trailing ".0"s ignored).
+int lite_compare(const std::string& a, const std::string& b) {
+  auto segs = [](std::string v) {
+    while (v.size() > 2 && v.compare(v.size() - 2, 2, ".0") == 0) v.resize(v.size() - 2);
+    std::vector<int> out;
+    for (size_t i = 0; i <= v.size();) {
+      size_t j = v.find('.', i);
+      if (j == std::string::npos) j = v.size();
+      out.push_back(std::stoi(v.substr(i, j - i)));
+      i = j + 1;
+    }
+    return out;
+  };
+  auto x = segs(a), y = segs(b);
+  for (size_t i = 0; i < std::min(x.size(), y.size()); ++i)
+    if (x[i] != y[i]) return x[i] - y[i];
+  return int(x.size()) - int(y.size());
+}
+
+TEST(ClientVersionGates, LiteShowsWhatWeHaveAndNothingElse) {
+  TestServer s;
+  auto v = s.get("/api/extra/version").json();
+  EXPECT_EQ(v["result"], "KoboldCpp");  // what SillyTavern's KoboldAI Classic reads
+  const std::string ver = v["version"];
+  // Lite v339's unflagged gates: streaming 1.30, SSE 1.40, Mirostat 1.37, grammar 1.44,
+  // memory/trim_stop 1.49, DRY 1.70, XTC 1.74 on; instruct placeholders (autotags) 1.88 off.
+  for (const char* on : {"1.30", "1.37", "1.40", "1.44", "1.49", "1.70", "1.74"})
+    EXPECT_GE(lite_compare(ver, on), 0) << on;
+  EXPECT_LT(lite_compare(ver, "1.88"), 0);
+  // The gates between need flags we do not set.
+  for (const char* flag : {"multiplayer", "websearch", "tts", "admin", "savedata", "embeddings", "vision", "audio",
+                           "transcribe", "txt2img", "guidance", "jinja", "mcp"})
+    EXPECT_FALSE(v.value(flag, false)) << flag;
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, ClientDefaults,
                          ::testing::Values(Model{"models/llama-rand-h256", 2048}, Model{"models/stories260k", 512}),
                          [](const auto& info) { return "ctx" + std::to_string(info.param.ctx); });
