@@ -238,6 +238,10 @@ json perf_of(const TestServer& s) { return s.get("/api/extra/perf").json(); }
 TEST_P(ClientDefaults, SillyTavernKoboldClassic) {
   TestServer s(setup());
   const int ctx = GetParam().ctx;
+  // ST's connection check (src/endpoints/backends/kobold.js /status).
+  EXPECT_EQ(s.get("/api/v1/info/version").json()["result"], "1.2.5");
+  EXPECT_EQ(s.get("/api/extra/version").json()["result"], "KoboldCpp");
+  EXPECT_NE(s.get("/api/v1/model").json()["result"], "ReadOnly");
   const std::string prompt = st_story_prompt();
   const int whole = int(s.tok().encode(prompt, true).size());
   auto r = s.post("/api/v1/generate", st_kobold_classic(prompt));
@@ -266,6 +270,8 @@ TEST_P(ClientDefaults, SillyTavernKoboldClassic) {
 TEST_P(ClientDefaults, SillyTavernTextCompletionKoboldCpp) {
   TestServer s(setup());
   const int ctx = GetParam().ctx;
+  // ST's connection check (text-completions.js /status): a model list with ids.
+  EXPECT_TRUE(s.get("/v1/models").json()["data"][0]["id"].is_string());
   const std::string prompt = st_story_prompt();
   const int whole = int(s.tok().encode(prompt, true).size());
   auto r = s.post("/v1/completions", st_text_completion(prompt));
@@ -290,6 +296,7 @@ TEST_P(ClientDefaults, SillyTavernTextCompletionKoboldCpp) {
 TEST_P(ClientDefaults, SillyTavernChatCompletionCustom) {
   TestServer s(setup());
   const int ctx = GetParam().ctx;
+  EXPECT_TRUE(s.get("/v1/models").json()["data"][0]["id"].is_string());
   json body = st_chat_custom();
   auto r = s.post("/v1/chat/completions", body);
   ASSERT_EQ(r.status, 200) << r.body;
