@@ -11,6 +11,8 @@
 // to fit as KoboldCpp does it.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "support/serve_util.h"
 #include "support/test_util.h"
 
@@ -183,8 +185,9 @@ json st_chat_custom() {
           {"frequency_penalty", 0}, {"top_p", 1},      {"logit_bias", json::object()}};
 }
 
-// KoboldAI Lite v339 on a fresh load against a local KoboldCpp (instruct mode, max context
-// 12288, amount 1536, SSE streaming): the body it posts to /api/extra/generate/stream.
+// KoboldAI Lite v339 on a fresh load against a local KoboldCpp of the version we announce
+// (instruct mode with automatic tags, max context 12288, amount 1536, SSE streaming): the body
+// it posts to /api/extra/generate/stream. The instruct tags are placeholders for the server.
 json lite_defaults(const std::string& prompt) {
   return {{"n", 1},
           {"max_context_length", 12288},
@@ -211,9 +214,10 @@ json lite_defaults(const std::string& prompt) {
           {"banned_tokens", json::array()},
           {"render_special", false},
           {"logprobs", false},
+          {"replace_instruct_placeholders", true},
           {"presence_penalty", 0},
           {"logit_bias", json::object()},
-          {"stop_sequence", {"### Instruction:", "### Response:"}},
+          {"stop_sequence", {"{{[INPUT]}}", "{{[OUTPUT]}}"}},
           {"use_default_badwordsids", false},
           {"bypass_eos", false},
           {"prompt", prompt}};
@@ -222,9 +226,9 @@ json lite_defaults(const std::string& prompt) {
 std::string lite_instruct_prompt() {
   std::string p;
   for (int i = 0; i < 20; ++i)
-    p += "\n### Instruction:\nWrite a short story about a fox who finds a lantern by the river.\n### Response:\n"
-         "The fox found the lantern glowing in the reeds and carried it home through the dark pines.";
-  return p + "\n### Instruction:\nNow tell me what the fox did next.\n### Response:\n";
+    p += "{{[INPUT]}}\nWrite a short story about a fox who finds a lantern by the river.\n{{[OUTPUT]}}\n"
+         "The fox found the lantern glowing in the reeds and carried it home through the dark pines.\n";
+  return p + "{{[INPUT]}}\nNow tell me what the fox did next.\n{{[OUTPUT]}}\n";
 }
 
 // KoboldCpp's clamp (koboldcpp.py): min_remain = min(ctx - 4, 16).
@@ -322,7 +326,11 @@ TEST_P(ClientDefaults, KoboldLiteStreaming) {
   EXPECT_EQ(s.get("/api/extra/true_max_context_length").json()["value"], ctx);
   EXPECT_EQ(s.get("/api/v1/config/max_context_length").json()["value"], ctx);
   const std::string prompt = lite_instruct_prompt();
-  const int whole = int(s.tok().encode(prompt, true).size());
+  // The server reads it with the Metharme markers in place of the placeholders.
+  std::string filled = prompt;
+  for (auto [tag, marker] : {std::pair{"{{[INPUT]}}", "<|user|>"}, std::pair{"{{[OUTPUT]}}", "<|model|>"}})
+    for (size_t at; (at = filled.find(tag)) != std::string::npos;) filled.replace(at, std::strlen(tag), marker);
+  const int whole = int(s.tok().encode(filled, true).size());
   auto r = s.post_stream("/api/extra/generate/stream", lite_defaults(prompt), [](const std::string&) { return true; });
   ASSERT_EQ(r.status, 200) << r.body;
   std::string err;
@@ -374,10 +382,11 @@ TEST(ClientVersionGates, LiteShowsWhatWeHaveAndNothingElse) {
   EXPECT_EQ(v["result"], "KoboldCpp");  // what SillyTavern's KoboldAI Classic reads
   const std::string ver = v["version"];
   // Lite v339's unflagged gates: streaming 1.30, SSE 1.40, Mirostat 1.37, grammar 1.44,
-  // memory/trim_stop 1.49, DRY 1.70, XTC 1.74 on; instruct placeholders (autotags) 1.88 off.
-  for (const char* on : {"1.30", "1.37", "1.40", "1.44", "1.49", "1.70", "1.74"})
+  // memory/trim_stop 1.49, DRY 1.70, XTC 1.74, instruct placeholders 1.88 on; the llama.cpp UI
+  // link (1.102) and adaptive-P (1.104) off.
+  for (const char* on : {"1.30", "1.37", "1.40", "1.44", "1.49", "1.70", "1.74", "1.88"})
     EXPECT_GE(lite_compare(ver, on), 0) << on;
-  EXPECT_LT(lite_compare(ver, "1.88"), 0);
+  EXPECT_LT(lite_compare(ver, "1.102"), 0);
   // The gates between need flags we do not set.
   for (const char* flag : {"multiplayer", "websearch", "tts", "admin", "savedata", "embeddings", "vision", "audio",
                            "transcribe", "txt2img", "guidance", "jinja", "mcp"})

@@ -10,6 +10,7 @@
 #include <chrono>
 
 #include "serve/context_fit.h"
+#include "serve/placeholders.h"
 #include "support/serve_util.h"
 #include "support/test_util.h"
 
@@ -173,12 +174,12 @@ TEST(ServeContext, KoboldMemoryStaysWhileThePromptFrontIsCut) {
   const int mem = int(s.tok().encode(memory, true).size());
   const int body = int(s.tok().encode(filler + " Once upon a time", false).size());
   auto r = s.post_stream("/api/extra/generate/stream",
-                  {{"prompt", filler + " Once upon a time"},
-                   {"memory", memory},
-                   {"max_context_length", 300},
-                   {"max_length", 40},
-                   {"temperature", 0}},
-                  [](const std::string&) { return true; });
+                         {{"prompt", filler + " Once upon a time"},
+                          {"memory", memory},
+                          {"max_context_length", 300},
+                          {"max_length", 40},
+                          {"temperature", 0}},
+                         [](const std::string&) { return true; });
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(header(r, "X-Prompt-Tokens-Cut"), std::to_string(mem + body - 260));
   auto perf = s.get("/api/extra/perf").json();
@@ -244,6 +245,63 @@ TEST(ServeContext, ChatCompletionsDropWholeOldMessages) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], prompt);
   EXPECT_LE(prompt, 412);
   EXPECT_EQ(header(r, "X-Prompt-Messages-Dropped"), std::to_string(dropped));
+}
+
+// --- Instruct placeholders (serve/placeholders.h) ---
+
+TEST(Placeholders, FilledWithMetharmeMarkers) {
+  EXPECT_EQ(serve::fill_instruct_placeholders("{{[SYSTEM]}}Be kind.{{[SYSTEM_END]}}{{[INPUT]}}\nHi\n{{[INPUT_END]}}"
+                                              "{{[OUTPUT]}}Hello{{[OUTPUT_END]}}{{[INPUT]}}Bye{{[OUTPUT]}}"),
+            "<|system|>Be kind.<|user|>\nHi\n<|model|>Hello<|user|>Bye<|model|>");
+  EXPECT_EQ(serve::fill_instruct_placeholders("{{[NOPE]}} {{[INPUT] {{"), "{{[NOPE]}} {{[INPUT] {{");
+  EXPECT_EQ(
+      serve::fill_placeholder_stops({"{{[INPUT]}}", "{{[OUTPUT]}}", "{{[OUTPUT_END]}}", "\nUser:", "a{{[INPUT]}}"}),
+      (std::vector<std::string>{"<|user|>", "<|model|>", "\nUser:", "a{{[INPUT]}}"}));
+}
+
+TEST(Placeholders, KoboldAndCompletionsRoutesFillThem) {
+  TestServer s;
+  auto greedy = [&](const std::vector<int>& ids, int n) {
+    serve::GenSpec g;
+    g.prompt = ids;
+    g.max_new = n;
+    g.sampler.temperature = 0;
+    auto j = s.engine().submit(g);
+    while (!j->done()) j->wait(j->text().size(), std::chrono::milliseconds(20));
+    return j->text();
+  };
+  // Kobold: memory (with BOS) and prompt are tokenized apart, as before the fill.
+  std::vector<int> ids = s.tok().encode("<|system|>A tale.", true);
+  for (int id : s.tok().encode("<|user|>Tell me about Lily.<|model|>", false)) ids.push_back(id);
+  const std::string want = greedy(ids, 20);
+  json body = {{"prompt", "{{[INPUT]}}Tell me about Lily.{{[OUTPUT]}}"},
+               {"memory", "{{[SYSTEM]}}A tale.{{[SYSTEM_END]}}"},
+               {"max_length", 20},
+               {"temperature", 0},
+               {"stop_sequence", {"{{[INPUT]}}", "{{[OUTPUT]}}"}},
+               {"replace_instruct_placeholders", true}};
+  auto r = s.post("/api/v1/generate", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  // Stops are the markers now: the reply ends where the model writes one (kept, no trim_stop).
+  size_t end = std::min(want.find("<|user|>"), want.find("<|model|>"));
+  if (end != std::string::npos) end += want.compare(end, 8, "<|user|>") == 0 ? 8 : 9;
+  EXPECT_EQ(r.json()["results"][0]["text"], want.substr(0, end));
+  EXPECT_EQ(s.get("/api/extra/perf").json()["last_input_count"], ids.size());
+  // KoboldCpp fills them by default; false keeps the text as sent.
+  body.erase("replace_instruct_placeholders");
+  ASSERT_EQ(s.post("/api/v1/generate", body).status, 200);
+  EXPECT_EQ(s.get("/api/extra/perf").json()["last_input_count"], ids.size());
+  body["replace_instruct_placeholders"] = false;
+  ASSERT_EQ(s.post("/api/v1/generate", body).status, 200);
+  EXPECT_GT(s.get("/api/extra/perf").json()["last_input_count"].get<size_t>(), ids.size());
+  // /v1/completions: one prompt string, filled, gives the greedy text of the Metharme prompt.
+  const auto whole = s.tok().encode("<|system|>A tale.<|user|>Tell me about Lily.<|model|>", true);
+  r = s.post("/v1/completions", {{"prompt", "{{[SYSTEM]}}A tale.{{[INPUT]}}Tell me about Lily.{{[OUTPUT]}}"},
+                                 {"max_tokens", 20},
+                                 {"temperature", 0}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["usage"]["prompt_tokens"], whole.size());
+  EXPECT_EQ(r.json()["choices"][0]["text"], greedy(whole, 20));
 }
 
 // --- CORS and bodiless requests ---

@@ -13,11 +13,12 @@ namespace {
 constexpr const char* kUnitedVersion = "1.2.5";    // the KoboldAI API version KoboldCpp reports
 // The KoboldCpp release whose client-visible features we match. Clients gate features on it:
 // Lite v339 shows Mirostat and grammar from 1.37/1.44, sends memory and trim_stop from 1.49, DRY
-// from 1.70 and XTC from 1.74 (SillyTavern 1.12 only checks for KoboldCpp itself). Every other
-// gate below 1.88 also needs a flag of /api/extra/version that we leave off (multiplayer,
-// websearch, tts, admin, savedata, embeddings). 1.88 is the first we cannot honour: from there
-// Lite sends {{[INPUT]}}-style instruct placeholders for the server to fill.
-constexpr const char* kKoboldCppVersion = "1.87";
+// from 1.70, XTC from 1.74, and from 1.88 writes {{[INPUT]}}-style instruct placeholders for the
+// server to fill (placeholders.h), so its instruct mode gets the Metharme markers (SillyTavern
+// 1.12 only checks for KoboldCpp itself). Every other gate below 1.102 also needs a flag of
+// /api/extra/version that we leave off (multiplayer, websearch, tts, admin, savedata, embeddings,
+// guidance); 1.102 would show a link to a llama.cpp UI we do not have.
+constexpr const char* kKoboldCppVersion = "1.88";
 
 // KoboldCpp reports "stop" for a natural end, "length" otherwise.
 const char* kobold_finish(Finish f) {

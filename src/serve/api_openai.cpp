@@ -5,6 +5,7 @@
 #include "serve/context_fit.h"
 #include "serve/http.h"
 #include "serve/params.h"
+#include "serve/placeholders.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -88,16 +89,20 @@ struct OpenAIJob {
   std::string echo_text;
 };
 
-// The /v1/completions prompt as tokens: a string, a list of one string, token ids, or BOS.
-std::vector<int> completion_prompt(FieldReader& r, const Tokenizer& tok, FieldErrors& errs, OpenAIJob& out) {
+// The /v1/completions prompt as tokens: a string, a list of one string, token ids, or BOS. A
+// string has its instruct placeholders filled when `placeholders` (placeholders.h).
+std::vector<int> completion_prompt(FieldReader& r, const Tokenizer& tok, FieldErrors& errs, OpenAIJob& out,
+                                   bool placeholders) {
   std::vector<int> ids;
   const json* pr = r.raw("prompt");
   if (pr && pr->is_array() && pr->size() == 1 && ((*pr)[0].is_string() || (*pr)[0].is_array())) pr = &(*pr)[0];
   if (!pr) {
     ids = {tok.bos()};  // OpenAI's default prompt is the start of a document
   } else if (pr->is_string()) {
-    ids = tok.encode(pr->get<std::string>(), true);
-    out.echo_text = pr->get<std::string>();
+    std::string text = pr->get<std::string>();
+    if (placeholders) text = fill_instruct_placeholders(std::move(text));
+    ids = tok.encode(text, true);
+    out.echo_text = text;
   } else if (pr->is_array() && !pr->empty() && (*pr)[0].is_number_integer()) {
     for (const auto& v : *pr) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tok.vocab_size()) {
@@ -177,7 +182,9 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   } else {
     out.echo = r.boolean("echo").value_or(false);
     if (r.has("suffix")) errs.add("suffix", "suffix (insertion) is not supported.");
-    ids = completion_prompt(r, tok, errs, out);
+    const bool placeholders = r.boolean("replace_instruct_placeholders").value_or(true);
+    ids = completion_prompt(r, tok, errs, out, placeholders);
+    if (placeholders) c.stop = fill_placeholder_stops(c.stop);
   }
   if (!errs.empty()) {
     const auto& [field, msgs] = *errs.fields.begin();

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "serve/context_fit.h"
+#include "serve/placeholders.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -369,6 +370,11 @@ KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, in
       errs.add("soft_prompt", "Soft prompts are not supported by this server.");
   }
   if (p.singleline) p.common.stop.push_back("\n"), p.common.trim_stop = true;
+  if (r.boolean("replace_instruct_placeholders").value_or(true)) {
+    p.prompt = fill_instruct_placeholders(std::move(p.prompt));
+    p.memory = fill_instruct_placeholders(std::move(p.memory));
+    p.common.stop = fill_placeholder_stops(p.common.stop);
+  }
   return p;
 }
 
