@@ -132,6 +132,8 @@ EngineStats Engine::stats() const {
     if (sl.job) ++s.running;
   s.queued = int(queue_.size());
   if (idle_) s.idle_s += seconds(t_idle_, clock::now());
+  s.kv_used = kv_used_.load(std::memory_order_relaxed);
+  s.kv_total = int64_t(n_slots()) * n_ctx();
   return s;
 }
 
@@ -231,6 +233,9 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
     stats_.last = st;
     stats_.last_finish = f;
   }
+  if (opt_.metrics)
+    opt_.metrics->observe_job(st, f, st.generated - (f == Finish::kEos ? 1 : 0), seconds(job->submitted(), now),
+                              s.has_first);
   // Figures first, then the end: a client that sees the end may read /perf at once.
   job->end(f, std::move(text), error, std::move(tokens));
   s.sampler.reset();
@@ -353,6 +358,7 @@ void Engine::loop() {
         if (s.job) finish(s, Finish::kError, e.what());
       continue;
     }
+    if (opt_.metrics) opt_.metrics->observe_step(int(batch_.size()));
     // Each slot samples from its own row with its own sampler, so the draws run in parallel (a
     // draw over 32000 fresh logits is ~0.25 ms: 2 ms per 8-slot step on one thread); the results
     // are then handled in row order.
@@ -365,6 +371,9 @@ void Engine::loop() {
       Slot& s = slots_[size_t(row_slot_[r])];
       if (s.job) sample(s, drawn_[r]);
     }
+    int64_t used = 0;
+    for (const Slot& s : slots_) used += int64_t(s.kv.size());
+    kv_used_.store(used, std::memory_order_relaxed);
   }
   // Shutting down: every request ends as aborted.
   for (Slot& s : slots_)

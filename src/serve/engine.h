@@ -5,6 +5,7 @@
 // sharing a prefix (a chat resent with one more turn) skips re-reading it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -17,6 +18,7 @@
 
 #include "model/llama.h"
 #include "serve/job.h"
+#include "serve/metrics.h"
 #include "serve/output.h"
 #include "tokenizer/tokenizer.h"
 
@@ -25,6 +27,7 @@ namespace metharme::serve {
 struct EngineOptions {
   int max_queue = 8;        // requests waiting for a slot; more are refused
   int prefill_chunk = 128;  // prompt tokens per step, shared by all prompts being read
+  Metrics* metrics = nullptr;  // finished jobs and steps are reported here when set
 };
 
 // Counters for /api/extra/perf.
@@ -35,6 +38,7 @@ struct EngineStats {
   JobStats last;             // the last finished job
   Finish last_finish = Finish::kNone;
   double idle_s = 0;         // seconds with nothing to do, since start
+  int64_t kv_used = 0, kv_total = 0;  // KV positions holding tokens (all slots) / slots x context
 };
 
 class Engine {
@@ -110,6 +114,7 @@ class Engine {
   Job::clock::time_point t_idle_;
   bool idle_ = true;
   int rr_ = 0;  // where prefill shares start (rotates for fairness)
+  std::atomic<int64_t> kv_used_{0};  // sum of the slots' kv sizes after the last step
 
   // Step buffers, sized once.
   std::vector<BatchToken> batch_;
