@@ -152,6 +152,9 @@ void Engine::admit_locked() {
       if (s.job) continue;
       KvPlan plan = plan_kv_reuse(s.kv, spec.prompt, spec.context_shift ? KvContext::kMinShift : 0);
       int reuse = plan.keep + plan.shifted;
+      // A few shared tokens (BOS, a common opening) are not worth evicting another chat's cache
+      // for: below a quarter of the prompt, the least recently used slot is taken instead.
+      if (4 * reuse < int(spec.prompt.size())) reuse = 0;
       if (best < 0 || reuse > best_reuse || (reuse == best_reuse && s.last_used < slots_[size_t(best)].last_used)) {
         best = int(i);
         best_reuse = reuse;
