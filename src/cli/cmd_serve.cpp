@@ -84,7 +84,7 @@ int run_serve(const Args& a) {
       }
       // SIGTERM drains (a balancer's replica being stopped); SIGINT (Ctrl-C) stops now.
       if (s == SIGTERM) {
-        std::fprintf(stderr, "serve: SIGTERM: draining (a second signal exits at once)\n");
+        std::fprintf(stderr, "serve: SIGTERM: draining, then shutting down (a second signal exits at once)\n");
         stopper = std::thread([&server, t = a.drain_timeout] { server.drain(t); });
       } else {
         std::fprintf(stderr, "serve: SIGINT: ending running requests and shutting down\n");

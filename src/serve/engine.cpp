@@ -12,8 +12,8 @@ namespace metharme::serve {
 namespace {
 using clock = Job::clock;
 double seconds(clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-constexpr size_t kRecent = 64;       // finished jobs kept for /check
-constexpr int kMaxRewinds = 256;     // banned-phrase rewinds per job before bans stop applying
+constexpr size_t kRecent = 64;    // finished jobs kept for /check
+constexpr int kMaxRewinds = 256;  // banned-phrase rewinds per job before bans stop applying
 }  // namespace
 
 Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)
@@ -236,6 +236,7 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
     stats_.last = st;
     stats_.last_finish = f;
   }
+  store_kv_used();  // before the end: a client that sees it may read /metrics at once
   if (opt_.metrics)
     opt_.metrics->observe_job(st, f, st.generated - (f == Finish::kEos ? 1 : 0), seconds(job->submitted(), now),
                               s.has_first);
@@ -245,6 +246,12 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
   s.out.reset();
   s.pending = -1;
   if (f == Finish::kError) s.kv.clear();  // the failed step may have stored part of a batch
+}
+
+void Engine::store_kv_used() {
+  int64_t used = 0;
+  for (const Slot& s : slots_) used += int64_t(s.kv.size());
+  kv_used_.store(used, std::memory_order_relaxed);
 }
 
 int Engine::draw(Slot& s, float* logits) {
@@ -374,9 +381,7 @@ void Engine::loop() {
       Slot& s = slots_[size_t(row_slot_[r])];
       if (s.job) sample(s, drawn_[r]);
     }
-    int64_t used = 0;
-    for (const Slot& s : slots_) used += int64_t(s.kv.size());
-    kv_used_.store(used, std::memory_order_relaxed);
+    store_kv_used();
   }
   // Shutting down: every request ends as aborted.
   for (Slot& s : slots_)
