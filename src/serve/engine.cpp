@@ -12,8 +12,8 @@ namespace metharme::serve {
 namespace {
 using clock = Job::clock;
 double seconds(clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-constexpr size_t kRecent = 64;    // finished jobs kept for /check
-constexpr int kMaxRewinds = 256;  // banned-phrase rewinds per job before bans stop applying
+constexpr size_t kRecent = 64;       // finished jobs kept for /check
+constexpr int kMaxRewinds = 256;     // banned-phrase rewinds per job before bans stop applying
 }  // namespace
 
 Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)

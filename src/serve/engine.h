@@ -25,20 +25,22 @@
 namespace metharme::serve {
 
 struct EngineOptions {
-  int max_queue = 8;           // requests waiting for a slot; more are refused
-  int prefill_chunk = 128;     // prompt tokens per step, shared by all prompts being read
-  Metrics* metrics = nullptr;  // finished jobs and steps are reported here when set
+  int max_queue = 8;        // requests waiting for a slot; more are refused
+  int prefill_chunk = 128;  // prompt tokens per step, shared by all prompts being read
+  // Finished jobs and steps are reported here when set (/metrics).
+  Metrics* metrics = nullptr;
 };
 
 // Counters for /api/extra/perf.
 struct EngineStats {
   int running = 0, queued = 0, slots = 0;
-  uint64_t total_jobs = 0;    // finished
+  uint64_t total_jobs = 0;  // finished
   uint64_t total_tokens = 0;  // generated, all jobs
-  JobStats last;              // the last finished job
+  JobStats last;             // the last finished job
   Finish last_finish = Finish::kNone;
-  double idle_s = 0;                  // seconds with nothing to do, since start
-  int64_t kv_used = 0, kv_total = 0;  // KV positions holding tokens (all slots) / slots x context
+  double idle_s = 0;         // seconds with nothing to do, since start
+  // KV positions holding tokens (all slots, kept prefixes included) / slots x context.
+  int64_t kv_used = 0, kv_total = 0;
 };
 
 class Engine {
@@ -91,14 +93,15 @@ class Engine {
   };
 
   void loop();
-  void admit_locked();  // moves queued jobs into free slots
+  void admit_locked();                   // moves queued jobs into free slots
   void start(Slot& s, std::shared_ptr<Job> job);
-  int draw(Slot& s, float* logits);  // the slot's next token from its logits row (thread-safe per slot)
-  void sample(Slot& s, int tok);     // handles that token: stop, stream, or feed it next
+  int draw(Slot& s, float* logits);      // the slot's next token from its logits row (thread-safe per slot)
+  void sample(Slot& s, int tok);         // handles that token: stop, stream, or feed it next
   void finish(Slot& s, Finish f, const std::string& error = {});
   void publish(Slot& s);
   void remember_locked(const std::shared_ptr<Job>& job);
-  void store_kv_used();  // engine thread: kv_used_ = the slots' kv sizes
+  // Engine thread: kv_used_ = the slots' kv sizes.
+  void store_kv_used();
 
   LlamaRuntime* rt_;
   const Tokenizer* tok_;
@@ -114,8 +117,9 @@ class Engine {
   EngineStats stats_;
   Job::clock::time_point t_idle_;
   bool idle_ = true;
-  int rr_ = 0;                       // where prefill shares start (rotates for fairness)
-  std::atomic<int64_t> kv_used_{0};  // sum of the slots' kv sizes after the last step
+  int rr_ = 0;  // where prefill shares start (rotates for fairness)
+  // The slots' kv sizes summed after the last step (/metrics).
+  std::atomic<int64_t> kv_used_{0};
 
   // Step buffers, sized once.
   std::vector<BatchToken> batch_;
