@@ -141,21 +141,28 @@ export function turnRequest(chat, maxTokens) {
 
 // Sends one request and reads its SSE stream to the end. Never throws: the result says what
 // happened. onHeaders runs when the response head arrives (the request has a slot by then).
-export async function send(base, req, onHeaders = () => {}) {
-  const out = { ok: false, text: '', replica: null, reused: 0, prompt: 0, tokens: null, status: 0, error: null };
+// ttft: milliseconds from sending to the first event that carries text.
+export async function send(base, req, onHeaders = () => {}, timeoutMs = 60000) {
+  const out = { ok: false, text: '', replica: null, reused: 0, prompt: 0, tokens: null, status: 0, error: null, ttft: null };
+  const t0 = performance.now();
   try {
     const r = await fetch(base + req.path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(req.body),
-      signal: AbortSignal.timeout(60000),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     out.status = r.status;
     out.replica = r.headers.get('x-metharme-replica');
     out.reused = Number(r.headers.get('x-metharme-prompt-tokens-reused') ?? 0);
     out.prompt = Number(r.headers.get('x-metharme-prompt-tokens') ?? 0);
     onHeaders(out);
-    const body = await r.text();
+    let body = '';
+    const dec = new TextDecoder();
+    for await (const piece of r.body) {
+      body += dec.decode(piece, { stream: true });
+      if (out.ttft === null && /"(token|content)":"[^"]/.test(body)) out.ttft = performance.now() - t0;
+    }
     if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${body.slice(0, 300)}`);
     let finished = false;
     for (const block of body.split('\n\n')) {
