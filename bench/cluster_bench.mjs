@@ -6,6 +6,7 @@
 //   3. decode speed of one replica with and without a scraper reading /metrics every second.
 // Usage: node bench/cluster_bench.mjs [model folder] (default: the llama-rand-h256 fixture, whose
 // 2048-token context holds SillyTavern-sized prompts). Needs haproxy; takes a few minutes.
+// BENCH=affinity,roundrobin,rolling,decode picks parts; PARALLEL=N sets the slots per replica (4).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -72,7 +73,7 @@ async function turn(base, c) {
 const replicas = [];
 for (const name of ['r1', 'r2', 'r3']) replicas.push({ name, port: await L.freePort() });
 async function startReplica(r) {
-  r.proc = L.start(r.name, BIN, ['serve', '-m', MODEL, '--port', String(r.port), '-t', '1', '--parallel', '4',
+  r.proc = L.start(r.name, BIN, ['serve', '-m', MODEL, '--port', String(r.port), '-t', '1', '--parallel', process.env.PARALLEL || '4',
     '--queue', '8', '--ctx', '2048', '--drain-timeout', '600'], work);
   await L.waitFor(`${r.name} ready`, async () => (await fetch(`http://127.0.0.1:${r.port}/health`)).ok, 120000);
   r.started = performance.now();
@@ -119,7 +120,7 @@ async function affinityRun(policy) {
     log(`${t} | ${p} | ${e} | ${(100 * e / p).toFixed(1)} | ${(tt[tt.length >> 1] / 1000).toFixed(2)} | ` +
       `${(tt.at(-1) / 1000).toFixed(2)} | ${(ms[ms.length >> 1] / 1000).toFixed(2)} | ${r.filter((x) => !x.ok).length}`);
     log(`   per conversation (evaluated/prompt, TTFT s): ` +
-      r.map((x) => `${x.prompt - x.reused}/${x.prompt} ${((x.ttft ?? NaN) / 1000).toFixed(2)}`).join('; '));
+      r.map((x) => `${x.prompt - x.reused}/${x.prompt} ${((x.ttft ?? NaN) / 1000).toFixed(2)} ${x.replica}`).join('; '));
   }
   return rows;
 }
@@ -160,11 +161,19 @@ async function decodeSpeed() {
   const r = replicas[0];
   await startReplica(r);
   const base = `http://127.0.0.1:${r.port}`;
-  const body = { prompt: 'Once upon a time', max_length: 768, bypass_eos: true, max_context_length: 2048 };
+  // What one scrape costs: sequential scrapes of an idle replica, client-side time each.
+  const N = 300;
+  let t0 = performance.now();
+  for (let i = 0; i < N; ++i) await fetch(`${base}/metrics`).then((x) => x.text());
+  const scrapeMs = (performance.now() - t0) / N;
+  // Decode speed (server-side: generated tokens / generation seconds of /api/extra/perf) of one
+  // stream, runs alternating between no scraper and a scraper polling every second.
+  const body = { prompt: 'Once upon a time', max_length: 384, bypass_eos: true, max_context_length: 2048 };
   const speeds = { off: [], on: [] };
-  for (let k = 0; k < 4; ++k) {
+  let scrapes = 0;
+  for (let k = 0; k < 8; ++k) {
     for (const mode of k % 2 ? ['on', 'off'] : ['off', 'on']) {
-      let timer = null, scrapes = 0;
+      let timer = null;
       if (mode === 'on') timer = setInterval(() => fetch(`${base}/metrics`).then((x) => x.text()).then(() => scrapes++), 1000);
       await fetch(`${base}/api/v1/generate`, { method: 'POST', body: JSON.stringify(body) }).then((x) => x.json());
       if (timer) clearInterval(timer);
@@ -174,12 +183,32 @@ async function decodeSpeed() {
   }
   await stopReplica(r);
   const med = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
-  log(`\n## decode speed, one stream of 768 tokens, 4 runs each (tokens/s)`);
+  log(`\n## scrape cost: ${N} sequential GET /metrics on an idle replica: ${scrapeMs.toFixed(3)} ms each`);
+  log(`## decode speed, one stream of 384 tokens, 8 runs each, alternating (tokens/s); ${scrapes} scrapes during the "on" runs`);
   log(`no scrape: ${speeds.off.map((x) => x.toFixed(1)).join(', ')} (median ${med(speeds.off).toFixed(1)})`);
   log(`1 s scrape: ${speeds.on.map((x) => x.toFixed(1)).join(', ')} (median ${med(speeds.on).toFixed(1)})`);
+  const pairs = speeds.on.map((x, i) => x / speeds.off[i]);
+  log(`on/off ratio per pair: ${pairs.map((x) => x.toFixed(3)).join(', ')} (median ${med(pairs).toFixed(3)})`);
+}
+
+// Which replica each conversation's key maps to (one short request each).
+async function distribution() {
+  await Promise.all(replicas.map(startReplica));
+  const base = await startLb('affinity');
+  const chats = Array.from({ length: CONVS }, (_, i) => chat(i));
+  const got = [];
+  for (const c of chats) {
+    const req = request(c);
+    req.body.max_length = 1;
+    got.push((await L.send(base, req, () => {}, 900000)).replica);
+  }
+  lbProc.child.kill('SIGTERM');
+  await Promise.all(replicas.map(stopReplica));
+  log(`conversation -> replica: ${got.join(' ')}`);
 }
 
 const what = process.env.BENCH || 'affinity,roundrobin,rolling,decode';
+if (what.includes('dist')) await distribution();
 if (what.includes('affinity')) await affinityRun('affinity');
 if (what.includes('roundrobin')) await affinityRun('roundrobin');
 if (what.includes('rolling')) await rollingRestart();
