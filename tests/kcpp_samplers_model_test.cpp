@@ -95,7 +95,7 @@ TEST(KcppSamplersModel, MirostatTwoLowTauGivesLowerSurprise) {
     high += mean_surprise(md, md.run(p, 200).tokens) / 3;
   }
   std::printf("mean surprise: tau 1 %.3f bits, tau 6 %.3f bits\n", low, high);
-  EXPECT_LT(low, high - 0.4);  // measured: 1.07 and 1.74 bits
+  EXPECT_LT(low, high - 0.4);  // measured: 1.09 and 1.87 bits
   EXPECT_LT(low, 2.0);
 }
 

@@ -309,30 +309,29 @@ void apply_xtc(Candidates& c, float threshold, float probability, double roll) {
 void apply_mirostat_v1(Candidates& c, double mu, int n_vocab) {
   const size_t n = c.items.size();
   if (n <= 1) return;
-  c.sort();
-  c.softmax();
-  // Least-squares Zipf exponent over the top m = 100 ranks.
+  // Least-squares Zipf exponent over the top m = 100 ranks; log(p_i / p_i+1) is a logit difference.
+  const size_t m = std::min<size_t>(100, n);
+  const bool was_sorted = c.sorted;
+  if (!was_sorted) std::partial_sort(c.items.begin(), c.items.begin() + std::ptrdiff_t(m), c.items.end(), before);
   double sum_tb = 0, sum_tt = 0;
-  for (size_t i = 0; i + 1 < std::min<size_t>(100, n); ++i) {
+  for (size_t i = 0; i + 1 < m; ++i) {
     const double t = std::log(double(i + 2) / double(i + 1));
-    const double b = std::log(c.p[i] / c.p[i + 1]);
-    sum_tb += t * b;
+    sum_tb += t * (double(c.items[i].logit) - double(c.items[i + 1].logit));
     sum_tt += t * t;
   }
   const double s_hat = sum_tb / sum_tt, eps = s_hat - 1;
   const double k = std::pow(eps * std::pow(2.0, mu) / (1 - std::pow(double(n_vocab), -eps)), 1 / s_hat);
   // KoboldCpp passes int(k) to its top-k, where 0 means "off"; k below 1 keeps one token here.
-  const size_t keep = std::isfinite(k) && k >= 1 ? std::min(n, size_t(std::min(k, 1e9))) : 1;
-  truncate(c.items, keep);
+  c.sorted = was_sorted;
+  apply_top_k(c, std::isfinite(k) && k >= 1 ? int(std::min(k, 1e9)) : 1);
 }
 
 void apply_mirostat_v2(Candidates& c, double mu) {
   if (c.items.size() <= 1) return;
-  c.sort();
+  // The most likely tokens whose surprise is at most mu: those with p >= 2^-mu (at least one).
   c.softmax();
-  size_t keep = 0;
-  while (keep < c.items.size() && -std::log2(c.p[keep]) <= mu) ++keep;
-  truncate(c.items, std::max<size_t>(keep, 1));
+  const double floor = std::exp2(-mu);
+  keep_if(c, [&](size_t i) { return c.p[i] >= floor; });
 }
 
 }  // namespace metharme
