@@ -253,6 +253,25 @@ TEST(KcppSamplers, RepPenWindowIsKoboldCpps) {
   expect_probs(run(p, logits, {3, 3, 5}), softmax({1, 1, 1, 1, 1, 0.5}));
 }
 
+TEST(KcppSamplers, ImpossibleTokensStayImpossible) {
+  // A logit of -inf (a token some filter ruled out) neither turns into NaN nor skews the cuts.
+  const std::vector<float> logits = {4, 3, 1, 0, -3, -INFINITY};
+  auto p = neutral();
+  p.smoothing_factor = 0.5f;
+  auto s = softmax({4, 3.5, -0.5, -4.0, -20.5});  // 4 - 0.5 d^2, d = 0 -1 -3 -4 -7
+  expect_probs(run(p, logits), {s[0], s[1], s[2], s[3], s[4], 0});
+  p = neutral();
+  p.nsigma = 1;  // the same cut as without the -inf token: 4 and 3 stay
+  expect_probs(run(p, logits), {softmax({4, 3})[0], softmax({4, 3})[1], 0, 0, 0, 0});
+  p = neutral();
+  p.mirostat = 1;
+  p.mirostat_tau = 2;
+  Sampler m(p, 6);
+  const int t = m.sample(logits.data(), {});
+  EXPECT_TRUE(t >= 0 && t <= 4);
+  EXPECT_TRUE(std::isfinite(m.mirostat_mu()));
+}
+
 TEST(KcppSamplers, ValidationNamesTheField) {
   auto bad = [](auto set) {
     SamplerParams p;

@@ -271,8 +271,10 @@ void apply_smoothing(Candidates& c, float factor, float curve) {
   if (!(factor > 0) || c.items.size() <= 1) return;
   float h = c.items[0].logit;
   for (const auto& it : c.items) h = std::max(h, it.logit);
+  if (!std::isfinite(h)) return;
   const float k = (3 - curve) / 2, s = (curve - 1) / 2;
   for (auto& it : c.items) {
+    if (!std::isfinite(it.logit)) continue;  // -inf stays impossible (0 * inf would be NaN)
     const float d = it.logit - h;
     it.logit = -(k * factor * d * d) + s * factor * d * d * d + h;
   }
@@ -282,12 +284,17 @@ void apply_smoothing(Candidates& c, float factor, float curve) {
 void apply_nsigma(Candidates& c, float n) {
   const size_t size = c.items.size();
   if (!(n > 0) || size <= 1) return;
-  double mx = c.items[0].logit, sum = 0;
-  for (const auto& it : c.items) mx = std::max(mx, double(it.logit)), sum += it.logit;
-  const double mean = sum / double(size);
+  // Statistics of the finite logits; a token at -inf is dropped whatever the cut.
+  double mx = -INFINITY, sum = 0;
+  size_t finite = 0;
+  for (const auto& it : c.items)
+    if (std::isfinite(it.logit)) mx = std::max(mx, double(it.logit)), sum += it.logit, ++finite;
+  if (finite == 0) return;
+  const double mean = sum / double(finite);
   double acc = 0;
-  for (const auto& it : c.items) acc += (it.logit - mean) * (it.logit - mean);
-  const double cut = mx - double(n) * std::sqrt(acc / double(size));
+  for (const auto& it : c.items)
+    if (std::isfinite(it.logit)) acc += (it.logit - mean) * (it.logit - mean);
+  const double cut = mx - double(n) * std::sqrt(acc / double(finite));
   keep_if(c, [&](size_t i) { return double(c.items[i].logit) >= cut; });
 }
 
@@ -313,8 +320,10 @@ void apply_mirostat_v1(Candidates& c, double mu, int n_vocab) {
   const size_t m = std::min<size_t>(100, n);
   const bool was_sorted = c.sorted;
   if (!was_sorted) std::partial_sort(c.items.begin(), c.items.begin() + std::ptrdiff_t(m), c.items.end(), before);
+  size_t top = 0;  // the estimate uses finite logits only
+  while (top < m && std::isfinite(c.items[top].logit)) ++top;
   double sum_tb = 0, sum_tt = 0;
-  for (size_t i = 0; i + 1 < m; ++i) {
+  for (size_t i = 0; i + 1 < top; ++i) {
     const double t = std::log(double(i + 2) / double(i + 1));
     sum_tb += t * (double(c.items[i].logit) - double(c.items[i + 1].logit));
     sum_tt += t * t;
