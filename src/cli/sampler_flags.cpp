@@ -48,8 +48,8 @@ void add_extra_flags(CLI::App& app, SamplerFlags& f) {
   opt("--dry-base", p.dry_base, "DRY growth per repeated token");
   opt("--dry-allowed-length", p.dry_allowed_length, "Repeats this long go unpenalized");
   opt("--dry-penalty-last-n", p.dry_penalty_last_n, "Tokens of context DRY looks at; 0 = all");
-  app.add_option("--dry-breaker", f.dry_breakers, "DRY sequence breaker (repeatable; replaces the default list)")
-      ->capture_default_str()
+  app.add_option("--dry-breaker", f.dry_breakers,
+                 "DRY sequence breaker (repeatable; replaces the default \\n : \" *; \"\" for none)")
       ->group(g);
   opt("--xtc-threshold", p.xtc_threshold, "XTC: tokens at least this likely may be excluded");
   opt("--xtc-probability", p.xtc_probability, "XTC: chance per token; 0 = off");
