@@ -2,8 +2,10 @@
 // cache (what a chat pays instead of re-evaluating the kept turns when old ones scroll out).
 #include <benchmark/benchmark.h>
 
+#include <fstream>
 #include <random>
 
+#include "chat/dry_breakers.h"
 #include "model/kv_cache.h"
 #include "sampling/dry.h"
 #include "sampling/sampler.h"
@@ -159,6 +161,22 @@ void BM_DryBreakerSequences(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(dry_breaker_sequences({"\n", ":", "\"", "*"}, kVocab, tt, enc).size());
 }
 BENCHMARK(BM_DryBreakerSequences)->Unit(benchmark::kMillisecond);
+
+// The same on the LLaMA tokenizer of the shared fixtures (run from the repository root): SillyTavern's
+// four default breakers, and 24 one-letter breakers (the most a request may send, and about the
+// worst: every token holding the letter becomes a breaker).
+void BM_DryBreakersLlamaTokenizer(benchmark::State& state) {
+  const char* path = "../shared/fixtures/tokenizer/llama/tokenizer.model";
+  if (!std::ifstream(path)) return state.SkipWithError("run from the repository root (needs ../shared)");
+  Tokenizer tok(path);
+  std::vector<std::string> breakers = {"\n", ":", "\"", "*"};
+  if (state.range(0) == 24) {
+    breakers.clear();
+    for (char c : std::string("eaointsrhldcumpgywfbkvxz")) breakers.push_back(std::string(1, c));
+  }
+  for (auto _ : state) benchmark::DoNotOptimize(dry_breakers_for(tok, breakers).size());
+}
+BENCHMARK(BM_DryBreakersLlamaTokenizer)->Arg(4)->Arg(24)->Unit(benchmark::kMillisecond);
 
 // A 7B-shaped cache (32 layers, 32 kv heads of 128) in fp16: move `count` positions down by 256.
 void BM_KvShift7B(benchmark::State& state) {

@@ -8,33 +8,43 @@ namespace metharme {
 std::vector<std::vector<int>> dry_breaker_sequences(const std::vector<std::string>& breakers, int n_vocab,
                                                     const std::function<std::string(int)>& token_text,
                                                     const std::function<std::vector<int>(const std::string&)>& encode) {
-  std::vector<std::vector<int>> out;
+  struct Breaker {
+    std::string s;
+    bool all_high;                        // only non-ASCII bytes: no multi-token sequences (as KoboldCpp)
+    std::vector<std::vector<int>> tails;  // tails[i]: encode(s.substr(i)), cut; filled when first needed
+    std::vector<bool> have;
+  };
+  std::vector<Breaker> bs;
   for (std::string s : breakers) {
     if (s.empty()) continue;
     if (s.size() > kDryMaxChars) s.resize(kDryMaxChars);
-    // A string of non-ASCII bytes only gets no multi-token sequences (as in KoboldCpp).
-    const bool all_high = std::all_of(s.begin(), s.end(), [](char ch) { return uint8_t(ch) > 127; });
-    std::vector<std::vector<int>> tails(s.size());  // tails[i]: encode(s.substr(i)), cut; filled lazily
-    std::vector<bool> have(s.size(), false);
-    for (int v = 0; v < n_vocab; ++v) {
-      const std::string word = token_text(v);
+    const bool high = std::all_of(s.begin(), s.end(), [](char ch) { return uint8_t(ch) > 127; });
+    const size_t n = s.size();
+    bs.push_back({std::move(s), high, std::vector<std::vector<int>>(n), std::vector<bool>(n, false)});
+  }
+  std::vector<std::vector<int>> out;
+  if (bs.empty()) return out;
+  for (int v = 0; v < n_vocab; ++v) {
+    const std::string word = token_text(v);  // once per token, for every breaker
+    for (Breaker& b : bs) {
+      const std::string& s = b.s;
       if (word.find(s) != std::string::npos) {
         out.push_back({v});
         continue;
       }
-      if (all_high) continue;
+      if (b.all_high) continue;
       // The token ends with a proper prefix of s: it heads a sequence whose tail is the rest.
       for (size_t pos = word.find(s[0]); pos != std::string::npos; pos = word.find(s[0], pos + 1)) {
         size_t i = 1;
         while (i < s.size() && pos + i < word.size() && word[pos + i] == s[i]) ++i;
         if (pos + i != word.size()) continue;  // a mismatch before the token's end
-        if (!have[i]) {
-          tails[i] = encode(s.substr(i));
-          if (tails[i].size() > kDryMaxTail) tails[i].resize(kDryMaxTail);
-          have[i] = true;
+        if (!b.have[i]) {
+          b.tails[i] = encode(s.substr(i));
+          if (b.tails[i].size() > kDryMaxTail) b.tails[i].resize(kDryMaxTail);
+          b.have[i] = true;
         }
         std::vector<int> seq{v};
-        seq.insert(seq.end(), tails[i].begin(), tails[i].end());
+        seq.insert(seq.end(), b.tails[i].begin(), b.tails[i].end());
         out.push_back(std::move(seq));
       }
     }
