@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <random>
 
 #include "sampling/dry.h"
 #include "sampling/sampler.h"
@@ -74,6 +76,55 @@ TEST(KcppSamplers, DryPenalizesTheTokenThatExtendsARepeat) {
   // A two-token breaker "3 5" never occurs, so it changes nothing.
   p.dry_breakers = {{3, 5}};
   expect_probs(run(p, logits, h), softmax({0, 0, 0, 0, -2, 0}));
+  // "4 1" does (positions 3-4): a repeat may count only the two tokens after it ("2 3"): with
+  // allowed length 1 the run "1 2 3" counts as 2, penalty 1 * 2^(2 - 1) = 2; with 2, nothing.
+  p.dry_breakers = {{4, 1}};
+  expect_probs(run(p, logits, h), softmax({0, 0, 0, 0, 0, 0}));
+  p.dry_allowed_length = 1;
+  expect_probs(run(p, logits, h), softmax({0, 0, 0, 0, -2, 0}));
+}
+
+// DRY by its definition, quadratic: for every earlier position i, the longest run ending at i
+// that equals the run ending at the newest token (at most `limit` long), credited to the token
+// after i; the penalty uses the longest run per token.
+std::map<int, float> dry_by_definition(const std::vector<int>& w, int allowed, float mult, float base, int limit) {
+  const int n = int(w.size());
+  std::map<int, int> longest;
+  for (int i = 0; i + 1 < n; ++i) {
+    int len = 0;
+    while (len <= i && w[size_t(i - len)] == w[size_t(n - 1 - len)]) ++len;
+    len = std::min(len, limit);
+    if (len >= allowed) longest[w[size_t(i + 1)]] = std::max(longest[w[size_t(i + 1)]], len);
+  }
+  std::map<int, float> out;
+  for (auto [tok, len] : longest) out[tok] = float(mult * std::pow(double(base), len - allowed));
+  return out;
+}
+
+TEST(KcppSamplers, DryMatchesItsDefinitionOnRandomHistories) {
+  std::mt19937 g(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n = 2 + int(g() % 60), alphabet = 2 + int(g() % 4);
+    std::vector<int> w(static_cast<size_t>(n));
+    for (int& t : w) t = int(g() % uint32_t(alphabet));
+    // Sometimes a one-token breaker (token 0), which limits runs to the tokens after its last use.
+    const bool brk = trial % 3 == 0;
+    int limit = n;
+    if (brk)
+      for (int i = n - 1; i >= 0; --i)
+        if (w[size_t(i)] == 0) {
+          limit = n - 1 - i;
+          break;
+        }
+    const int allowed = 1 + int(g() % 3);
+    Dry dry(0.5f, 1.5f, allowed, 0, brk ? std::vector<std::vector<int>>{{0}} : std::vector<std::vector<int>>{});
+    std::map<int, float> got;
+    for (auto [tok, pen] : dry.penalties(w, 0)) got[tok] = pen;
+    std::map<int, float> want;
+    if (limit > allowed) want = dry_by_definition(w, allowed, 0.5f, 1.5f, limit);
+    ASSERT_EQ(got.size(), want.size()) << "trial " << trial;
+    for (auto [tok, pen] : want) EXPECT_NEAR(got[tok], pen, 1e-5) << "trial " << trial << " token " << tok;
+  }
 }
 
 TEST(KcppSamplers, DryRunsBeforeTopK) {
