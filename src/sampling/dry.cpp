@@ -26,10 +26,11 @@ std::vector<std::vector<int>> dry_breaker_sequences(const std::vector<std::strin
   if (bs.empty()) return out;
   for (int v = 0; v < n_vocab; ++v) {
     const std::string word = token_text(v);  // once per token, for every breaker
+    bool whole = false;                      // some breaker lies inside this one token
     for (Breaker& b : bs) {
       const std::string& s = b.s;
       if (word.find(s) != std::string::npos) {
-        out.push_back({v});
+        whole = true;
         continue;
       }
       if (b.all_high) continue;
@@ -48,6 +49,7 @@ std::vector<std::vector<int>> dry_breaker_sequences(const std::vector<std::strin
         out.push_back(std::move(seq));
       }
     }
+    if (whole) out.push_back({v});
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
