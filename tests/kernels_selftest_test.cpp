@@ -110,8 +110,8 @@ TEST(KernelSelfTest, GenerateFallsBackWithOneWarning) {
   if (top == Isa::kScalar) GTEST_SKIP() << "this CPU has no optimized kernels to test";
   const std::string name = kernels::isa_name(top);
   for (const std::string& dir : {test::repo("models/stories260k"), test::fixture("gptq/gptq-4bit")}) {
-    const std::vector<std::string> args = {"generate", "-m", dir, "-p", "Once upon a time", "-n", "24", "--temp", "0",
-                                           "-t", "2"};
+    const std::vector<std::string> args = {"generate", "-m", dir,  "-p", "Once upon a time", "-n", "24",
+                                           "--temp",   "0",  "-t", "2"};
     auto want = test::run_cli(args);
     ASSERT_EQ(want.exit_code, 0) << want.err;
     EXPECT_FALSE(contains(want.err, "self-test")) << want.err;
@@ -132,8 +132,9 @@ TEST(KernelSelfTest, GenerateFallsBackWithOneWarning) {
 
 // METHARME_ISA caps the ISA: every cap gives the same greedy text; a bad value warns.
 TEST(KernelSelfTest, IsaVariableCapsTheKernels) {
-  const std::vector<std::string> args = {"generate", "-m", test::fixture("gptq/gptq-4bit"), "-p", "Once upon a time",
-                                         "-n", "24", "--temp", "0", "-t", "2"};
+  const std::vector<std::string> args = {
+      "generate", "-m", test::fixture("gptq/gptq-4bit"), "-p", "Once upon a time", "-n", "24", "--temp", "0",
+      "-t",       "2"};
   auto want = test::run_cli(args);
   ASSERT_EQ(want.exit_code, 0) << want.err;
   for (const char* cap : {"scalar", "avx2", "avx512"}) {

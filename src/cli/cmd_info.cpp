@@ -29,8 +29,8 @@ int self_test() {
         worst = std::max(worst, c.max_err);
         if (!c.pass) bad += (bad.empty() ? "" : ", ") + c.kernel;
       }
-      std::printf("%-7s %-12s %-6s %12.3g %7.0f us  %zu%s%s\n", r.family, isa_name(isa), r.pass ? "pass" : "FAIL", worst,
-                  r.micros, r.checks.size(), bad.empty() ? "" : "; failed: ", bad.c_str());
+      std::printf("%-7s %-12s %-6s %12.3g %7.0f us  %zu%s%s\n", r.family, isa_name(isa), r.pass ? "pass" : "FAIL",
+                  worst, r.micros, r.checks.size(), bad.empty() ? "" : "; failed: ", bad.c_str());
       failed += r.pass ? 0 : 1;
     }
     std::printf("%s: using %s\n", f->name, isa_name(checked_isa(*f)));
@@ -66,7 +66,8 @@ Registrar reg("info", "Load a model folder and print its configuration, weight f
                 c.rms_norm_eps);
     std::printf("embeddings:   %s%s\n", dtype_name(w->embed.dtype), c.tie_word_embeddings ? " (tied lm_head)" : "");
     std::printf("linears:      %s, %.1f MiB\n", w->format.c_str(), double(w->linear_bytes()) / (1 << 20));
-    std::printf("lm_head:      %s, %.1f MiB\n", w->lm_head.describe().c_str(), double(w->lm_head.weight_bytes()) / (1 << 20));
+    std::printf("lm_head:      %s, %.1f MiB\n", w->lm_head.describe().c_str(),
+                double(w->lm_head.weight_bytes()) / (1 << 20));
     std::printf("read/token:   %.1f MiB\n", double(w->bytes_per_token()) / (1 << 20));
     return rc;
   };

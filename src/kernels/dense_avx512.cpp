@@ -25,8 +25,10 @@ inline __m512 load16(const void* p, int64_t i) {
     return _mm512_loadu_ps(static_cast<const float*>(p) + i);
   } else {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
-    if constexpr (T == WType::kF16) return _mm512_cvtph_ps(h);
-    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    if constexpr (T == WType::kF16)
+      return _mm512_cvtph_ps(h);
+    else
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
 }
 template <WType T>
@@ -35,8 +37,10 @@ inline __m512 load16_masked(const void* p, int64_t i, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + i);
   } else {
     const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i);
-    if constexpr (T == WType::kF16) return _mm512_cvtph_ps(h);
-    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    if constexpr (T == WType::kF16)
+      return _mm512_cvtph_ps(h);
+    else
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
 }
 
@@ -105,10 +109,17 @@ void gemm_cols(const void* w, int64_t ldw, const float* x, int64_t ldx, float* y
     for (m = 4; m + 4 <= M; m += 4) dot_block<T, 4, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
   }
   switch (M - m) {
-    case 3: dot_block<T, 3, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy); break;
-    case 2: dot_block<T, 2, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy); break;
-    case 1: dot_block<T, 1, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy); break;
-    default: break;
+    case 3:
+      dot_block<T, 3, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
+      break;
+    case 2:
+      dot_block<T, 2, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
+      break;
+    case 1:
+      dot_block<T, 1, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
+      break;
+    default:
+      break;
   }
 }
 
@@ -122,19 +133,29 @@ void gemm_t(const void* w, int64_t ldw, const float* x, int64_t ldx, float* y, i
   int n = n0;
   for (; n + 4 <= n1; n += 4) gemm_cols<T, 4>(w, ldw, x, ldx, y, ldy, M, K, n);
   switch (n1 - n) {
-    case 3: gemm_cols<T, 3>(w, ldw, x, ldx, y, ldy, M, K, n); break;
-    case 2: gemm_cols<T, 2>(w, ldw, x, ldx, y, ldy, M, K, n); break;
-    case 1: gemm_cols<T, 1>(w, ldw, x, ldx, y, ldy, M, K, n); break;
-    default: break;
+    case 3:
+      gemm_cols<T, 3>(w, ldw, x, ldx, y, ldy, M, K, n);
+      break;
+    case 2:
+      gemm_cols<T, 2>(w, ldw, x, ldx, y, ldy, M, K, n);
+      break;
+    case 1:
+      gemm_cols<T, 1>(w, ldw, x, ldx, y, ldy, M, K, n);
+      break;
+    default:
+      break;
   }
 }
 
 void gemm(WType wt, const void* w, int64_t ldw, const float* x, int64_t ldx, float* y, int64_t ldy, int M, int K,
           int n0, int n1) {
   switch (wt) {
-    case WType::kF32: return gemm_t<WType::kF32>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
-    case WType::kF16: return gemm_t<WType::kF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
-    case WType::kBF16: return gemm_t<WType::kBF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
+    case WType::kF32:
+      return gemm_t<WType::kF32>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
+    case WType::kF16:
+      return gemm_t<WType::kF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
+    case WType::kBF16:
+      return gemm_t<WType::kBF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
   }
 }
 
@@ -168,9 +189,12 @@ void gemv_t_t(const void* v, int64_t ldv, const float* p, int n, int K, float* y
 
 void gemv_t(WType wt, const void* v, int64_t ldv, const float* p, int n, int K, float* y) {
   switch (wt) {
-    case WType::kF32: return gemv_t_t<WType::kF32>(v, ldv, p, n, K, y);
-    case WType::kF16: return gemv_t_t<WType::kF16>(v, ldv, p, n, K, y);
-    case WType::kBF16: return gemv_t_t<WType::kBF16>(v, ldv, p, n, K, y);
+    case WType::kF32:
+      return gemv_t_t<WType::kF32>(v, ldv, p, n, K, y);
+    case WType::kF16:
+      return gemv_t_t<WType::kF16>(v, ldv, p, n, K, y);
+    case WType::kBF16:
+      return gemv_t_t<WType::kBF16>(v, ldv, p, n, K, y);
   }
 }
 
@@ -184,9 +208,13 @@ void to_f32_t(const void* src, float* dst, int64_t n) {
 
 void to_f32(WType wt, const void* src, float* dst, int64_t n) {
   switch (wt) {
-    case WType::kF32: std::memcpy(dst, src, size_t(n) * 4); return;
-    case WType::kF16: return to_f32_t<WType::kF16>(src, dst, n);
-    case WType::kBF16: return to_f32_t<WType::kBF16>(src, dst, n);
+    case WType::kF32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return;
+    case WType::kF16:
+      return to_f32_t<WType::kF16>(src, dst, n);
+    case WType::kBF16:
+      return to_f32_t<WType::kBF16>(src, dst, n);
   }
 }
 

@@ -59,9 +59,9 @@ void check_conversions(Isa isa, SelfTest& t, Rand& r) {
   const DenseKernels& opt = dense_kernels(isa);
   const DenseKernels& ref = dense_kernels_scalar();
   std::vector<float> f = values(67, r);
-  f[3] = 65504.0f;   // fp16 max
-  f[4] = 1e-6f;      // an fp16 subnormal
-  f[5] = 70000.0f;   // beyond fp16: inf
+  f[3] = 65504.0f;  // fp16 max
+  f[4] = 1e-6f;     // an fp16 subnormal
+  f[5] = 70000.0f;  // beyond fp16: inf
   f[6] = 0.0f;
   f[7] = -0.0f;
   for (WType wt : {WType::kF16, WType::kBF16}) {

@@ -35,8 +35,7 @@ class SelfTest {
  public:
   explicit SelfTest(bool simulate_mismatch) : simulate_(simulate_mismatch) {}
   // Passes when every |opt[i] - ref[i]| <= abs_tol + rel_tol * |ref[i]| (and nothing is NaN).
-  void compare(const std::string& kernel, const float* opt, const float* ref, size_t n, double rel_tol,
-               double abs_tol);
+  void compare(const std::string& kernel, const float* opt, const float* ref, size_t n, double rel_tol, double abs_tol);
   // Bit-for-bit equal (conversions, quantized activations, dequantized weights).
   void compare_exact(const std::string& kernel, const void* opt, const void* ref, size_t bytes);
   const std::vector<KernelCheck>& checks() const { return checks_; }
@@ -48,8 +47,8 @@ class SelfTest {
 };
 
 struct KernelFamily {
-  const char* name;                       // "int4", "dense"
-  void (*run)(Isa isa, SelfTest& t);      // isa's kernels against the scalar ones on a fixed problem
+  const char* name;                         // "int4", "dense"
+  void (*run)(Isa isa, SelfTest& t);        // isa's kernels against the scalar ones on a fixed problem
   std::atomic<int> verdict[3] = {0, 0, 0};  // per Isa value: 0 untested, 1 passed, 2 failed
 };
 
