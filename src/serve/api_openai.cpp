@@ -210,7 +210,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     return out;
   }
   set_prompt_cut_header(res, out.prompt_tokens_cut, chat ? out.messages_dropped : -1);
-  out.prompt_tokens = int(ids.size());
+  out.prompt_tokens = int(jobs[0]->spec().prompt.size());  // without BOS when add_bos_token is false
   out.jobs = std::move(jobs);
   return out;
 }
