@@ -1,22 +1,18 @@
 #include "serve/metrics.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 
 namespace metharme::serve {
 
 namespace {
 
-// Shortest decimal that reads back as the same double ("%.17g" is exact but noisy).
+// The shortest decimal that reads back as the same double.
 std::string num(double v) {
   char buf[32];
-  for (int prec = 6; prec <= 17; ++prec) {
-    std::snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (std::strtod(buf, nullptr) == v) break;
-  }
-  return buf;
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 void head(std::string& out, const std::string& name, const char* type, const std::string& help) {
