@@ -182,11 +182,14 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   s.pending = -1;
   s.history.assign(spec.prompt.begin(), spec.prompt.end());
   s.history.reserve(size_t(P + spec.max_new));
-  s.sampler.emplace(spec.sampler, rt_->n_vocab(), tok_->eos());
+  SamplerParams sp = spec.sampler;
+  if (sp.n_ctx == 0) sp.n_ctx = n_ctx();  // the rep-pen and DRY windows end at the context
+  s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos());
   bool prompt_has_text = false;
   for (int id : spec.prompt)
     if (!tok_->is_control(id)) prompt_has_text = true;
   s.out.emplace(*tok_, !prompt_has_text, spec.stop, spec.trim_stop, spec.banned_phrases);
+  s.out->set_min_tokens(spec.min_tokens);
   s.bans.clear();
   s.rewinds = 0;
   s.committed = 0;
@@ -258,6 +261,7 @@ int Engine::draw(Slot& s, float* logits) {
   size_t at = size_t(s.out->size());
   if (at < s.bans.size())
     for (int id : s.bans[at]) logits[id] = -INFINITY;
+  if (int(at) < s.job->spec().min_tokens && s.job->spec().stop_at_eos) logits[tok_->eos()] = -INFINITY;
   return s.sampler->sample(logits, s.history);
 }
 

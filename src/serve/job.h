@@ -29,6 +29,7 @@ struct GenSpec {
   std::string genkey;  // the client's name for this request (KoboldCpp), may be empty
   std::string client;  // remote address, to find requests without a genkey
   bool quiet = false;  // no log line
+  int min_tokens = 0;  // EOS and stop strings have no effect before this many tokens
 };
 
 enum class Finish { kNone, kLength, kEos, kStop, kAbort, kError };
