@@ -69,6 +69,8 @@ struct FamilyReport {
   double micros = 0;  // wall time of the run, optimized and scalar kernels together
   bool pass = true;
 };
+// Wall time of the self-tests checked_isa has run so far, all families (serve's /metrics).
+double self_test_seconds();
 // Runs family f at isa now (no caching, no fallback), with the mismatch simulation when asked.
 FamilyReport run_self_test(KernelFamily& f, Isa isa, bool simulate_mismatch);
 // Whether METHARME_SELFTEST_SIMULATE_MISMATCH names family f at isa.
