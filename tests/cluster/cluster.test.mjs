@@ -119,6 +119,25 @@ say('affinity: every chat kept its replica;', 'chats per replica:',
   say('genkey: /check reached the replica of its request, 4 of 4');
 }
 
+// A full replica sheds work: 20 requests of one conversation at once (one hash key) exceed its 4
+// slots + 8 queue places; it answers the rest 503 at once and HAProxy retries them elsewhere.
+{
+  const c = L.newChat(30, 'kobold');
+  const rs = await Promise.all(Array.from({ length: 20 }, () => L.send(lb, L.turnRequest(c, 48))));
+  rs.forEach((x, k) => assert.ok(x.ok, `burst request ${k}: ${x.error}`));
+  const by = {};
+  for (const x of rs) by[x.replica] = (by[x.replica] ?? 0) + 1;
+  assert.ok(Object.keys(by).length >= 2, `the burst all went to one replica: ${JSON.stringify(by)}`);
+  let refused = 0;
+  for (const r of replicas) {
+    const text = await (await fetch(`${direct(r)}/metrics`)).text();
+    const m = /^metharme_http_requests_total\{route="\/api\/extra\/generate\/stream",status="503"\} (\S+)$/m.exec(text);
+    refused += m ? Number(m[1]) : 0;
+  }
+  assert.ok(refused >= 1, 'no replica answered 503');
+  say(`full replica: 20 requests of one chat, ${refused} refused with 503 and retried; served by ${JSON.stringify(by)}`);
+}
+
 // ---- (a) SIGTERM one replica under load ----------------------------------------------------------
 {
   let target = null;
