@@ -39,7 +39,6 @@ class OutputText {
  private:
   void append_token_text(int id);
 
-  const Tokenizer* tok_;
   bool at_start_;
   std::vector<std::string> stops_;
   bool trim_stop_;
