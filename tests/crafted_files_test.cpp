@@ -223,7 +223,8 @@ TEST(CraftedSafetensors, ShapeProductOverflowIsRefused) {
                           "[65536, 65536, 65537]", "[18446744073709551615]"};
   for (const char* shape : shapes) {
     write_st(tmp / "s.safetensors", cat(R"({"w":{"dtype":"F32","shape":)", shape, R"(,"data_offsets":[0,0]}})"));
-    EXPECT_ERROR_HAS([&] { SafetensorsFile f(tmp / "s.safetensors"); }, "s.safetensors", "tensor 'w'", "2^48") << shape;
+    SCOPED_TRACE(shape);
+    EXPECT_ERROR_HAS([&] { SafetensorsFile f(tmp / "s.safetensors"); }, "s.safetensors", "tensor 'w'", "2^48");
   }
   // An empty tensor with a large (but bounded) other dimension is fine.
   write_st(tmp / "e.safetensors", R"({"w":{"dtype":"F32","shape":[0, 1000000],"data_offsets":[0,0]}})");
@@ -342,7 +343,8 @@ TEST(CraftedConfig, OutOfRangeValuesAreRefused) {
   for (const auto& c : cases) {
     nlohmann::json j = base_config();
     j[c.key] = c.value;
-    EXPECT_ERROR_HAS([&] { parse_llama_config(j, "cfg/config.json"); }, "cfg/config.json", c.why) << c.key;
+    SCOPED_TRACE(c.key);
+    EXPECT_ERROR_HAS([&] { parse_llama_config(j, "cfg/config.json"); }, "cfg/config.json", c.why);
   }
   nlohmann::json j = base_config();  // heads x head_dim that would overflow int
   j["num_attention_heads"] = 4096;
