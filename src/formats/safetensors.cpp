@@ -89,7 +89,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     t.nbytes = size_t(want);
     // Readers access elements in place (int32 g_idx, fp16 scales, ...): a tensor not aligned to
     // its element size (an odd header length, or odd-sized tensors before it) is copied once.
-    if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+    if (t.nbytes && reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
       aligned_copies_.emplace_back((t.nbytes + 7) / 8);
       std::memcpy(aligned_copies_.back().data(), t.data, t.nbytes);
       t.data = reinterpret_cast<const uint8_t*>(aligned_copies_.back().data());
