@@ -4,8 +4,8 @@
 #include "chat/metharme.h"
 #include "serve/context_fit.h"
 #include "serve/http.h"
+#include "serve/openai_params.h"
 #include "serve/params.h"
-#include "serve/placeholders.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -24,63 +24,6 @@ json model_object(const ServerState& st) {
   return {{"id", model_name(st)}, {"object", "model"}, {"created", st.created_unix}, {"owned_by", "metharme"}};
 }
 
-// A chat as a Metharme prompt (chat/metharme.h), ending with <|model|> for the reply unless the
-// last message is the model's own start, which is then continued.
-struct ChatPrompt {
-  std::vector<Message> msgs;  // rendered by fit_chat (context_fit.h)
-  bool continues = false;
-};
-
-// Content as a string, or a list of {"type":"text","text":...} parts; other parts are refused.
-std::optional<std::string> content_text(const json& c, std::string& why) {
-  if (c.is_null()) return std::string();
-  if (c.is_string()) return c.get<std::string>();
-  if (c.is_array()) {
-    std::string out;
-    for (const auto& part : c) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
-        why = "only text content parts are supported";
-        return std::nullopt;
-      }
-      out += part["text"].get<std::string>();
-    }
-    return out;
-  }
-  why = "content must be a string or a list of text parts";
-  return std::nullopt;
-}
-
-std::optional<ChatPrompt> render_chat(const json& messages, std::string& why) {
-  if (!messages.is_array() || messages.empty()) {
-    why = "messages must be a non-empty list";
-    return std::nullopt;
-  }
-  std::vector<Message> msgs;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const json& m = messages[i];
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-      why = cat("messages[", i, "] needs a string role");
-      return std::nullopt;
-    }
-    std::string name = m["role"].get<std::string>();
-    auto role = name == "developer" ? std::optional<Role>(Role::kSystem) : parse_role(name);
-    if (!role) {
-      why = cat("messages[", i, "]: unknown role '", name, "' (system, user or assistant)");
-      return std::nullopt;
-    }
-    auto text = content_text(m.value("content", json()), why);
-    if (!text) {
-      why = cat("messages[", i, "]: ", why);
-      return std::nullopt;
-    }
-    msgs.push_back({*role, *text});
-  }
-  ChatPrompt p;
-  p.continues = msgs.back().role == Role::kModel;
-  p.msgs = std::move(msgs);
-  return p;
-}
-
 struct OpenAIJob {
   std::vector<std::shared_ptr<Job>> jobs;  // n of them; empty when the request failed
   int prompt_tokens = 0;
@@ -89,40 +32,10 @@ struct OpenAIJob {
   std::string echo_text;
 };
 
-// The /v1/completions prompt as tokens: a string, a list of one string, token ids, or BOS. A
-// string has its instruct placeholders filled when `placeholders` (placeholders.h).
-std::vector<int> completion_prompt(FieldReader& r, const Tokenizer& tok, FieldErrors& errs, OpenAIJob& out,
-                                   bool placeholders) {
-  std::vector<int> ids;
-  const json* pr = r.raw("prompt");
-  if (pr && pr->is_array() && pr->size() == 1 && ((*pr)[0].is_string() || (*pr)[0].is_array())) pr = &(*pr)[0];
-  if (!pr) {
-    ids = {tok.bos()};  // OpenAI's default prompt is the start of a document
-  } else if (pr->is_string()) {
-    std::string text = pr->get<std::string>();
-    if (placeholders) text = fill_instruct_placeholders(std::move(text));
-    ids = tok.encode(text, true);
-    out.echo_text = text;
-  } else if (pr->is_array() && !pr->empty() && (*pr)[0].is_number_integer()) {
-    for (const auto& v : *pr) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tok.vocab_size()) {
-        errs.add("prompt", "Token ids must be integers inside the vocabulary.");
-        break;
-      }
-      ids.push_back(v.get<int>());
-    }
-    if (errs.empty()) out.echo_text = tok.decode(ids);
-  } else {
-    errs.add("prompt", "Must be a string, a list of one string, or a list of token ids.");
-  }
-  return ids;
-}
-
-// Fits the prompt (chat messages when `chat` is set, else `ids`) beside a reply of max_new
-// tokens into ctx (context_fit.h) and records what was cut in `out`. False (and the error sent)
-// only when the context has no room for any prompt.
-bool fit_prompt(const Tokenizer& tok, int ctx, int max_new, const ChatPrompt* chat, std::vector<int>& ids,
-                OpenAIJob& out, httplib::Response& res) {
+// Fits the prompt (op.ids, or for chat op.msgs) beside a reply of max_new tokens into ctx
+// (context_fit.h) and records what was cut in `out`. False (and the error sent) only when the
+// context has no room for any prompt.
+bool fit_prompt(const Tokenizer& tok, int ctx, int max_new, OpenAIParams& op, OpenAIJob& out, httplib::Response& res) {
   if (!reply_fits(max_new, ctx)) {
     openai_error(res, 400,
                  cat("The context of ", ctx, " tokens has no room for a prompt beside a reply of ", max_new,
@@ -130,13 +43,14 @@ bool fit_prompt(const Tokenizer& tok, int ctx, int max_new, const ChatPrompt* ch
                  "invalid_request_error", "max_tokens", "context_length_exceeded");
     return false;
   }
-  if (chat) {
-    ChatFit fit = fit_chat(tok, chat->msgs, !chat->continues, ctx - max_new);
-    ids = std::move(fit.ids);
+  const int room = ctx - max_new;
+  if (out.chat && int(op.ids.size()) > room) {
+    ChatFit fit = fit_chat(tok, op.msgs, !op.continues, room);
+    op.ids = std::move(fit.ids);
     out.prompt_tokens_cut = fit.tokens_cut;
     out.messages_dropped = fit.messages_dropped;
   } else {
-    out.prompt_tokens_cut = cut_front(ids, ctx - max_new, tok.bos());
+    out.prompt_tokens_cut = cut_front(op.ids, room, tok.bos());
   }
   return true;
 }
@@ -159,33 +73,16 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     openai_error(res, 400, "The body must be a JSON object.", "invalid_request_error");
     return out;
   }
-  const Tokenizer& tok = e->tokenizer();
   FieldErrors errs;
-  FieldReader r(req.body, errs);
-  CommonParams c = read_common(r, tok, tok.vocab_size());
-  auto max_tokens = r.integer("max_tokens", 1, INT32_MAX);
-  if (!max_tokens) max_tokens = r.integer("max_completion_tokens", 1, INT32_MAX);
-  if (!max_tokens) max_tokens = r.integer("max_new_tokens", 1, INT32_MAX);
-  const int ctx = requested_context(r, e->n_ctx());
-  out.stream = r.boolean("stream").value_or(false);
-  if (const json* so = r.raw("stream_options"); so && so->is_object())
-    out.include_usage = so->value("include_usage", false) == true;
-  int n = int(r.integer("n", 1, out.stream ? 1 : 5).value_or(1));
-  std::vector<int> ids;
-  ChatPrompt chat_prompt;
-  if (chat) {
-    std::string why;
-    auto p = render_chat(req.body.value("messages", json()), why);
-    if (!p) errs.add("messages", why);
-    else chat_prompt = std::move(*p);
-    for (auto& stop : metharme_stop_strings()) c.stop.push_back(stop);
-  } else {
-    out.echo = r.boolean("echo").value_or(false);
-    if (r.has("suffix")) errs.add("suffix", "suffix (insertion) is not supported.");
-    const bool placeholders = r.boolean("replace_instruct_placeholders").value_or(true);
-    ids = completion_prompt(r, tok, errs, out, placeholders);
-    if (placeholders) c.stop = fill_placeholder_stops(c.stop);
-  }
+  OpenAIParams op = read_openai(req.body, e->tokenizer(), chat, errs);
+  CommonParams& c = op.common;
+  const std::optional<int64_t>& max_tokens = op.max_tokens;
+  std::vector<int>& ids = op.ids;
+  const int n = op.n;
+  out.stream = op.stream;
+  out.include_usage = op.include_usage;
+  out.echo = op.echo;
+  out.echo_text = op.echo_text;
   if (!errs.empty()) {
     const auto& [field, msgs] = *errs.fields.begin();
     openai_error(res, 400, field + ": " + msgs[0], "invalid_request_error", field);
@@ -194,8 +91,9 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   // OpenAI semantics: the stop string is not part of the text.
   c.trim_stop = true;
   // KoboldCpp's defaults (180 / 400) and clamp for the reply.
+  const int ctx = std::min(op.context, e->n_ctx());
   const int max_new = clamp_max_length(int(max_tokens.value_or(chat ? 400 : st.opt.default_max_length)), ctx);
-  if (!fit_prompt(tok, ctx, max_new, chat ? &chat_prompt : nullptr, ids, out, res)) return out;
+  if (!fit_prompt(e->tokenizer(), ctx, max_new, op, out, res)) return out;
   std::vector<GenSpec> specs = make_specs(c, max_new, req.client, ids, n, st.opt.context_shift);
   for (GenSpec& g : specs) g.prompt_tokens_cut = out.prompt_tokens_cut;
   std::vector<std::shared_ptr<Job>> jobs;
