@@ -117,13 +117,23 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   int n = int(r.integer("n", 1, out.stream ? 1 : 5).value_or(1));
   std::vector<int> ids;
   ChatPrompt chat_prompt;
+  // Tokenizing takes time and memory in proportion to the text: bound it before it starts.
+  const size_t byte_limit = prompt_byte_limit(st.opt);
+  int too_long_status = 0;
+  auto too_long = [&](const std::string& text, const char* field) {
+    if (text.size() <= byte_limit) return false;
+    errs.add(field, cat(text.size(), " bytes of prompt text are above this server's limit of ", byte_limit,
+                        " bytes (--max-prompt-bytes)"));
+    too_long_status = 413;
+    return true;
+  };
   if (chat) {
     std::string why;
     auto p = render_chat(req.body.value("messages", json()), why);
     if (!p) errs.add("messages", why);
     else chat_prompt = *p;
     for (auto& stop : metharme_stop_strings()) c.stop.push_back(stop);
-    ids = tok.encode(chat_prompt.text, true);
+    if (!too_long(chat_prompt.text, "messages")) ids = tok.encode(chat_prompt.text, true);
   } else {
     out.echo = r.boolean("echo").value_or(false);
     if (r.has("suffix")) errs.add("suffix", "suffix (insertion) is not supported.");
@@ -132,7 +142,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     if (!pr) {
       ids = {tok.bos()};  // OpenAI's default prompt is the start of a document
     } else if (pr->is_string()) {
-      ids = tok.encode(pr->get<std::string>(), true);
+      if (!too_long(pr->get_ref<const std::string&>(), "prompt")) ids = tok.encode(pr->get<std::string>(), true);
       out.echo_text = pr->get<std::string>();
     } else if (pr->is_array() && !pr->empty() && (*pr)[0].is_number_integer()) {
       for (const auto& v : *pr) {
@@ -149,7 +159,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   }
   if (!errs.empty()) {
     const auto& [field, msgs] = *errs.fields.begin();
-    openai_error(res, 400, field + ": " + msgs[0], "invalid_request_error", field);
+    openai_error(res, too_long_status ? too_long_status : 400, field + ": " + msgs[0], "invalid_request_error", field);
     return out;
   }
   // OpenAI semantics: the stop string is not part of the text.
@@ -233,7 +243,7 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                   body["choices"] = choices;
                   body["usage"] = usage(oj.prompt_tokens, completion);
                   return dump(body);
-                }});
+                }}, Api::kOpenAI);
     return;
   }
   auto trim = std::make_shared<LeadTrim>();
@@ -271,7 +281,8 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                    out += sse_event(u);
                  }
                  return out + "data: [DONE]\n\n";
-               }});
+               }},
+              Api::kOpenAI);
 }
 
 }  // namespace

@@ -59,12 +59,15 @@ using RouteFn = std::function<void(ServerState&, const ApiRequest&, httplib::Res
 // Writes a job's progress into a chunked response. on_text turns new text into bytes to send
 // (may return ""), on_end the bytes that close the response once every job is done. When the
 // client goes away, the jobs are cancelled at once.
+// Nothing is sent before there is something to say: a JSON body ("application/json") waits on
+// this thread until every job has ended, a stream until the first has text or has ended. A job
+// that failed by then (Finish::kError) is answered with its error status in `api`'s shape.
 struct Follow {
   std::function<std::string(const std::string& delta)> on_text;
   std::function<std::string()> on_end;
 };
 void follow_jobs(ServerState& st, httplib::Response& res, const char* content_type,
-                 std::vector<std::shared_ptr<Job>> jobs, Follow f);
+                 std::vector<std::shared_ptr<Job>> jobs, Follow f, Api api = Api::kKobold);
 
 std::string sse_event(const json& data);  // "data: {...}\n\n"
 

@@ -64,6 +64,10 @@ class Job {
   bool done() const;
   Finish finish() const;
   std::string error() const;
+  // For Finish::kError: 422 when the request itself cannot be served (its bans leave no token),
+  // 500 when the server failed (broken logits, an internal error).
+  int error_status() const { return error_status_.load(); }
+  void set_error_status(int status) { error_status_.store(status); }
   JobStats stats() const;
   std::vector<int> tokens() const;  // the output token ids (EOS included when it ended the text)
   void cancel() { cancel_.store(true); }
@@ -88,6 +92,7 @@ class Job {
   JobStats stats_;
   std::vector<int> tokens_;
   std::atomic<bool> cancel_{false};
+  std::atomic<int> error_status_{500};
 };
 
 }  // namespace metharme::serve

@@ -5,7 +5,8 @@
 namespace metharme::test {
 
 TestServer::TestServer(const ServerSetup& s)
-    : m_(load_model(fixture(s.model), 1, s.ctx, s.n_seq)), tok_(Tokenizer::from_folder(fixture(s.model))) {
+    : m_(load_model(s.model_dir.empty() ? fixture(s.model) : s.model_dir, 1, s.ctx, s.n_seq)),
+      tok_(Tokenizer::from_folder(s.model_dir.empty() ? fixture(s.model) : s.model_dir)) {
   serve::EngineOptions eo;
   eo.max_queue = s.queue;
   eo.prefill_chunk = s.prefill_chunk;
@@ -18,6 +19,8 @@ TestServer::TestServer(const ServerSetup& s)
   so.n_ctx = s.ctx;
   so.model_name = "test-model";
   so.http_threads = s.n_seq + s.queue + 16;
+  so.limits = s.limits;
+  so.max_prompt_bytes = s.max_prompt_bytes;
   server_ = std::make_unique<serve::Server>(so);
   port_ = server_->bind();
   if (s.attach) server_->attach(engine_.get());
