@@ -2,9 +2,9 @@
 // first byte to after the rename, including while output files are being written: afterwards the
 // destination is either absent or complete and correct, and a rerun succeeds with the same bytes
 // and leaves no staging folder behind.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -150,16 +150,16 @@ TEST(CrashSafety, ConvertKilledAnywhereLeavesNoPartialOutput) {
   test::TempDir tmp;
   const fs::path out = tmp / "converted";
   // Small shards: many files written one after another.
-  kill_and_rerun({"convert", "-q", "--shard-size", "64KB", "-m", test::fixture("torch/stories260k-zip"), "-o",
-                  out.string()},
-                 out, 16);
+  kill_and_rerun(
+      {"convert", "-q", "--shard-size", "64KB", "-m", test::fixture("torch/stories260k-zip"), "-o", out.string()}, out,
+      16);
 }
 
 TEST(CrashSafety, XorDecodeKilledAnywhereLeavesNoPartialOutput) {
   test::TempDir tmp;
   const fs::path out = tmp / "decoded";
-  kill_and_rerun({"xor-decode", "-q", "--base", test::fixture("xor/base"), "--xor", test::fixture("xor/payload"),
-                  "-o", out.string()},
+  kill_and_rerun({"xor-decode", "-q", "--base", test::fixture("xor/base"), "--xor", test::fixture("xor/payload"), "-o",
+                  out.string()},
                  out, 16);
 }
 

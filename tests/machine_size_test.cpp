@@ -205,8 +205,8 @@ class CliThreads : public ::testing::TestWithParam<int> {};
 TEST_P(CliThreads, GenerateIsTheSameGreedyText) {
   const std::string model = test::fixture(kTiny);
   auto run = [&](int threads) {
-    return test::run_cli({"generate", "-m", model, "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t",
-                          std::to_string(threads)});
+    return test::run_cli(
+        {"generate", "-m", model, "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t", std::to_string(threads)});
   };
   auto base = run(1);
   ASSERT_EQ(base.exit_code, 0) << base.err;

@@ -7,12 +7,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "serve/http.h"
 #include "support/serve_util.h"
 #include "support/test_util.h"
 
@@ -124,7 +126,8 @@ TEST(ServeFailures, NanLogitsFailWith500InBothShapesAndTheServerLives) {
     EXPECT_NE(k.json()["detail"]["msg"].get<std::string>().find("NaN"), std::string::npos) << k.body;
     auto ks = srv.post("/api/extra/generate/stream", greedy());
     EXPECT_EQ(ks.status, 500) << ks.body;
-    auto o = srv.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}});
+    auto o =
+        srv.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}});
     ASSERT_EQ(o.status, 500) << o.body;
     EXPECT_EQ(o.json()["error"]["type"], "server_error");
     auto os = srv.post("/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 4}, {"stream", true}});
@@ -144,7 +147,8 @@ TEST(ServeFailures, PromptAboveTheByteLimitIs413BeforeTokenizing) {
   auto k = srv.post("/api/v1/generate", greedy({{"prompt", big}}));
   ASSERT_EQ(k.status, 413) << k.body;
   EXPECT_NE(k.body.find("--max-prompt-bytes"), std::string::npos) << k.body;
-  auto m = srv.post("/api/v1/generate", greedy({{"prompt", std::string(3000, 'a')}, {"memory", std::string(3000, 'b')}}));
+  auto m =
+      srv.post("/api/v1/generate", greedy({{"prompt", std::string(3000, 'a')}, {"memory", std::string(3000, 'b')}}));
   EXPECT_EQ(m.status, 413) << m.body;
   auto t = srv.post("/api/extra/tokencount", {{"prompt", big}});
   EXPECT_EQ(t.status, 413) << t.body;
@@ -281,6 +285,28 @@ TEST(ServeLimits, ConnectionsBeyondThreadsAndQueueGet503) {
   EXPECT_EQ(busy, 10);  // 30 - 18 served - 2 waiting
   EXPECT_EQ(other, 20);
   EXPECT_EQ(srv.get("/health").status, 200);
+}
+
+TEST(ServeLimits, AtMostTwoLongTextsAreTokenizedAtOnce) {
+  serve::ServerState st;
+  std::atomic<int> inside{0}, most{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 6; ++i)
+    ts.emplace_back([&] {
+      serve::TokenizeTurn turn(st, 100000);
+      int now = ++inside;
+      int m = most.load();
+      while (now > m && !most.compare_exchange_weak(m, now)) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      --inside;
+    });
+  {
+    serve::TokenizeTurn small(st, 1000);  // short texts never wait
+    EXPECT_LE(inside.load(), 2);
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(most.load(), 2);
 }
 
 }  // namespace

@@ -151,8 +151,7 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
                "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
   app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
   add_threads_option(app, a->threads);
-  app.add_option("--max-connections", a->connections,
-                 "Connections served at once (default: parallel + queue + 16)")
+  app.add_option("--max-connections", a->connections, "Connections served at once (default: parallel + queue + 16)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--max-pending", a->http.max_pending, "Connections that may wait for those; more get 503 (default 64)")
       ->check(CLI::Range(0, 65536));

@@ -66,12 +66,18 @@ std::vector<std::shared_ptr<Job>> start_kobold(ServerState& st, Engine& e, const
   // Tokenizing takes time and memory in proportion to the text: bound it before it starts.
   if (const size_t limit = prompt_byte_limit(st.opt); p.prompt.size() + p.memory.size() > limit) {
     kobold_error(res, 413,
-                 cat("prompt: ", p.prompt.size() + p.memory.size(), " bytes of prompt and memory are above this "
-                     "server's limit of ", limit, " bytes (--max-prompt-bytes)"),
+                 cat("prompt: ", p.prompt.size() + p.memory.size(),
+                     " bytes of prompt and memory are above this "
+                     "server's limit of ",
+                     limit, " bytes (--max-prompt-bytes)"),
                  "bad_input");
     return {};
   }
-  std::vector<int> ids = kobold_prompt_ids(p, tok);
+  std::vector<int> ids;
+  {
+    TokenizeTurn turn(st, p.prompt.size() + p.memory.size());
+    ids = kobold_prompt_ids(p, tok);
+  }
   int n = stream ? 1 : p.n;
   std::vector<GenSpec> specs = make_specs(p.common, p.max_length, req.client, ids, n, st.opt.context_shift);
   std::vector<std::shared_ptr<Job>> jobs;
@@ -152,11 +158,19 @@ void tokencount(ServerState& st, const ApiRequest& req, httplib::Response& res) 
     return send_json(res, 400, {{"value", -1}, {"detail", {{"msg", why}, {"type", "bad_input"}}}});
   }
   if (const size_t limit = prompt_byte_limit(st.opt); prompt->size() > limit)
-    return send_json(res, 413, {{"value", -1},
-                                {"detail", {{"msg", cat("prompt: ", prompt->size(), " bytes are above this server's "
-                                                        "limit of ", limit, " bytes (--max-prompt-bytes)")},
-                                            {"type", "bad_input"}}}});
-  auto ids = e->tokenizer().encode(*prompt, special);
+    return send_json(res, 413,
+                     {{"value", -1},
+                      {"detail",
+                       {{"msg", cat("prompt: ", prompt->size(),
+                                    " bytes are above this server's "
+                                    "limit of ",
+                                    limit, " bytes (--max-prompt-bytes)")},
+                        {"type", "bad_input"}}}});
+  std::vector<int> ids;
+  {
+    TokenizeTurn turn(st, prompt->size());
+    ids = e->tokenizer().encode(*prompt, special);
+  }
   send_json(res, 200, {{"value", ids.size()}, {"ids", ids}});
 }
 

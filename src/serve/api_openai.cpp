@@ -133,7 +133,10 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     if (!p) errs.add("messages", why);
     else chat_prompt = *p;
     for (auto& stop : metharme_stop_strings()) c.stop.push_back(stop);
-    if (!too_long(chat_prompt.text, "messages")) ids = tok.encode(chat_prompt.text, true);
+    if (!too_long(chat_prompt.text, "messages")) {
+      TokenizeTurn turn(st, chat_prompt.text.size());
+      ids = tok.encode(chat_prompt.text, true);
+    }
   } else {
     out.echo = r.boolean("echo").value_or(false);
     if (r.has("suffix")) errs.add("suffix", "suffix (insertion) is not supported.");
@@ -142,7 +145,10 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     if (!pr) {
       ids = {tok.bos()};  // OpenAI's default prompt is the start of a document
     } else if (pr->is_string()) {
-      if (!too_long(pr->get_ref<const std::string&>(), "prompt")) ids = tok.encode(pr->get<std::string>(), true);
+      if (!too_long(pr->get_ref<const std::string&>(), "prompt")) {
+        TokenizeTurn turn(st, pr->get_ref<const std::string&>().size());
+        ids = tok.encode(pr->get_ref<const std::string&>(), true);
+      }
       out.echo_text = pr->get<std::string>();
     } else if (pr->is_array() && !pr->empty() && (*pr)[0].is_number_integer()) {
       for (const auto& v : *pr) {
@@ -223,27 +229,30 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
     return json{{"id", id}, {"object", object}, {"created", created}, {"model", model}};
   };
   if (!oj.stream) {
-    follow_jobs(st, res, "application/json", oj.jobs, {nullptr, [=] {
-                  json body = head(chat ? "chat.completion" : "text_completion");
-                  json choices = json::array();
-                  int completion = 0;
-                  for (size_t i = 0; i < oj.jobs.size(); ++i) {
-                    const Job& j = *oj.jobs[i];
-                    std::string text = j.text();
-                    json choice = {{"index", i}, {"finish_reason", openai_finish(j.finish())}, {"logprobs", nullptr}};
-                    if (chat) {
-                      LeadTrim trim;
-                      choice["message"] = {{"role", "assistant"}, {"content", trim(text)}};
-                    } else {
-                      choice["text"] = oj.echo ? oj.echo_text + text : text;
-                    }
-                    choices.push_back(choice);
-                    completion += completion_tokens(j);
-                  }
-                  body["choices"] = choices;
-                  body["usage"] = usage(oj.prompt_tokens, completion);
-                  return dump(body);
-                }}, Api::kOpenAI);
+    follow_jobs(st, res, "application/json", oj.jobs,
+                {nullptr,
+                 [=] {
+                   json body = head(chat ? "chat.completion" : "text_completion");
+                   json choices = json::array();
+                   int completion = 0;
+                   for (size_t i = 0; i < oj.jobs.size(); ++i) {
+                     const Job& j = *oj.jobs[i];
+                     std::string text = j.text();
+                     json choice = {{"index", i}, {"finish_reason", openai_finish(j.finish())}, {"logprobs", nullptr}};
+                     if (chat) {
+                       LeadTrim trim;
+                       choice["message"] = {{"role", "assistant"}, {"content", trim(text)}};
+                     } else {
+                       choice["text"] = oj.echo ? oj.echo_text + text : text;
+                     }
+                     choices.push_back(choice);
+                     completion += completion_tokens(j);
+                   }
+                   body["choices"] = choices;
+                   body["usage"] = usage(oj.prompt_tokens, completion);
+                   return dump(body);
+                 }},
+                Api::kOpenAI);
     return;
   }
   auto trim = std::make_shared<LeadTrim>();

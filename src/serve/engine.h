@@ -86,8 +86,8 @@ class Engine {
     bool has_first = false;
   };
 
-  void run();   // the engine thread: loop(), restarted after any exception it lets through
-  void loop();  // returns only when shutting down
+  void run();                            // the engine thread: loop(), restarted after any exception it lets through
+  void loop();                           // returns only when shutting down
   void recover(const std::string& why);  // after an exception in loop(): its running jobs fail
   void admit_locked();                   // moves queued jobs into free slots
   void start(Slot& s, std::shared_ptr<Job> job);

@@ -23,7 +23,7 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-thread_local int t_socket = -1;       // the connection this thread serves
+thread_local int t_socket = -1;        // the connection this thread serves
 thread_local bool t_rejecter = false;  // this thread only refuses connections
 
 // Waits up to ms for events on fd; the revents, 0 on timeout or error.
@@ -126,7 +126,9 @@ class GuardedStream : public httplib::Stream {
                   "too_many_headers");
   }
 
-  bool is_readable() const override { return pos_ < end_ || (wait_for(fd_, POLLIN, lim_.read_timeout_s * 1000) & POLLIN); }
+  bool is_readable() const override {
+    return pos_ < end_ || (wait_for(fd_, POLLIN, lim_.read_timeout_s * 1000) & POLLIN);
+  }
   bool is_writable() const override {
     return failure_ == 0 && !peer_closed(fd_) && (wait_for(fd_, POLLOUT, lim_.write_timeout_s * 1000) & POLLOUT);
   }
@@ -325,8 +327,8 @@ void GuardedHttpServer::widen_backlog() {
 bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   if (t_rejecter) {
     busy_.fetch_add(1);
-    close_after(sock, canned(503, "Service Unavailable", "Server is busy; please try again later.",
-                             "service_unavailable"));
+    close_after(sock,
+                canned(503, "Service Unavailable", "Server is busy; please try again later.", "service_unavailable"));
     return false;
   }
   active_.fetch_add(1);

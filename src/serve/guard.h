@@ -14,15 +14,15 @@
 namespace metharme::serve {
 
 struct HttpLimits {
-  int threads = 16;               // connections served at once
-  int max_pending = 64;           // accepted connections waiting for a thread; more get 503
-  int max_headers = 100;          // header lines per request; more get 431
+  int threads = 16;                     // connections served at once
+  int max_pending = 64;                 // accepted connections waiting for a thread; more get 503
+  int max_headers = 100;                // header lines per request; more get 431
   size_t max_header_bytes = 64u << 10;  // request line + headers; more get 431
-  int header_timeout_s = 10;      // the whole head must arrive within this; else 408
-  int request_timeout_s = 60;     // head and body must arrive within this; else 408
-  int read_timeout_s = 10;        // one read without progress
-  int write_timeout_s = 10;       // one write without progress
-  int keep_alive_s = 3;           // idle wait for the next request on a connection
+  int header_timeout_s = 10;            // the whole head must arrive within this; else 408
+  int request_timeout_s = 60;           // head and body must arrive within this; else 408
+  int read_timeout_s = 10;              // one read without progress
+  int write_timeout_s = 10;             // one write without progress
+  int keep_alive_s = 3;                 // idle wait for the next request on a connection
 };
 
 class GuardedHttpServer : public httplib::Server {

@@ -48,6 +48,16 @@ void send_no_model(Api api, httplib::Response& res) {
              "not_implemented");
 }
 
+TokenizeTurn::TokenizeTurn(ServerState& st, size_t bytes) {
+  if (bytes <= (16u << 10)) return;
+  st.long_texts.acquire();
+  st_ = &st;
+}
+
+TokenizeTurn::~TokenizeTurn() {
+  if (st_) st_->long_texts.release();
+}
+
 std::string sse_event(const json& data) { return "data: " + dump(data) + "\n\n"; }
 
 std::string model_name(const ServerState& st) { return st.opt.model_name; }

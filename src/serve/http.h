@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <semaphore>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,22 @@ struct ServerState {
   std::atomic<int> following{0};  // responses still following a job
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   int64_t created_unix = 0;       // when the server started, for OpenAI "created" fields
+  // Turns for tokenizing long texts (see TokenizeTurn).
+  std::counting_semaphore<64> long_texts{2};
+};
+
+// Held while a text is tokenized: texts above 16 KiB take one of two turns, so that however many
+// connections send long prompts at once, at most two are tokenized (each up to about a second and
+// 300 bytes of memory per byte of text at the default --max-prompt-bytes); the others wait.
+class TokenizeTurn {
+ public:
+  TokenizeTurn(ServerState& st, size_t bytes);
+  ~TokenizeTurn();
+  TokenizeTurn(const TokenizeTurn&) = delete;
+  TokenizeTurn& operator=(const TokenizeTurn&) = delete;
+
+ private:
+  ServerState* st_ = nullptr;  // null: a short text, no turn taken
 };
 
 enum class Api { kKobold, kOpenAI };

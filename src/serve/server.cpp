@@ -68,8 +68,7 @@ size_t prompt_byte_limit(const ServerOptions& opt) {
   return std::max<size_t>(256u << 10, size_t(std::max(0, opt.n_ctx)) * 64);
 }
 
-Server::Server(const ServerOptions& opt)
-    : st_(std::make_unique<ServerState>()), impl_(std::make_unique<Impl>(opt)) {
+Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()), impl_(std::make_unique<Impl>(opt)) {
   st_->opt = opt;
   st_->created_unix = int64_t(std::time(nullptr));
   ServerState& st = *st_;
