@@ -24,7 +24,7 @@ struct Args {
   std::vector<std::string> cors;
   bool no_shift = false;
   // Hostile-client limits (README "Limits").
-  int connections = 0;  // 0: parallel + queue + 16
+  int connections = 0;  // 0: parallel + queue + 64
   serve::HttpLimits http;
   size_t max_body = 8u << 20, max_prompt_bytes = 0;
 };
@@ -61,7 +61,8 @@ int run_serve(const Args& a) {
   so.model_name = !a.name.empty() ? a.name : std::filesystem::path(a.model).lexically_normal().filename().string();
   if (so.model_name.empty() || so.model_name == ".")
     so.model_name = std::filesystem::absolute(a.model).lexically_normal().parent_path().filename().string();
-  so.http_threads = a.connections > 0 ? a.connections : a.parallel + a.queue + 16;
+  // Generous: a connection thread costs little, and slow clients hold one until --header-timeout.
+  so.http_threads = a.connections > 0 ? a.connections : a.parallel + a.queue + 64;
   so.limits = a.http;
   so.max_body = a.max_body;
   so.max_prompt_bytes = a.max_prompt_bytes;
@@ -151,7 +152,7 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
                "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
   app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
   add_threads_option(app, a->threads);
-  app.add_option("--max-connections", a->connections, "Connections served at once (default: parallel + queue + 16)")
+  app.add_option("--max-connections", a->connections, "Connections served at once (default: parallel + queue + 64)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--max-pending", a->http.max_pending, "Connections that may wait for those; more get 503 (default 64)")
       ->check(CLI::Range(0, 65536));
