@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "serve/guard.h"
+#include "serve/ops.h"
 
 namespace metharme::serve {
 
@@ -110,6 +111,7 @@ void follow_jobs(ServerState& st, httplib::Response& res, const char* content_ty
   auto fs = std::make_shared<FollowState>();
   fs->jobs = std::move(jobs);
   fs->f = std::move(f);
+  set_reuse_headers(res, fs->jobs);
   st.following.fetch_add(1);
   ServerState* stp = &st;
   res.set_header("Cache-Control", "no-cache");

@@ -30,9 +30,12 @@ struct ServerOptions {
   // Prompt text (prompt + memory, or all chat messages) above this many bytes is refused (413)
   // before it is tokenized; 0: 64 bytes per context token, at least 256 KiB.
   size_t max_prompt_bytes = 0;
+  bool metrics_public = false;      // /metrics answers without the API key
 };
 // The prompt byte limit in effect for these options.
 size_t prompt_byte_limit(const ServerOptions& opt);
+
+class Metrics;
 
 class Server {
  public:
@@ -50,6 +53,11 @@ class Server {
   // Graceful: new requests are refused, running ones end (as aborted) and their responses are
   // finished, then run() returns. Safe from any thread, more than once.
   void stop();
+  // SIGTERM: /health answers 503 and new generations get 503 with Retry-After at once; requests
+  // already queued or running finish, their responses included; after `timeout_s` what is left
+  // is ended as by stop(). Returns when run() may return (drain.cpp).
+  void drain(double timeout_s);
+  Metrics& metrics();
 
  private:
   std::unique_ptr<ServerState> st_;

@@ -26,6 +26,7 @@ struct ServerSetup {
   std::string model_dir;  // non-empty: this folder instead of the fixture `model`
   serve::HttpLimits limits;
   size_t max_prompt_bytes = 0;
+  bool metrics_public = false;  // /metrics without the API key
 };
 
 class TestServer {
