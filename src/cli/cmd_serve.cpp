@@ -25,6 +25,10 @@ struct Args {
   int port = 5001, ctx = 0, parallel = 4, queue = 8, threads = 0, batch = 128;
   std::vector<std::string> cors;
   bool no_shift = false;
+  // Hostile-client limits (README "Limits").
+  int connections = 0;  // 0: parallel + queue + 64
+  serve::HttpLimits http;
+  size_t max_body = 8u << 20, max_prompt_bytes = 0;
   double drain_timeout = 30;   // seconds a SIGTERM waits for running requests
   bool metrics_public = false;
 };
@@ -61,7 +65,11 @@ int run_serve(const Args& a) {
   so.model_name = !a.name.empty() ? a.name : std::filesystem::path(a.model).lexically_normal().filename().string();
   if (so.model_name.empty() || so.model_name == ".")
     so.model_name = std::filesystem::absolute(a.model).lexically_normal().parent_path().filename().string();
-  so.http_threads = a.parallel + a.queue + 16;
+  // Generous: a connection thread costs little, and slow clients hold one until --header-timeout.
+  so.http_threads = a.connections > 0 ? a.connections : a.parallel + a.queue + 64;
+  so.limits = a.http;
+  so.max_body = a.max_body;
+  so.max_prompt_bytes = a.max_prompt_bytes;
   so.metrics_public = a.metrics_public;
   serve::Server server(so);
   int port = server.bind();
@@ -165,6 +173,27 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
                "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
   app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
   add_threads_option(app, a->threads);
+  app.add_option("--max-connections", a->connections, "Connections served at once (default: parallel + queue + 64)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--max-pending", a->http.max_pending, "Connections that may wait for those; more get 503 (default 64)")
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--max-headers", a->http.max_headers, "Header lines per request; more get 431 (default 100)")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--max-header-bytes", a->http.max_header_bytes,
+                 "Bytes of request line and headers; more get 431 (default 65536)")
+      ->check(CLI::Range(1024, 16 << 20));
+  app.add_option("--header-timeout", a->http.header_timeout_s,
+                 "Seconds for a request's headers to arrive, else 408 (default 10)")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--request-timeout", a->http.request_timeout_s,
+                 "Seconds for a request's headers and body to arrive, else 408 (default 60)")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--max-body", a->max_body, "Request body bytes; more get 413 (default 8 MiB)")
+      ->check(CLI::Range(size_t(1024), size_t(1) << 32));
+  app.add_option("--max-prompt-bytes", a->max_prompt_bytes,
+                 "Prompt text bytes tokenized per request; more get 413 (default: 64 per context token, "
+                 "at least 256 KiB)")
+      ->check(CLI::Range(size_t(1024), size_t(1) << 32));
   return [a] { return run_serve(*a); };
 });
 

@@ -16,7 +16,9 @@ std::vector<Command>& registry() {
 }
 
 void add_threads_option(CLI::App& app, int& threads) {
-  app.add_option("-t,--threads", threads, "Worker threads (default: all CPUs)")->check(CLI::Range(1, 1024));
+  app.add_option("-t,--threads", threads,
+                 "Worker threads, 1..1024 (default: the CPUs this process may use: affinity and cgroup CPU quota)")
+      ->check(CLI::Range(1, 1024));
 }
 
 }  // namespace metharme::cli

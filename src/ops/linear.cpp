@@ -120,23 +120,21 @@ void linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, Thre
   int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(total / align, int64_t(pool.size()) * chunks_per_thread));
   int64_t per = (total + n_chunks - 1) / n_chunks;
   per = (per + align - 1) / align * align;
-  // Chunk boundaries never straddle two linears: each linear is cut on its own.
-  struct Piece {
-    int lin, n0, n1;
-  };
-  constexpr int kMaxPieces = 256;
-  Piece pieces[kMaxPieces];
+  // Chunk boundaries never straddle two linears: each linear is cut on its own into
+  // ceil(n_out / per) pieces, and task t is found by walking the linears (no per-piece table,
+  // so any thread count works and nothing is allocated).
   int n_pieces = 0;
-  for (int i = 0; i < n_outs; ++i) {
-    int N = outs[i].w->n_out;
-    for (int n0 = 0; n0 < N; n0 += int(per)) {
-      MH_CHECK(n_pieces < kMaxPieces, "linear_multi: too many pieces");
-      pieces[n_pieces++] = {i, n0, int(std::min<int64_t>(N, n0 + per))};
-    }
-  }
+  for (int i = 0; i < n_outs; ++i) n_pieces += int((outs[i].w->n_out + per - 1) / per);
   pool.run(n_pieces, [&](int t, int) {
-    const Piece& p = pieces[t];
-    dense_range(*outs[p.lin].w, x, M, outs[p.lin].y, p.n0, p.n1);
+    int lin = 0;
+    for (;; ++lin) {
+      const int n = int((outs[lin].w->n_out + per - 1) / per);
+      if (t < n) break;
+      t -= n;
+    }
+    const Linear& w = *outs[lin].w;
+    const int n0 = int(int64_t(t) * per);
+    dense_range(w, x, M, outs[lin].y, n0, int(std::min<int64_t>(w.n_out, n0 + per)));
   });
 }
 

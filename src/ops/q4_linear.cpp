@@ -418,22 +418,26 @@ void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, T
   int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(total / align, int64_t(pool.size()) * per_thread));
   int64_t per = (total + n_chunks - 1) / n_chunks;
   per = (per + align - 1) / align * align;
+  // Linear i is cut into ceil(n_tiles / per) pieces; task t is found by walking the linears (no
+  // per-piece table, so any thread count works and nothing is allocated).
+  int n_pieces = 0;
+  for (int i = 0; i < n_outs; ++i) n_pieces += int((outs[i].w->q4->mat.n_tiles + per - 1) / per);
   struct Piece {
     int lin, t0, t1;
   };
-  constexpr int kMaxPieces = 512;
-  Piece pieces[kMaxPieces];
-  int n_pieces = 0;
-  for (int i = 0; i < n_outs; ++i) {
-    const int T = outs[i].w->q4->mat.n_tiles;
-    for (int t0 = 0; t0 < T; t0 += int(per)) {
-      MH_CHECK(n_pieces < kMaxPieces, "q4_linear_multi: too many pieces");
-      pieces[n_pieces++] = {i, t0, int(std::min<int64_t>(T, t0 + per))};
+  auto piece = [&](int t) {
+    int lin = 0;
+    for (;; ++lin) {
+      const int n = int((outs[lin].w->q4->mat.n_tiles + per - 1) / per);
+      if (t < n) break;
+      t -= n;
     }
-  }
+    const int T = outs[lin].w->q4->mat.n_tiles, t0 = int(int64_t(t) * per);
+    return Piece{lin, t0, int(std::min<int64_t>(T, t0 + per))};
+  };
   const auto& kern = kernels::q4_kernels();
   pool.run(n_pieces, [&](int task, int) {
-    const Piece& p = pieces[task];
+    const Piece p = piece(task);
     const Q4Weight& w = *outs[p.lin].w->q4;
     const ActBuf& a = bufs[act_of[p.lin]];
     float* y = outs[p.lin].y;

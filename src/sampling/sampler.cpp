@@ -121,6 +121,17 @@ std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
   return "";
 }
 
+std::string sampler_bans_error(const SamplerParams& p, int n_vocab, int eos_id) {
+  if (n_vocab <= 0 || p.banned_tokens.size() + 1 < size_t(n_vocab)) return "";  // cannot cover all
+  std::vector<uint8_t> banned(size_t(n_vocab), 0);
+  for (int id : p.banned_tokens)
+    if (id >= 0 && id < n_vocab) banned[size_t(id)] = 1;
+  if (p.ban_eos && eos_id >= 0 && eos_id < n_vocab) banned[size_t(eos_id)] = 1;
+  if (std::count(banned.begin(), banned.end(), 0) > 0) return "";
+  return cat("every token of the vocabulary (", n_vocab, ") is banned", p.ban_eos ? " (EOS by ban_eos_token)" : "",
+             ": nothing could be generated");
+}
+
 Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
     : p_(p),
       order_(normalize_order(p.sampler_order)),
@@ -204,7 +215,13 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
     for (Stage st : kMirostatChain) run(st);
   bool any_finite = false;
   for (const auto& it : c.items) any_finite |= std::isfinite(it.logit);
-  if (!any_finite) fail("sampler: no candidate token has a finite logit");
+  if (!any_finite) {
+    bool broken = true;  // the model's row: any NaN or +inf, or nothing above -inf
+    for (int i = 0; i < n_vocab_ && broken; ++i) broken = !(logits[i] > -INFINITY && logits[i] < INFINITY);
+    for (int i = 0; i < n_vocab_ && !broken; ++i) broken = std::isnan(logits[i]) || logits[i] == INFINITY;
+    if (broken) throw SamplingError("sampler: the model produced no usable logits (NaN or infinite)", true);
+    throw SamplingError("sampler: the request's bans leave no token that can be sampled", false);
+  }
 }
 
 void Sampler::apply_slot(int s, Candidates& c, const std::vector<int>& history) {

@@ -9,6 +9,7 @@
 
 #include "sampling/dry.h"
 #include "sampling/samplers.h"
+#include "util/error.h"
 
 namespace metharme {
 
@@ -50,6 +51,17 @@ struct SamplerParams {
   float nsigma = 0.0f;                                    // top-n-sigma: 0 off
 };
 
+// Thrown by Sampler::sample() when no token can be drawn. model_fault(): the logits themselves
+// are broken (NaN, +inf, or all -inf); otherwise the request's bans removed every token.
+class SamplingError : public Error {
+ public:
+  SamplingError(const std::string& msg, bool model_fault) : Error(msg), model_fault_(model_fault) {}
+  bool model_fault() const { return model_fault_; }
+
+ private:
+  bool model_fault_;
+};
+
 constexpr int kSamplerCount = 7;
 // Before the samplers run, only this many of the most likely tokens stay candidates, as in
 // KoboldCpp; it bounds the cost of the samplers that sort (top-p, tail-free, typical).
@@ -59,6 +71,9 @@ const char* sampler_name(int id);  // "top_k", ... "rep_pen"
 // "" when p is usable with a vocabulary of n_vocab tokens, else a one-line message naming the
 // field. A 6-entry sampler_order without 6 is valid (normalize_order() prepends 6, as United does).
 std::string sampler_params_error(const SamplerParams& p, int n_vocab);
+// "" unless the bans (banned_tokens, and EOS when ban_eos) leave no token of the vocabulary that
+// could be sampled; then a one-line message saying so.
+std::string sampler_bans_error(const SamplerParams& p, int n_vocab, int eos_id);
 // The order actually applied: the list, with 6 prepended when it holds 0..5 only.
 std::vector<int> normalize_order(const std::vector<int>& order);
 // Parses "6,0,1,3,4,2,5" (commas or spaces); throws Error on anything else.

@@ -205,9 +205,18 @@ void apply_typical(Candidates& c, float mass) {
   c.sorted = false;
 }
 
+// A temperature so small that dividing some finite logit by it overflows is greedy: that is the
+// limit of softmax(logit / t) as t goes to 0, and the division would leave infinities whose
+// softmax is undefined. KoboldCpp treats t <= 0 as greedy and divides by any t > 0.
+static bool temperature_overflows(const Candidates& c, float t) {
+  for (const auto& it : c.items)
+    if (std::isfinite(it.logit) && !std::isfinite(it.logit / t)) return true;
+  return false;
+}
+
 void apply_temperature(Candidates& c, float t) {
   if (c.items.empty()) return;
-  if (t <= 0) {
+  if (t <= 0 || temperature_overflows(c, t)) {
     size_t best = 0;
     for (size_t i = 1; i < c.items.size(); ++i)
       if (before(c.items[i], c.items[best])) best = i;

@@ -70,8 +70,22 @@ std::vector<std::shared_ptr<Job>> start_kobold(ServerState& st, Engine& e, const
     kobold_error(res, 400, token_overflow_message(p), "token_overflow");
     return {};
   }
+  // Tokenizing takes time and memory in proportion to the text: bound it before it starts.
+  if (const size_t limit = prompt_byte_limit(st.opt); p.prompt.size() + p.memory.size() > limit) {
+    kobold_error(res, 413,
+                 cat("prompt: ", p.prompt.size() + p.memory.size(),
+                     " bytes of prompt and memory are above this "
+                     "server's limit of ",
+                     limit, " bytes (--max-prompt-bytes)"),
+                 "bad_input");
+    return {};
+  }
   int cut = 0;
-  std::vector<int> ids = kobold_prompt_ids(p, tok, &cut);
+  std::vector<int> ids;
+  {
+    TokenizeTurn turn(st, p.prompt.size() + p.memory.size());
+    ids = kobold_prompt_ids(p, tok, &cut);
+  }
   set_prompt_cut_header(res, cut);
   int n = stream ? 1 : p.n;
   std::vector<GenSpec> specs = make_specs(p.common, p.max_length, req.client, ids, n, st.opt.context_shift);
@@ -153,7 +167,20 @@ void tokencount(ServerState& st, const ApiRequest& req, httplib::Response& res) 
     std::string why = errs.empty() ? "prompt: Missing data for required field." : errs.first();
     return send_json(res, 400, {{"value", -1}, {"detail", {{"msg", why}, {"type", "bad_input"}}}});
   }
-  auto ids = e->tokenizer().encode(*prompt, special);
+  if (const size_t limit = prompt_byte_limit(st.opt); prompt->size() > limit)
+    return send_json(res, 413,
+                     {{"value", -1},
+                      {"detail",
+                       {{"msg", cat("prompt: ", prompt->size(),
+                                    " bytes are above this server's "
+                                    "limit of ",
+                                    limit, " bytes (--max-prompt-bytes)")},
+                        {"type", "bad_input"}}}});
+  std::vector<int> ids;
+  {
+    TokenizeTurn turn(st, prompt->size());
+    ids = e->tokenizer().encode(*prompt, special);
+  }
   send_json(res, 200, {{"value", ids.size()}, {"ids", ids}});
 }
 

@@ -1,5 +1,6 @@
 // OpenAI-compatible routes: /v1/models, /v1/completions, /v1/chat/completions (Metharme format).
 #include <ctime>
+#include <optional>
 
 #include "chat/metharme.h"
 #include "serve/context_fit.h"
@@ -57,6 +58,29 @@ bool fit_prompt(const Tokenizer& tok, int ctx, int max_new, OpenAIParams& op, Op
 
 // Reads the fields shared by both endpoints, builds the spec and queues it; on failure the
 // error reply is sent and the result has no job.
+// Bytes of prompt text a body carries (completions: `prompt` as a string or strings; chat: the
+// text of every message), counted before anything is tokenized.
+size_t openai_prompt_bytes(const json& body, bool chat) {
+  size_t n = 0;
+  auto add = [&](const json& v) {
+    if (v.is_string()) n += v.get_ref<const std::string&>().size();
+    if (v.is_array())
+      for (const auto& part : v) {
+        if (part.is_string()) n += part.get_ref<const std::string&>().size();
+        if (part.is_object() && part.contains("text") && part["text"].is_string())
+          n += part["text"].get_ref<const std::string&>().size();
+      }
+  };
+  if (!body.is_object()) return 0;
+  if (!chat) {
+    if (auto it = body.find("prompt"); it != body.end()) add(*it);
+  } else if (auto it = body.find("messages"); it != body.end() && it->is_array()) {
+    for (const auto& m : *it)
+      if (m.is_object() && m.contains("content")) add(m["content"]);
+  }
+  return n;
+}
+
 OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response& res, bool chat) {
   OpenAIJob out;
   out.chat = chat;
@@ -74,6 +98,17 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     return out;
   }
   FieldErrors errs;
+  // Tokenizing takes time and memory in proportion to the text: bound it before it starts.
+  const size_t bytes = openai_prompt_bytes(req.body, chat);
+  if (const size_t limit = prompt_byte_limit(st.opt); bytes > limit) {
+    const char* field = chat ? "messages" : "prompt";
+    openai_error(res, 413,
+                 cat(field, ": ", bytes, " bytes of prompt text are above this server's limit of ", limit,
+                     " bytes (--max-prompt-bytes)"),
+                 "invalid_request_error", field);
+    return out;
+  }
+  std::optional<TokenizeTurn> turn(std::in_place, st, bytes);
   OpenAIParams op = read_openai(req.body, e->tokenizer(), chat, errs);
   CommonParams& c = op.common;
   const std::optional<int64_t>& max_tokens = op.max_tokens;
@@ -94,6 +129,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   const int ctx = std::min(op.context, e->n_ctx());
   const int max_new = clamp_max_length(int(max_tokens.value_or(chat ? 400 : st.opt.default_max_length)), ctx);
   if (!fit_prompt(e->tokenizer(), ctx, max_new, op, out, res)) return out;
+  turn.reset();
   std::vector<GenSpec> specs = make_specs(c, max_new, req.client, ids, n, st.opt.context_shift);
   for (GenSpec& g : specs) g.prompt_tokens_cut = out.prompt_tokens_cut;
   std::vector<std::shared_ptr<Job>> jobs;
@@ -167,7 +203,8 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                   body["prompt_tokens_cut"] = oj.prompt_tokens_cut;
                   if (chat) body["messages_dropped"] = oj.messages_dropped;
                   return dump(body);
-                }});
+                }},
+                Api::kOpenAI);
     return;
   }
   auto trim = std::make_shared<LeadTrim>();
@@ -205,7 +242,8 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                    out += sse_event(u);
                  }
                  return out + "data: [DONE]\n\n";
-               }});
+               }},
+              Api::kOpenAI);
 }
 
 }  // namespace

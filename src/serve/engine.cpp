@@ -27,7 +27,9 @@ Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)
   row_slot_.reserve(size_t(n_slots()));
   drawn_.reserve(size_t(n_slots()));
   logits_.resize(size_t(n_slots()) * size_t(rt.n_vocab()));
-  thread_ = std::thread([this] { loop(); });
+  draw_error_.resize(size_t(n_slots()));
+  draw_status_.resize(size_t(n_slots()));
+  thread_ = std::thread([this] { run(); });
 }
 
 Engine::~Engine() { shutdown(); }
@@ -56,6 +58,8 @@ std::vector<std::shared_ptr<Job>> Engine::submit(std::vector<GenSpec> specs) {
              " new tokens exceed the context of ", n_ctx(), " tokens");
     for (int id : s.prompt) MH_CHECK(id >= 0 && id < tok_->vocab_size(), "token id ", id, " is outside the vocabulary");
     std::string bad = sampler_params_error(s.sampler, rt_->n_vocab());
+    MH_CHECK(bad.empty(), bad);
+    bad = sampler_bans_error(s.sampler, rt_->n_vocab(), tok_->eos());
     MH_CHECK(bad.empty(), bad);
   }
   std::vector<std::shared_ptr<Job>> jobs;
@@ -170,6 +174,25 @@ void Engine::admit_locked() {
 void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   const GenSpec& spec = job->spec();
   const int P = int(spec.prompt.size());
+  bool prompt_has_text = false;
+  for (int id : spec.prompt)
+    if (!tok_->is_control(id)) prompt_has_text = true;
+  try {
+    SamplerParams sp = spec.sampler;
+    if (sp.n_ctx == 0) sp.n_ctx = n_ctx();  // the rep-pen and DRY windows end at the context
+    s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos());
+    s.out.emplace(*tok_, !prompt_has_text, spec.stop, spec.trim_stop, spec.banned_phrases);
+    s.out->set_min_tokens(spec.min_tokens);
+  } catch (const std::exception& e) {
+    // The request cannot run (its settings leave nothing to sample): it fails alone, the slot
+    // stays free and keeps its KV.
+    s.sampler.reset();
+    s.out.reset();
+    remember_locked(job);
+    job->set_error_status(422);
+    job->end(Finish::kError, "", e.what());
+    return;
+  }
   // Reuse the slot's KV: the common prefix, and after a dropped span (a chat whose oldest turns
   // were cut) the following run of tokens, shifted down into place.
   KvPlan plan = plan_kv_reuse(s.kv, spec.prompt, spec.context_shift ? KvContext::kMinShift : 0);
@@ -182,14 +205,6 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   s.pending = -1;
   s.history.assign(spec.prompt.begin(), spec.prompt.end());
   s.history.reserve(size_t(P + spec.max_new));
-  SamplerParams sp = spec.sampler;
-  if (sp.n_ctx == 0) sp.n_ctx = n_ctx();  // the rep-pen and DRY windows end at the context
-  s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos());
-  bool prompt_has_text = false;
-  for (int id : spec.prompt)
-    if (!tok_->is_control(id)) prompt_has_text = true;
-  s.out.emplace(*tok_, !prompt_has_text, spec.stop, spec.trim_stop, spec.banned_phrases);
-  s.out->set_min_tokens(spec.min_tokens);
   s.bans.clear();
   s.rewinds = 0;
   s.committed = 0;
@@ -213,7 +228,7 @@ void Engine::publish(Slot& s) {
   s.committed = c;
 }
 
-void Engine::finish(Slot& s, Finish f, const std::string& error) {
+void Engine::finish(Slot& s, Finish f, const std::string& error, int status) {
   auto now = clock::now();
   std::shared_ptr<Job> job = s.job;
   JobStats st = job->stats();
@@ -245,6 +260,7 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
     opt_.metrics->observe_job(st, f, st.generated - (f == Finish::kEos ? 1 : 0), seconds(job->submitted(), now),
                               s.has_first);
   // Figures first, then the end: a client that sees the end may read /perf at once.
+  if (f == Finish::kError) job->set_error_status(status);
   job->end(f, std::move(text), error, std::move(tokens));
   s.sampler.reset();
   s.out.reset();
@@ -293,6 +309,34 @@ void Engine::sample(Slot& s, int tok) {
   if (s.out->size() >= spec.max_new || int(s.kv.size()) >= n_ctx()) return finish(s, Finish::kLength);
   s.pending = tok;
   publish(s);
+}
+
+void Engine::run() {
+  for (;;) {
+    try {
+      loop();
+      return;
+    } catch (const std::exception& e) {
+      recover(e.what());
+    } catch (...) {
+      recover("unknown exception");
+    }
+  }
+}
+
+void Engine::recover(const std::string& why) {
+  std::fprintf(stderr, "serve: engine error: %s; failing the running requests\n", why.c_str());
+  for (Slot& s : slots_) {
+    if (!s.job) continue;
+    try {
+      finish(s, Finish::kError, "internal error: " + why, 500);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu_);
+      s.job.reset();
+    }
+    s.kv.clear();
+    s.pending = -1;
+  }
 }
 
 void Engine::loop() {
@@ -377,14 +421,30 @@ void Engine::loop() {
     // Each slot samples from its own row with its own sampler, so the draws run in parallel (a
     // draw over 32000 fresh logits is ~0.25 ms: 2 ms per 8-slot step on one thread); the results
     // are then handled in row order.
+    // A draw that fails (no token can be drawn) fails its own request only.
     drawn_.assign(row_slot_.size(), -1);
     rt_->pool().run(int(row_slot_.size()), [&](int r, int) {
       Slot& s = slots_[size_t(row_slot_[size_t(r)])];
-      if (s.job) drawn_[size_t(r)] = draw(s, logits_.data() + size_t(r) * size_t(V));
+      if (!s.job) return;
+      try {
+        drawn_[size_t(r)] = draw(s, logits_.data() + size_t(r) * size_t(V));
+      } catch (const SamplingError& e) {
+        draw_error_[size_t(r)] = e.what();
+        draw_status_[size_t(r)] = e.model_fault() ? 500 : 422;
+      } catch (const std::exception& e) {
+        draw_error_[size_t(r)] = e.what();
+        draw_status_[size_t(r)] = 500;
+      }
     });
     for (size_t r = 0; r < row_slot_.size(); ++r) {
       Slot& s = slots_[size_t(row_slot_[r])];
-      if (s.job) sample(s, drawn_[r]);
+      if (!s.job) continue;
+      if (drawn_[r] < 0) {
+        finish(s, Finish::kError, draw_error_[r].empty() ? "no token was drawn" : draw_error_[r], draw_status_[r]);
+        draw_error_[r].clear();
+      } else {
+        sample(s, drawn_[r]);
+      }
     }
     store_kv_used();
   }

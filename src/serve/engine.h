@@ -92,12 +92,15 @@ class Engine {
     bool has_first = false;
   };
 
-  void loop();
+  void run();                            // the engine thread: loop(), restarted after any exception it lets through
+  void loop();                           // returns only when shutting down
+  void recover(const std::string& why);  // after an exception in loop(): its running jobs fail
   void admit_locked();                   // moves queued jobs into free slots
   void start(Slot& s, std::shared_ptr<Job> job);
   int draw(Slot& s, float* logits);      // the slot's next token from its logits row (thread-safe per slot)
   void sample(Slot& s, int tok);         // handles that token: stop, stream, or feed it next
-  void finish(Slot& s, Finish f, const std::string& error = {});
+  // status: the HTTP status of a kError (see Job::error_status).
+  void finish(Slot& s, Finish f, const std::string& error = {}, int status = 500);
   void publish(Slot& s);
   void remember_locked(const std::shared_ptr<Job>& job);
   // Engine thread: kv_used_ = the slots' kv sizes.
@@ -125,6 +128,8 @@ class Engine {
   std::vector<BatchToken> batch_;
   std::vector<int> row_slot_;  // logits row -> slot index
   std::vector<int> drawn_;     // logits row -> sampled token
+  std::vector<std::string> draw_error_;  // logits row -> why its draw failed ("" if it did not)
+  std::vector<int> draw_status_;         // logits row -> HTTP status of that failure
   std::vector<float> logits_;  // [n_slots][n_vocab]
   std::thread thread_;
 };

@@ -1,7 +1,10 @@
 #include "serve/http.h"
 
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 
+#include "serve/guard.h"
 #include "serve/ops.h"
 
 namespace metharme::serve {
@@ -46,6 +49,16 @@ void send_no_model(Api api, httplib::Response& res) {
              "not_implemented");
 }
 
+TokenizeTurn::TokenizeTurn(ServerState& st, size_t bytes) {
+  if (bytes <= (16u << 10)) return;
+  st.long_texts.acquire();
+  st_ = &st;
+}
+
+TokenizeTurn::~TokenizeTurn() {
+  if (st_) st_->long_texts.release();
+}
+
 std::string sse_event(const json& data) { return "data: " + dump(data) + "\n\n"; }
 
 std::string model_name(const ServerState& st) { return st.opt.model_name; }
@@ -65,10 +78,41 @@ struct FollowState {
   bool ended = false;
 };
 
+// Waits until every job has ended (all) or the first has text or has ended; false when the
+// client went away first (the jobs are then cancelled).
+bool await_jobs(const std::vector<std::shared_ptr<Job>>& jobs, bool all) {
+  for (const auto& j : jobs) {
+    while (!j->done() && (all || j->text_from(0).empty())) {
+      if (client_gone()) {
+        for (const auto& k : jobs) k->cancel();
+        return false;
+      }
+      j->wait(all ? SIZE_MAX : 0, std::chrono::milliseconds(100));
+    }
+    if (!all) break;
+  }
+  return true;
+}
+
 }  // namespace
 
 void follow_jobs(ServerState& st, httplib::Response& res, const char* content_type,
-                 std::vector<std::shared_ptr<Job>> jobs, Follow f) {
+                 std::vector<std::shared_ptr<Job>> jobs, Follow f, Api api) {
+  {
+    st.following.fetch_add(1);
+    bool here = await_jobs(jobs, std::strcmp(content_type, "application/json") == 0);
+    st.following.fetch_sub(1);
+    if (!here) {
+      res.status = 499;  // nobody is left to read an answer (nginx's "client closed request")
+      return;
+    }
+  }
+  for (const auto& j : jobs)
+    if (j->done() && j->finish() == Finish::kError) {
+      const int status = j->error_status();
+      return send_error(api, res, status, "Generation failed: " + j->error(),
+                        status == 422 ? "bad_input" : "internal_error");
+    }
   auto fs = std::make_shared<FollowState>();
   fs->jobs = std::move(jobs);
   fs->f = std::move(f);

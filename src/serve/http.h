@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <semaphore>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,22 @@ struct ServerState {
   std::atomic<bool> draining{false};
   std::atomic<int> generating{0};
   std::shared_ptr<Metrics> metrics = std::make_shared<Metrics>();
+  // Turns for tokenizing long texts (see TokenizeTurn).
+  std::counting_semaphore<64> long_texts{2};
+};
+
+// Held while a text is tokenized: texts above 16 KiB take one of two turns, so that however many
+// connections send long prompts at once, at most two are tokenized (each up to about a second and
+// 300 bytes of memory per byte of text at the default --max-prompt-bytes); the others wait.
+class TokenizeTurn {
+ public:
+  TokenizeTurn(ServerState& st, size_t bytes);
+  ~TokenizeTurn();
+  TokenizeTurn(const TokenizeTurn&) = delete;
+  TokenizeTurn& operator=(const TokenizeTurn&) = delete;
+
+ private:
+  ServerState* st_ = nullptr;  // null: a short text, no turn taken
 };
 
 enum class Api { kKobold, kOpenAI };
@@ -63,12 +80,15 @@ using RouteFn = std::function<void(ServerState&, const ApiRequest&, httplib::Res
 // Writes a job's progress into a chunked response. on_text turns new text into bytes to send
 // (may return ""), on_end the bytes that close the response once every job is done. When the
 // client goes away, the jobs are cancelled at once.
+// Nothing is sent before there is something to say: a JSON body ("application/json") waits on
+// this thread until every job has ended, a stream until the first has text or has ended. A job
+// that failed by then (Finish::kError) is answered with its error status in `api`'s shape.
 struct Follow {
   std::function<std::string(const std::string& delta)> on_text;
   std::function<std::string()> on_end;
 };
 void follow_jobs(ServerState& st, httplib::Response& res, const char* content_type,
-                 std::vector<std::shared_ptr<Job>> jobs, Follow f);
+                 std::vector<std::shared_ptr<Job>> jobs, Follow f, Api api = Api::kKobold);
 
 std::string sse_event(const json& data);  // "data: {...}\n\n"
 

@@ -69,6 +69,10 @@ class Job {
   bool done() const;
   Finish finish() const;
   std::string error() const;
+  // For Finish::kError: 422 when the request itself cannot be served (its bans leave no token),
+  // 500 when the server failed (broken logits, an internal error).
+  int error_status() const { return error_status_.load(); }
+  void set_error_status(int status) { error_status_.store(status); }
   JobStats stats() const;
   std::vector<int> tokens() const;  // the output token ids (EOS included when it ended the text)
   void cancel() { cancel_.store(true); }
@@ -94,6 +98,7 @@ class Job {
   bool started_ = false;  // set_stats was called (the job got a slot)
   std::vector<int> tokens_;
   std::atomic<bool> cancel_{false};
+  std::atomic<int> error_status_{500};
 };
 
 }  // namespace metharme::serve

@@ -318,6 +318,12 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
   if (auto v = r.string("genkey", 128)) c.genkey = *v;
   if (auto v = r.boolean("quiet")) c.quiet = *v;
   if (std::string bad = sampler_params_error(s, n_vocab); !bad.empty() && r.ok()) r.error("sampler", bad);
+  if (std::string bad = sampler_bans_error(s, n_vocab, tok.eos()); !bad.empty() && r.ok()) {
+    const char* field = r.has("custom_token_bans") ? "custom_token_bans"
+                        : r.has("logit_bias")      ? "logit_bias"
+                                                   : "banned_tokens";
+    r.error(field, bad);
+  }
   return c;
 }
 

@@ -97,29 +97,35 @@ bool has_body(const httplib::Request& req) {
 }  // namespace
 
 struct Server::Impl {
-  httplib::Server http;
+  explicit Impl(const ServerOptions& opt) : http(limits_of(opt)) {}
+  static HttpLimits limits_of(const ServerOptions& opt) {
+    HttpLimits l = opt.limits;
+    l.threads = std::max(4, opt.http_threads);
+    return l;
+  }
+  GuardedHttpServer http;
   std::vector<Route> routes;
   PathPatterns patterns;  // routes[i]'s pattern, for 405 answers
   std::atomic<bool> run_called{false};
 };
 
-Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()), impl_(std::make_unique<Impl>()) {
+size_t prompt_byte_limit(const ServerOptions& opt) {
+  if (opt.max_prompt_bytes > 0) return opt.max_prompt_bytes;
+  return std::max<size_t>(256u << 10, size_t(std::max(0, opt.n_ctx)) * 64);
+}
+
+Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()), impl_(std::make_unique<Impl>(opt)) {
   st_->opt = opt;
   st_->created_unix = int64_t(std::time(nullptr));
   ServerState& st = *st_;
   httplib::Server& http = impl_->http;
-  const int threads = std::max(4, opt.http_threads);
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which lets a second server bind the
   // same port silently.
   http.set_socket_options([](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
-  http.set_payload_max_length(opt.max_body);
-  http.set_keep_alive_timeout(3);
-  http.set_read_timeout(10);
-  http.set_write_timeout(10);
+  http.set_payload_max_length(opt.max_body);  // read and write timeouts: see HttpLimits
 
   http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
     t_request = clock::now();
@@ -292,6 +298,7 @@ int Server::bind() {
   bool ok = port == 0 ? (port = impl_->http.bind_to_any_port(st_->opt.host)) > 0
                       : impl_->http.bind_to_port(st_->opt.host, port);
   if (!ok) fail("cannot listen on ", st_->opt.host, ":", st_->opt.port, " (address in use or not available)");
+  impl_->http.widen_backlog();
   st_->opt.port = port;
   return port;
 }

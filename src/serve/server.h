@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "serve/guard.h"
+
 namespace metharme::serve {
 
 class Engine;
@@ -24,8 +26,14 @@ struct ServerOptions {
   bool context_shift = true;        // reuse KV after a dropped span (see Engine)
   size_t max_body = 8u << 20;       // request bodies above this are refused (413)
   int http_threads = 16;            // connections served at once
+  HttpLimits limits;                // header, time and queue limits (its `threads` is http_threads)
+  // Prompt text (prompt + memory, or all chat messages) above this many bytes is refused (413)
+  // before it is tokenized; 0: 64 bytes per context token, at least 256 KiB.
+  size_t max_prompt_bytes = 0;
   bool metrics_public = false;      // /metrics answers without the API key
 };
+// The prompt byte limit in effect for these options.
+size_t prompt_byte_limit(const ServerOptions& opt);
 
 class Metrics;
 

@@ -1,9 +1,11 @@
 #include "util/staging_dir.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 
 #include "util/error.h"
@@ -32,6 +34,21 @@ void fsync_dir(const fs::path& dir) {
   }
 }
 
+// Removes `<final>.tmp-<pid>` folders beside `final` whose process no longer exists: what a run
+// killed mid-write (SIGKILL, power loss) left behind. A live process's folder is never touched.
+void remove_stale_staging(const fs::path& final) {
+  const std::string prefix = final.filename().string() + ".tmp-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::absolute(final).parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = pid_t(std::stol(digits));
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+  }
+}
+
 }  // namespace
 
 StagingDir::StagingDir(std::string final_path, bool force, const std::vector<std::string>& inputs)
@@ -47,6 +64,7 @@ StagingDir::StagingDir(std::string final_path, bool force, const std::vector<std
   }
   fs::path parent = fs::absolute(final_).parent_path();
   if (!fs::is_directory(parent)) fail(final_, ": parent folder ", parent.string(), " does not exist");
+  remove_stale_staging(final_);
   tmp_ = final_ + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp_, ec);  // left by an earlier run that had our pid and crashed

@@ -3,6 +3,9 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cerrno>
+
+#include "util/sysinfo.h"
 
 namespace metharme {
 
@@ -29,9 +32,21 @@ inline void backoff(int i) {
 }  // namespace
 
 int default_thread_count() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
+  int n = int(std::max(1u, std::thread::hardware_concurrency()));
+  // The CPUs this process may run on; the set is sized at run time for machines beyond 1024.
+  for (int cpus = 1024; cpus <= (1 << 20); cpus *= 4) {
+    cpu_set_t* set = CPU_ALLOC(size_t(cpus));
+    if (!set) break;
+    const size_t bytes = CPU_ALLOC_SIZE(size_t(cpus));
+    CPU_ZERO_S(bytes, set);
+    int rc = sched_getaffinity(0, bytes, set);
+    if (rc == 0) n = std::max(1, CPU_COUNT_S(bytes, set));
+    CPU_FREE(set);
+    if (rc == 0 || errno != EINVAL) break;
+  }
+  // A container's CPU quota caps it further: more threads than that only wait for each other.
+  int quota = cgroup_cpu_quota();
+  return quota > 0 ? std::min(n, quota) : n;
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -56,7 +71,13 @@ void ThreadPool::work_on_job(uint32_t gen, int thread) {
     if (int(idx) >= n_tasks_.load(std::memory_order_relaxed)) return;
     if (!work_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
     // The job cannot finish (and job_ cannot change) before this claimed task is done.
-    (*job_)(int(idx), thread);
+    if (!failed_.load(std::memory_order_relaxed)) {
+      try {
+        (*job_)(int(idx), thread);
+      } catch (...) {
+        if (!failed_.exchange(true, std::memory_order_acq_rel)) error_ = std::current_exception();
+      }
+    }
     done_.fetch_add(1, std::memory_order_acq_rel);
     w = work_.load(std::memory_order_acquire);
   }
@@ -91,6 +112,8 @@ void ThreadPool::run(int n_tasks, FunctionRef<void(int, int)> fn) {
     return;
   }
   job_ = &fn;
+  failed_.store(false, std::memory_order_relaxed);
+  error_ = nullptr;
   n_tasks_.store(n_tasks, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   const uint32_t gen = ++gen_;
@@ -107,6 +130,12 @@ void ThreadPool::run(int n_tasks, FunctionRef<void(int, int)> fn) {
   // job twice, and that job would never see done_ == n_tasks).
   work_.store((uint64_t(gen) << 32) | kClosed, std::memory_order_release);
   job_ = nullptr;
+  // Every task has returned, so no worker touches fn or the caller's frame any more.
+  if (failed_.load(std::memory_order_acquire)) {
+    std::exception_ptr e = std::move(error_);
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t align, FunctionRef<void(int64_t, int64_t, int)> fn,

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -41,6 +42,8 @@ class ThreadPool {
 
   // Runs fn(task, thread) for every task in [0, n_tasks); thread in [0, size()).
   // Returns when all tasks are done. Not re-entrant: one job at a time per pool.
+  // A task that throws: tasks not yet started are skipped, and once no thread runs any task of
+  // the job any more, the first exception is rethrown here (the others are dropped).
   void run(int n_tasks, FunctionRef<void(int, int)> fn);
 
   // Splits [0, n) into about `chunks_per_thread * size()` contiguous ranges (each a multiple of
@@ -65,6 +68,8 @@ class ThreadPool {
   FunctionRef<void(int, int)>* job_ = nullptr;
   uint32_t gen_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};  // a task of the current job threw
+  std::exception_ptr error_;         // its exception, set by the thread that set failed_
 };
 
 // Threads to use when the user gives none: the number of CPUs this process may run on.

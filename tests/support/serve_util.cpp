@@ -5,7 +5,8 @@
 namespace metharme::test {
 
 TestServer::TestServer(const ServerSetup& s)
-    : m_(load_model(fixture(s.model), 1, s.ctx, s.n_seq)), tok_(Tokenizer::from_folder(fixture(s.model))) {
+    : m_(load_model(s.model_dir.empty() ? fixture(s.model) : s.model_dir, 1, s.ctx, s.n_seq)),
+      tok_(Tokenizer::from_folder(s.model_dir.empty() ? fixture(s.model) : s.model_dir)) {
   serve::ServerOptions so;
   so.port = 0;
   so.api_key = s.api_key;
@@ -14,6 +15,8 @@ TestServer::TestServer(const ServerSetup& s)
   so.n_ctx = s.ctx;
   so.model_name = "test-model";
   so.http_threads = s.n_seq + s.queue + 16;
+  so.limits = s.limits;
+  so.max_prompt_bytes = s.max_prompt_bytes;
   so.metrics_public = s.metrics_public;
   server_ = std::make_unique<serve::Server>(so);
   serve::EngineOptions eo;

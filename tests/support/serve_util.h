@@ -23,6 +23,9 @@ struct ServerSetup {
   std::vector<std::string> cors;
   size_t max_body = 1u << 20;
   bool attach = true;  // false: the server runs without a model
+  std::string model_dir;  // non-empty: this folder instead of the fixture `model`
+  serve::HttpLimits limits;
+  size_t max_prompt_bytes = 0;
   bool metrics_public = false;  // /metrics without the API key
 };
 
