@@ -60,6 +60,8 @@ std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
   if (!(p.rep_pen_slope >= 0) || !std::isfinite(p.rep_pen_slope))
     return cat("rep_pen_slope must be >= 0 (got ", p.rep_pen_slope, ")");
   if (!std::isfinite(p.presence_penalty)) return "presence_penalty must be finite";
+  if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs)
+    return cat("top_logprobs must be in [0, ", kMaxTopLogprobs, "] (got ", p.top_logprobs, ")");
   std::vector<int> order = normalize_order(p.sampler_order);
   bool seen[kSamplerCount] = {};
   for (int id : order) {
@@ -76,7 +78,7 @@ std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
   return "";
 }
 
-Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
+Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id, const grammar::TokenTable* tokens)
     : p_(p), order_(normalize_order(p.sampler_order)), n_vocab_(n_vocab), eos_(eos_id), rng_(p.seed),
       banned_(size_t(n_vocab)), seen_(size_t(n_vocab)) {
   MH_CHECK(n_vocab > 0, "sampler: empty vocabulary");
@@ -87,22 +89,48 @@ Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
   if (p.ban_eos && eos_id >= 0 && eos_id < n_vocab) banned_[size_t(eos_id)] = 1;
   size_t allowed = size_t(std::count(banned_.begin(), banned_.end(), 0));
   MH_CHECK(allowed > 0, "sampler: every token of the vocabulary is banned");
+  if (p.grammar) {
+    MH_CHECK(tokens, "sampler: a grammar needs the vocabulary's token texts");
+    matcher_.emplace(p.grammar, *tokens);
+  }
+  last_.top.reserve(kMaxTopLogprobs);
 }
 
-void Sampler::filter(const float* logits, const std::vector<int>& history) {
+void Sampler::restart_grammar(bool skip_space) {
+  if (!matcher_) return;
+  matcher_->reset();
+  matcher_->set_skip_leading_space(skip_space);
+  grammar_stuck_ = false;
+}
+
+void Sampler::replay_grammar(const std::vector<int>& output, bool skip_space) {
+  if (!matcher_) return;
+  restart_grammar(skip_space);
+  for (int id : output) matcher_->accept(id);
+}
+
+void Sampler::load(const float* logits, bool grammar_first) {
   Candidates& c = cand_;
   c.items.clear();
   c.sorted = false;
-  for (int i = 0; i < n_vocab_; ++i)
-    if (!banned_[size_t(i)]) c.items.push_back({i, std::isnan(logits[i]) ? -INFINITY : logits[i]});
+  const bool eos_ok = matcher_ && matcher_->can_end();
+  for (int i = 0; i < n_vocab_; ++i) {
+    if (banned_[size_t(i)]) continue;
+    if (grammar_first && !(i == eos_ ? eos_ok : matcher_->allows(i))) continue;
+    c.items.push_back({i, std::isnan(logits[i]) ? -INFINITY : logits[i]});
+  }
   if (!p_.logit_bias.empty()) {
-    // The set holds every unbanned id in order; find each biased id by binary search.
+    // The set holds unbanned ids in order; find each biased id by binary search.
     for (const auto& [id, bias] : p_.logit_bias) {
       auto it = std::lower_bound(c.items.begin(), c.items.end(), id, [](const Candidate& a, int v) { return a.id < v; });
       if (it != c.items.end() && it->id == id) it->logit += bias;
     }
   }
   keep_most_likely(c, kMaxCandidates);
+}
+
+void Sampler::run_chain(const std::vector<int>& history) {
+  Candidates& c = cand_;
   for (int s : order_) {
     switch (s) {
       case 0: apply_top_k(c, p_.top_k); break;
@@ -120,6 +148,34 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
       default: break;
     }
   }
+}
+
+bool Sampler::grammar_keep() {
+  const bool eos_ok = matcher_->can_end();
+  auto& items = cand_.items;
+  size_t n = 0;
+  for (size_t i = 0; i < items.size(); ++i)
+    if (items[i].id == eos_ ? eos_ok : matcher_->allows(items[i].id)) items[n++] = items[i];
+  items.resize(n);
+  return n > 0;
+}
+
+void Sampler::filter(const float* logits, const std::vector<int>& history) {
+  Candidates& c = cand_;
+  grammar_stuck_ = false;
+  load(logits, false);
+  run_chain(history);
+  // The grammar checks the few tokens the samplers kept (cheap); only when it refuses them all
+  // does it filter the whole vocabulary first and the samplers run again on what it allows.
+  if (matcher_ && !grammar_keep()) {
+    load(logits, true);
+    if (c.items.empty()) {
+      grammar_stuck_ = true;
+      c.items.push_back({eos_, 0.0f});
+      return;
+    }
+    run_chain(history);
+  }
   bool any_finite = false;
   for (const auto& it : c.items) any_finite |= std::isfinite(it.logit);
   if (!any_finite) fail("sampler: no candidate token has a finite logit");
@@ -128,18 +184,62 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
 int Sampler::sample(const float* logits, const std::vector<int>& history) {
   filter(logits, history);
   Candidates& c = cand_;
-  if (c.items.size() == 1) return c.items[0].id;
-  c.softmax();
-  // Uniform in [0, 1) from the top 53 bits: the same on every platform for a given seed.
-  double r = double(rng_() >> 11) * 0x1.0p-53;
-  for (size_t i = 0; i < c.items.size(); ++i) {
-    r -= c.p[i];
-    if (r < 0) return c.items[i].id;
+  size_t chosen = 0;
+  if (c.items.size() > 1) {
+    c.softmax();
+    // Uniform in [0, 1) from the top 53 bits: the same on every platform for a given seed.
+    double r = double(rng_() >> 11) * 0x1.0p-53;
+    chosen = c.items.size();
+    for (size_t i = 0; i < c.items.size(); ++i) {
+      r -= c.p[i];
+      if (r < 0) {
+        chosen = i;
+        break;
+      }
+    }
+    // Rounding left r just above 0: the last token with any probability.
+    if (chosen == c.items.size())
+      for (chosen = c.items.size() - 1; chosen > 0 && !(c.p[chosen] > 0);) --chosen;
+  } else {
+    c.p.assign(1, 1.0);
   }
-  // Rounding left r just above 0: the last token with any probability.
-  for (size_t i = c.items.size(); i-- > 0;)
-    if (c.p[i] > 0) return c.items[i].id;
-  return c.items.back().id;
+  const int tok = c.items[chosen].id;
+  if (p_.logprobs != SamplerParams::Logprobs::kOff) record_logprobs(logits, tok, chosen);
+  if (matcher_ && tok != eos_) matcher_->accept(tok);
+  return tok;
+}
+
+void Sampler::record_logprobs(const float* logits, int token, size_t chosen) {
+  // Keeps the top_logprobs best {id, value} pairs in last_.top, best first (insertion; n <= 20).
+  const size_t n = size_t(p_.top_logprobs);
+  auto offer = [&](int id, float v) {
+    auto& top = last_.top;
+    if (n == 0 || (top.size() == n && !(v > top.back().second))) return;
+    if (top.size() < n) top.push_back({id, v});
+    size_t i = top.size() - 1;
+    while (i > 0 && top[i - 1].second < v) top[i] = top[i - 1], --i;
+    top[i] = {id, v};
+  };
+  last_.token = token;
+  last_.top.clear();
+  if (p_.logprobs == SamplerParams::Logprobs::kModel) {
+    // log p = logit - logsumexp(logits), over the whole vocabulary.
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab_; ++i)
+      if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab_; ++i)
+      if (std::isfinite(logits[i])) sum += std::exp(double(logits[i]) - mx);
+    const float lse = float(mx + std::log(sum));
+    last_.logprob = logits[token] - lse;
+    for (int i = 0; i < n_vocab_; ++i)
+      if (std::isfinite(logits[i])) offer(i, logits[i] - lse);
+  } else {
+    // KoboldCpp reports probabilities below 1e-4 as 1e-4.
+    auto lp = [](double p) { return float(std::log(std::max(p, 1e-4))); };
+    last_.logprob = lp(cand_.p[chosen]);
+    for (size_t i = 0; i < cand_.items.size(); ++i) offer(cand_.items[i].id, lp(cand_.p[i]));
+  }
 }
 
 std::vector<std::pair<int, double>> Sampler::distribution(const float* logits, const std::vector<int>& history) {
