@@ -142,6 +142,17 @@ TEST(Grammar, Utf8AcrossByteTokens) {
   EXPECT_FALSE(m.allows(256));  // an empty (control) token never fits
 }
 
+TEST(Grammar, OverlongAndInvalidUtf8NeverMatch) {
+  // F0 80 81 BB would decode to '{' if overlong forms were allowed.
+  EXPECT_FALSE(prefix_ok("root ::= \"{\"", "\xf0\x80\x81\xbb"));
+  EXPECT_FALSE(prefix_ok("root ::= \"{\"", "\xf0"));
+  EXPECT_FALSE(prefix_ok("root ::= .", "\xc1\xbf"));          // overlong two-byte form
+  EXPECT_FALSE(prefix_ok("root ::= .", "\xed\xa0\x80"));      // a surrogate
+  EXPECT_FALSE(prefix_ok("root ::= .", "\xf4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(prefix_ok("root ::= .*", "\x80"));             // a stray continuation byte
+  EXPECT_TRUE(full_match("root ::= .", "\xf4\x8f\xbf\xbf"));  // U+10FFFF itself
+}
+
 TEST(Grammar, MultiCharacterTokensAndLeadingSpace) {
   const Vocab& v = vocab();
   auto g = parse_gbnf("root ::= \"{\" [a-z]* \"}\"");

@@ -6,6 +6,9 @@ namespace metharme::grammar {
 
 namespace {
 
+// The smallest code point a UTF-8 sequence of each length may encode (shorter forms are overlong).
+constexpr uint32_t kMinOfLength[5] = {0, 0, 0x80, 0x800, 0x10000};
+
 // Decodes whole, valid UTF-8 into code points; false for anything else.
 bool decode_utf8(const std::string& s, std::vector<uint32_t>& out) {
   out.clear();
@@ -15,7 +18,7 @@ bool decode_utf8(const std::string& s, std::vector<uint32_t>& out) {
       out.push_back(c);
       continue;
     }
-    int more = c >= 0xF0 && c < 0xF8 ? 3 : c >= 0xE0 && c < 0xF0 ? 2 : c >= 0xC0 && c < 0xE0 ? 1 : -1;
+    int more = c >= 0xF0 && c < 0xF5 ? 3 : c >= 0xE0 && c < 0xF0 ? 2 : c >= 0xC2 && c < 0xE0 ? 1 : -1;
     if (more < 0 || i + size_t(more) > s.size()) return false;
     uint32_t cp = c & (0x3Fu >> more);
     for (int k = 0; k < more; ++k) {
@@ -23,6 +26,7 @@ bool decode_utf8(const std::string& s, std::vector<uint32_t>& out) {
       if ((d & 0xC0) != 0x80) return false;
       cp = (cp << 6) | (d & 0x3F);
     }
+    if (cp < kMinOfLength[more + 1] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
     out.push_back(cp);
   }
   return true;
@@ -60,6 +64,7 @@ void Matcher::reset() {
   stacks_.clear();
   partial_cp_ = 0;
   partial_need_ = 0;
+  partial_len_ = 0;
   first_valid_ = false;
   budget_ = 0;
   const uint32_t r = g_->root;
@@ -162,7 +167,7 @@ bool Matcher::run(int token, bool keep) {
   budget_ = 0;
   a_ = stacks_;
   uint32_t pcp = partial_cp_;
-  int need = partial_need_;
+  int need = partial_need_, len = partial_len_;
   bool ok = true;
   if (kind == TokenTable::kText) {
     for (uint32_t i = first; ok && i < e; ++i) {
@@ -174,9 +179,9 @@ bool Matcher::run(int token, bool keep) {
       uint8_t c = t_->bytes_[i];
       if (need == 0) {
         int more = c < 0x80                ? 0
-                   : c >= 0xF0 && c < 0xF8 ? 3
+                   : c >= 0xF0 && c < 0xF5 ? 3
                    : c >= 0xE0 && c < 0xF0 ? 2
-                   : c >= 0xC0 && c < 0xE0 ? 1
+                   : c >= 0xC2 && c < 0xE0 ? 1
                                            : -1;
         if (more < 0) {
           ok = false;
@@ -184,6 +189,7 @@ bool Matcher::run(int token, bool keep) {
         }
         pcp = more == 0 ? c : c & (0x3Fu >> more);
         need = more;
+        len = more + 1;
       } else if ((c & 0xC0) == 0x80) {
         pcp = (pcp << 6) | (c & 0x3F);
         --need;
@@ -191,16 +197,18 @@ bool Matcher::run(int token, bool keep) {
         ok = false;
       }
       if (ok && need == 0) {
-        ok = step(a_, pcp, b_);
+        // Overlong forms, surrogates and code points past U+10FFFF are not characters.
+        ok = pcp >= kMinOfLength[len] && pcp <= 0x10FFFF && !(pcp >= 0xD800 && pcp <= 0xDFFF) && step(a_, pcp, b_);
         a_.swap(b_);
       }
     }
     if (ok && need > 0) {
-      // Some character starting with these bytes must be acceptable.
-      uint32_t lo = pcp << (6 * need), hi = lo | ((1u << (6 * need)) - 1);
+      // Some valid character starting with these bytes must be acceptable.
+      uint32_t lo = std::max(pcp << (6 * need), kMinOfLength[len]);
+      uint32_t hi = std::min((pcp << (6 * need)) | ((1u << (6 * need)) - 1), 0x10FFFFu);
       ok = false;
       for (int32_t s : a_)
-        if (s >= 0 && g_->classes[g_->elems[nodes_[size_t(s)].pos].arg].may_match(lo, hi)) ok = true;
+        if (lo <= hi && s >= 0 && g_->classes[g_->elems[nodes_[size_t(s)].pos].arg].may_match(lo, hi)) ok = true;
     }
   }
   if (!ok || !keep) {
@@ -210,6 +218,7 @@ bool Matcher::run(int token, bool keep) {
   stacks_.swap(a_);
   partial_cp_ = need > 0 ? pcp : 0;
   partial_need_ = need;
+  partial_len_ = len;
   skip_space_ = false;
   first_valid_ = false;
   if (nodes_.size() > 4096) compact();

@@ -72,6 +72,7 @@ class Matcher {
   std::vector<int32_t> stacks_;  // tops (each at a kChar element), -1: complete
   uint32_t partial_cp_ = 0;      // bits of an unfinished UTF-8 character from byte tokens
   int partial_need_ = 0;         // continuation bytes it still needs
+  int partial_len_ = 0;          // its length in bytes
   bool skip_space_ = false;
   // Scratch, kept between calls so that trying tokens allocates nothing once warm.
   std::vector<int32_t> a_, b_;

@@ -7,6 +7,7 @@
 #include <random>
 #include <string_view>
 
+#include "serve/structured.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -322,7 +323,7 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
   unsupported("xtc_probability", 0);
   unsupported("dynatemp_range", 0);
   unsupported("smoothing_factor", 0);
-  if (auto g = r.string("grammar"); g && !g->empty()) r.error("grammar", "grammar is not supported by this server.");
+  read_grammar(r, s);  // serve/structured.h
   if (auto v = r.string("genkey", 128)) c.genkey = *v;
   if (auto v = r.boolean("quiet")) c.quiet = *v;
   if (std::string bad = sampler_params_error(s, n_vocab); !bad.empty() && r.ok()) r.error("sampler", bad);
@@ -349,6 +350,7 @@ KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, in
   if (auto v = r.integer("max_length", 1, INT32_MAX)) p.max_length = int(*v);
   if (auto v = r.integer("n", 1, 5)) p.n = int(*v);
   p.common = read_common(r, tok, n_vocab);
+  read_kobold_logprobs(r, p.common.sampler);  // serve/structured.h
 
   // Output formatting (United): off unless disable_output_formatting is false.
   bool fmt = !r.boolean("disable_output_formatting").value_or(true);
