@@ -17,6 +17,7 @@ struct SamplerFlags {
   std::vector<std::string> biases; // "ID:BIAS"
   std::vector<std::string> stops;
   bool seed_set = false;
+  std::string grammar, grammar_file;  // GBNF text or a file holding it (--grammar, --grammar-file)
 
   // The parameters after parsing, validated against the vocabulary; the seed comes from the
   // clock unless --seed was given. Throws Error naming the bad flag.
@@ -25,7 +26,7 @@ struct SamplerFlags {
 
 // Adds --temp, --top-k, --top-a, --top-p, --min-p, --typical, --tfs, --rep-pen,
 // --rep-pen-range, --rep-pen-slope, --presence-penalty, --sampler-order, --ban, --ban-eos,
-// --logit-bias, --stop and --seed to `app`, with `defaults` as the values when a flag is absent.
+// --logit-bias, --stop, --seed, --grammar and --grammar-file to `app`, with `defaults` as the values when a flag is absent.
 std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerParams& defaults);
 
 // KoboldAI Lite's defaults (temperature 0.7, top-k 100, top-p 0.92, rep-pen 1.07 over 360 tokens,
