@@ -92,22 +92,33 @@ void BM_RandomLogitsJsonGrammar(benchmark::State& state) {
 }
 BENCHMARK(BM_RandomLogitsJsonGrammar);
 
-// allows() for every token of the vocabulary after `prefix` tokens of the reply.
-void BM_WholeVocabularyMask(benchmark::State& state) {
+// The grammar's verdict on every token of the vocabulary after `range(0)` reply tokens: one trie
+// walk (what the sampler uses), or allows() token by token.
+void whole_vocabulary(benchmark::State& state, bool trie) {
   Setup& S = setup();
   grammar::Matcher m(S.json, S.table);
   m.set_skip_leading_space(true);
   for (int i = 0; i < state.range(0); ++i)
     if (!m.accept(S.reply[size_t(i)])) state.SkipWithError("the reply does not fit the grammar");
+  std::vector<uint8_t> ok(size_t(S.n_vocab));
   for (auto _ : state) {
     int n = 0;
-    for (int id = 0; id < S.n_vocab; ++id) n += m.allows(id);
+    if (trie) {
+      m.allowed_tokens(ok);
+      for (uint8_t v : ok) n += v;
+    } else {
+      for (int id = 0; id < S.n_vocab; ++id) n += m.allows(id);
+    }
     benchmark::DoNotOptimize(n);
     state.counters["allowed"] = n;
   }
 }
-// The state after that many reply tokens (see the printed pieces in RESULTS.md).
-BENCHMARK(BM_WholeVocabularyMask)->Arg(0)->Arg(1)->Arg(3)->Arg(10)->Unit(benchmark::kMicrosecond);
+void BM_WholeVocabularyTrie(benchmark::State& state) { whole_vocabulary(state, true); }
+void BM_WholeVocabularyEachToken(benchmark::State& state) { whole_vocabulary(state, false); }
+// After 0 reply tokens: the first token (its leading space dropped: no trie); 1: after "▁{\""
+// (inside the first key: nearly every token fits); 3: after "name\":"; 10: after "\"age\":".
+BENCHMARK(BM_WholeVocabularyTrie)->Arg(0)->Arg(1)->Arg(3)->Arg(10)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_WholeVocabularyEachToken)->Arg(0)->Arg(1)->Arg(3)->Arg(10)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace metharme

@@ -52,6 +52,53 @@ TokenTable::TokenTable(const std::vector<std::string>& texts) {
       span_[2 * i + 1] = uint32_t(bytes_.size());
     }
   }
+  build_trie();
+}
+
+void TokenTable::build_trie() {
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < kind_.size(); ++i)
+    if (kind_[i] == kText) ids.push_back(int32_t(i));
+  auto cps_of = [&](int32_t id) {
+    return std::make_pair(cps_.begin() + span_[2 * size_t(id)], cps_.begin() + span_[2 * size_t(id) + 1]);
+  };
+  std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+    auto [ab, ae] = cps_of(a);
+    auto [bb, be] = cps_of(b);
+    return std::lexicographical_compare(ab, ae, bb, be);
+  });
+  // Sorted, each token shares a prefix with the path of the one before: extend that path.
+  trie_.assign(1, TrieNode{0, 0, 0, 0, 0});
+  std::vector<uint32_t> path{0}, last_child(1, 0);
+  std::vector<std::vector<int32_t>> ends(1);
+  for (int32_t id : ids) {
+    auto [b, e] = cps_of(id);
+    size_t len = size_t(e - b);
+    max_len_ = std::max(max_len_, int(len));
+    size_t common = 0;
+    while (common < len && common + 1 < path.size() && trie_[path[common + 1]].cp == b[ptrdiff_t(common)]) ++common;
+    path.resize(common + 1);
+    for (size_t k = common; k < len; ++k) {
+      uint32_t parent = path.back(), node = uint32_t(trie_.size());
+      trie_.push_back(TrieNode{b[ptrdiff_t(k)], 0, 0, 0, 0});
+      last_child.push_back(0);
+      ends.emplace_back();
+      if (last_child[parent])
+        trie_[last_child[parent]].next_sibling = node;
+      else
+        trie_[parent].first_child = node;
+      last_child[parent] = node;
+      path.push_back(node);
+    }
+    ends[path.back()].push_back(id);
+  }
+  for (size_t n = 0; n < trie_.size(); ++n) {
+    trie_[n].tok_begin = uint32_t(trie_tokens_.size());
+    trie_tokens_.insert(trie_tokens_.end(), ends[n].begin(), ends[n].end());
+    trie_[n].tok_end = uint32_t(trie_tokens_.size());
+  }
+  for (size_t i = 0; i < kind_.size(); ++i)
+    if (kind_[i] == kBytes) byte_tokens_.push_back(int32_t(i));
 }
 
 Matcher::Matcher(std::shared_ptr<const Grammar> g, const TokenTable& tokens) : g_(std::move(g)), t_(&tokens) {
@@ -128,6 +175,7 @@ void Matcher::expand(uint32_t pos, int32_t parent, int32_t self, std::vector<int
 bool Matcher::step(const std::vector<int32_t>& in, uint32_t cp, std::vector<int32_t>& out) {
   out.clear();
   popped_.clear();
+  budget_ = 0;
   for (int32_t s : in) {
     if (s < 0) continue;
     const Node n = nodes_[size_t(s)];
@@ -164,7 +212,6 @@ bool Matcher::run(int token, bool keep) {
     if (first < e && !first_allowed(cps[first])) return false;
   }
   const size_t mark = nodes_.size();
-  budget_ = 0;
   a_ = stacks_;
   uint32_t pcp = partial_cp_;
   int need = partial_need_, len = partial_len_;
@@ -227,6 +274,35 @@ bool Matcher::run(int token, bool keep) {
 
 bool Matcher::allows(int token) { return run(token, false); }
 bool Matcher::accept(int token) { return run(token, true); }
+
+void Matcher::allowed_tokens(std::vector<uint8_t>& ok) {
+  ok.assign(size_t(t_->size()), 0);
+  for (int32_t id : t_->byte_tokens_) ok[size_t(id)] = run(id, false);
+  if (partial_need_ > 0) return;  // only bytes can finish the character
+  if (skip_space_) {
+    // The first token of a text: its leading space is dropped, which the trie cannot share.
+    for (int id = 0; id < t_->size(); ++id)
+      if (t_->kind_[size_t(id)] == TokenTable::kText) ok[size_t(id)] = run(id, false);
+    return;
+  }
+  if (levels_.size() < size_t(t_->max_len_) + 2) levels_.resize(size_t(t_->max_len_) + 2);
+  levels_[0] = stacks_;
+  visit(0, 0, ok);
+}
+
+void Matcher::visit(uint32_t node, size_t depth, std::vector<uint8_t>& ok) {
+  const auto& trie = t_->trie_;
+  for (uint32_t c = trie[node].first_child; c != 0; c = trie[c].next_sibling) {
+    const uint32_t cp = trie[c].cp;
+    if (depth == 0 && !first_allowed(cp)) continue;
+    const size_t mark = nodes_.size();
+    if (step(levels_[depth], cp, levels_[depth + 1])) {
+      for (uint32_t k = trie[c].tok_begin; k < trie[c].tok_end; ++k) ok[size_t(t_->trie_tokens_[k])] = 1;
+      visit(c, depth + 1, ok);
+    }
+    nodes_.resize(mark);
+  }
+}
 
 void Matcher::compact() {
   // Parents always precede their children in the arena, so one pass in index order suffices.

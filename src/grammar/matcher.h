@@ -15,7 +15,7 @@ namespace metharme::grammar {
 
 constexpr int kMaxStackDepth = 1024;        // nested open rules (e.g. brackets); deeper paths are dropped
 constexpr size_t kMaxStacks = 1024;         // parallel parses of an ambiguous grammar; more are dropped
-constexpr size_t kMaxExpansions = 1 << 16;  // expansion steps per token tried; a token over it is refused
+constexpr size_t kMaxExpansions = 1 << 16;  // expansion steps per character; a token over it is refused
 
 // The text of every token of a vocabulary as code points, built once per tokenizer.
 class TokenTable {
@@ -32,6 +32,17 @@ class TokenTable {
   std::vector<uint32_t> span_;  // [2 * size]: begin, end of each token in cps_ (kText) or bytes_ (kBytes)
   std::vector<uint32_t> cps_;
   std::vector<uint8_t> bytes_;
+  // A trie over the kText tokens' code points, so that tokens sharing a prefix share its work.
+  struct TrieNode {
+    uint32_t cp;
+    uint32_t first_child, next_sibling;  // 0: none (node 0 is the root)
+    uint32_t tok_begin, tok_end;         // trie_tokens_[tok_begin..tok_end): tokens ending here
+  };
+  std::vector<TrieNode> trie_;
+  std::vector<int32_t> trie_tokens_;
+  std::vector<int32_t> byte_tokens_;  // the kBytes tokens
+  int max_len_ = 0;                   // code points of the longest kText token
+  void build_trie();
 };
 
 class Matcher {
@@ -48,6 +59,9 @@ class Matcher {
   bool can_end() const;                          // the output so far is a complete match (EOS allowed)
   bool accept(int token);                        // advances over the token; false (state unchanged) if not allowed
   bool dead() const { return stacks_.empty(); }  // nothing can follow (nor end)
+  // ok[id] = 1 for every token allows(id) accepts, 0 for the others (EOS included: see
+  // can_end()); one walk over the vocabulary's trie instead of a check per token.
+  void allowed_tokens(std::vector<uint8_t>& ok);
 
  private:
   struct Node {
@@ -65,6 +79,7 @@ class Matcher {
   void add(std::vector<int32_t>& out, int32_t id) const;
   bool first_allowed(uint32_t cp);
   void compact();
+  void visit(uint32_t node, size_t depth, std::vector<uint8_t>& ok);
 
   std::shared_ptr<const Grammar> g_;
   const TokenTable* t_;
@@ -77,7 +92,8 @@ class Matcher {
   // Scratch, kept between calls so that trying tokens allocates nothing once warm.
   std::vector<int32_t> a_, b_;
   std::vector<Work> work_;
-  std::vector<int32_t> popped_;  // parent nodes already continued in this step
+  std::vector<int32_t> popped_;               // parent nodes already continued in this step
+  std::vector<std::vector<int32_t>> levels_;  // trie walk: the stacks after each depth's prefix
   size_t budget_ = 0;
   bool first_valid_ = false;       // first_ok_ describes the current state
   uint64_t first_ok_[2] = {0, 0};  // ASCII code points some stack accepts first

@@ -113,10 +113,14 @@ void Sampler::load(const float* logits, bool grammar_first) {
   Candidates& c = cand_;
   c.items.clear();
   c.sorted = false;
-  const bool eos_ok = matcher_ && matcher_->can_end();
+  if (grammar_first) {
+    matcher_->allowed_tokens(allowed_);  // one walk over the vocabulary's trie
+    allowed_.resize(size_t(n_vocab_), 0);  // ids past the table have no text
+    if (eos_ >= 0 && eos_ < n_vocab_) allowed_[size_t(eos_)] = matcher_->can_end();
+  }
   for (int i = 0; i < n_vocab_; ++i) {
     if (banned_[size_t(i)]) continue;
-    if (grammar_first && !(i == eos_ ? eos_ok : matcher_->allows(i))) continue;
+    if (grammar_first && !allowed_[size_t(i)]) continue;
     c.items.push_back({i, std::isnan(logits[i]) ? -INFINITY : logits[i]});
   }
   if (!p_.logit_bias.empty()) {

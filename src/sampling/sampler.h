@@ -107,6 +107,7 @@ class Sampler {
   std::vector<uint8_t> banned_;  // [n_vocab] 1 = never sampled
   std::vector<uint8_t> seen_;    // [n_vocab] repetition-penalty scratch, all zero between calls
   std::optional<grammar::Matcher> matcher_;
+  std::vector<uint8_t> allowed_;  // [n_vocab] scratch: the grammar's verdict on every token
   bool grammar_stuck_ = false;  // no token fits the grammar: sample() returns EOS
   StepLogprobs last_;
 };
