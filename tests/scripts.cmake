@@ -18,3 +18,12 @@ endforeach()
 add_test(NAME q4_ab_self COMMAND ${CMAKE_SOURCE_DIR}/bench/q4_ab/q4_ab.sh
   ${CMAKE_SOURCE_DIR}/src/kernels/q4_avx2.cpp ${CMAKE_SOURCE_DIR}/src/kernels/q4_avx2.cpp 77 384 7 3)
 set_tests_properties(q4_ab_self PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+
+# Scale-out (deploy/): the shipped configurations checked by the programs that read them, and a
+# cluster of three replicas behind HAProxy with Prometheus (tests/cluster). Both skip (77) only
+# when a program is missing; tools/deps.sh installs haproxy, nginx and prometheus.
+add_test(NAME deploy_check COMMAND ${CMAKE_SOURCE_DIR}/tests/deploy_check.sh)
+set_tests_properties(deploy_check PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+add_test(NAME cluster COMMAND node ${CMAKE_SOURCE_DIR}/tests/cluster/cluster.test.mjs)
+set_tests_properties(cluster PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180 RUN_SERIAL TRUE
+  ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>")

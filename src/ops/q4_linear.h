@@ -42,7 +42,8 @@ struct Q4Weight {
   // perm[j] = input row feeding kernel row j, -1 for padding; empty = identity (rows >= K are padding)
   std::vector<int32_t> perm;
   PageBuffer qs;
-  std::vector<uint16_t> scales;
+  std::vector<uint16_t> scales;      // fp16, or empty when scales_f32 is used
+  std::vector<float> scales_f32;     // fp32 checkpoint scales that fp16 cannot hold exactly
   std::vector<uint8_t> zeros;
   std::vector<float> bias;  // empty when the checkpoint has none (or all zeros)
 };

@@ -9,6 +9,9 @@
 #include <thread>
 
 #include "serve/http.h"
+#include "serve/metrics.h"
+#include "serve/ops.h"
+#include "serve/route_match.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -18,6 +21,7 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 thread_local clock::time_point t_request;
+thread_local const char* t_route = nullptr;  // the /metrics label of the request being answered
 
 const char* mime_of(const std::string& name) {
   auto ends = [&](const char* ext) {
@@ -53,7 +57,7 @@ bool authorized(const ServerState& st, const httplib::Request& req) {
 struct Server::Impl {
   httplib::Server http;
   std::vector<Route> routes;
-  std::vector<std::regex> patterns;  // routes[i]'s compiled pattern, for 405 answers
+  PathPatterns patterns;  // routes[i]'s pattern, for 405 answers
   std::atomic<bool> run_called{false};
 };
 
@@ -77,6 +81,7 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
 
   http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
     t_request = clock::now();
+    t_route = nullptr;
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // CORS and caching headers on every response, errors included.
@@ -96,7 +101,8 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
     }
     if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-store");
   });
-  http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+  http.set_logger([&st](const httplib::Request& req, const httplib::Response& res) {
+    st.metrics->observe_request(t_route ? t_route : "other", res.status);
     if (req.method == "GET" && res.status < 400) return;  // polls and the page: too chatty
     double s = std::chrono::duration<double>(clock::now() - t_request).count();
     std::fprintf(stderr, "serve: %s %s %d %.3f s %s\n", req.method.c_str(), req.path.c_str(), res.status, s,
@@ -110,11 +116,10 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
     bool api_path = api == Api::kOpenAI || req.path.rfind("/api", 0) == 0;
     if (res.status == 404) {
       std::string allow;
-      for (size_t i = 0; i < impl_->routes.size(); ++i)
-        if (std::regex_match(req.path, impl_->patterns[i])) {
-          std::string m = impl_->routes[i].method;
-          if (allow.find(m) == std::string::npos) allow += (allow.empty() ? "" : ", ") + m;
-        }
+      for (size_t i : impl_->patterns.matching(req.path)) {
+        std::string m = impl_->routes[i].method;
+        if (allow.find(m) == std::string::npos) allow += (allow.empty() ? "" : ", ") + m;
+      }
       if (!allow.empty()) {
         res.status = 405;
         res.set_header("Allow", allow);
@@ -161,19 +166,37 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
     if (name == "index.html") http.Get("/index.html", serve_file);
   }
   http.Get("/favicon.ico", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+  // Readiness (/health: 503 while loading or draining) and liveness (/live: 200 while the process
+  // serves HTTP at all, so that an orchestrator does not kill a draining replica).
   http.Get("/health", [&st](const httplib::Request&, httplib::Response& res) {
-    bool ready = st.engine.load() != nullptr;
-    send_json(res, ready ? 200 : 503, {{"status", ready ? "ok" : "loading model"}});
+    t_route = "/health";
+    bool loaded = st.engine.load() != nullptr, draining = st.draining.load();
+    send_json(res, loaded && !draining ? 200 : 503,
+              {{"status", draining ? "draining" : loaded ? "ok" : "loading model"}});
+  });
+  http.Get("/live", [](const httplib::Request&, httplib::Response& res) {
+    t_route = "/live";
+    send_json(res, 200, {{"status", "alive"}});
+  });
+  http.Get("/metrics", [&st](const httplib::Request& req, httplib::Response& res) {
+    t_route = "/metrics";
+    if (!st.opt.metrics_public && !authorized(st, req)) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      return kobold_error(res, 401, "Authentication key is missing or invalid.", "unauthorized");
+    }
+    res.set_content(render_metrics(st), "text/plain; version=0.0.4; charset=utf-8");
   });
 
   // The APIs.
   impl_->routes = kobold_routes();
   for (auto& r : openai_routes()) impl_->routes.push_back(std::move(r));
   for (const Route& r : impl_->routes) {
-    impl_->patterns.emplace_back(r.pattern);
+    impl_->patterns.add(r.pattern);
     const Route* route = &r;
-    auto handler = [&st, route](const httplib::Request& req, httplib::Response& res,
-                                const httplib::ContentReader* reader) {
+    auto label = std::make_shared<std::string>(route_label(r.pattern));
+    auto handler = [&st, route, label](const httplib::Request& req, httplib::Response& res,
+                                       const httplib::ContentReader* reader) {
+      t_route = label->c_str();
       const Api api = api_of(req.path);
       std::string body;
       if (reader) {
@@ -211,6 +234,14 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
           return send_error(api, res, 400, "Malformed JSON in the request body: " + what, "bad_input");
         }
       }
+      if (!is_generation_path(req.path)) return route->fn(st, areq, res);
+      // A generation: counted until its jobs are handed to the response (see drain()).
+      st.generating.fetch_add(1);
+      struct Done {
+        std::atomic<int>& n;
+        ~Done() { n.fetch_sub(1); }
+      } done{st.generating};
+      if (st.draining.load()) return send_draining(api, res);
       route->fn(st, areq, res);
     };
     if (std::strcmp(r.method, "POST") == 0) {
@@ -241,6 +272,8 @@ void Server::run() {
 }
 
 void Server::attach(Engine* engine) { st_->engine.store(engine); }
+
+Metrics& Server::metrics() { return *st_->metrics; }
 
 void Server::stop() {
   if (st_->stopping.exchange(true)) return;
