@@ -159,7 +159,7 @@ TEST(ServeApi, KoboldValidationErrorsAre422ByField) {
                                        {"stop_sequence", "not a list"},
                                        {"use_default_badwordsids", "yes"},
                                        {"mirostat", 3},
-                                       {"grammar", "root ::= \"a\""}});
+                                       {"grammar", "root ::= \"a"}});
   ASSERT_EQ(r.status, 422) << r.body;
   auto d = r.json()["detail"];
   EXPECT_EQ(d["prompt"][0], "Not a valid string.");

@@ -10,13 +10,14 @@ declare -A ALLOWED=(
   [ops]="kernels util"
   [formats]="util"
   [tokenizer]="util"
-  [sampling]="util"
+  [grammar]="util"
+  [sampling]="grammar util"
   [model]="ops kernels formats util"
-  [chat]="model ops kernels formats tokenizer sampling util"
+  [chat]="model ops kernels formats tokenizer grammar sampling util"
   [eval]="model ops kernels formats tokenizer util"
   [quant]="model ops kernels formats tokenizer util"
-  [serve]="chat model ops kernels formats tokenizer sampling util"
-  [cli]="serve chat eval quant model ops kernels formats tokenizer sampling util"
+  [serve]="chat model ops kernels formats tokenizer grammar sampling util"
+  [cli]="serve chat eval quant model ops kernels formats tokenizer grammar sampling util"
 )
 
 bad=0

@@ -1,6 +1,8 @@
 #include "chat/generate.h"
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include "chat/stop.h"
 #include "util/error.h"
@@ -18,6 +20,16 @@ const char* finish_reason_name(FinishReason r) {
   return "";
 }
 
+std::vector<std::string> grammar_token_texts(const Tokenizer& tok, int n_vocab) {
+  std::vector<std::string> texts(static_cast<size_t>(n_vocab));
+  for (int id = 0; id < std::min(n_vocab, tok.vocab_size()); ++id) {
+    if (tok.is_control(id) || tok.is_unknown(id)) continue;
+    int b = tok.byte_value(id);
+    texts[size_t(id)] = b >= 0 ? std::string(1, char(b)) : tok.piece_text(id);
+  }
+  return texts;
+}
+
 GenerateResult generate(KvContext& ctx, const Tokenizer& tok, const std::vector<int>& prompt_ids,
                         const GenerateOptions& opt, const TextSink& on_text) {
   using clock = std::chrono::steady_clock;
@@ -30,12 +42,15 @@ GenerateResult generate(KvContext& ctx, const Tokenizer& tok, const std::vector<
   res.tokens.reserve(size_t(max_tokens));
   std::vector<int> history(prompt_ids);
   history.reserve(history.size() + size_t(max_tokens));
-  Sampler sampler(opt.sampler, rt.n_vocab(), tok.eos());
+  std::unique_ptr<grammar::TokenTable> gtokens;
+  if (opt.sampler.grammar) gtokens = std::make_unique<grammar::TokenTable>(grammar_token_texts(tok, rt.n_vocab()));
+  Sampler sampler(opt.sampler, rt.n_vocab(), tok.eos(), gtokens.get());
   // Text continues the prompt, so no dummy-prefix space is dropped unless the prompt is only BOS.
   bool prompt_has_text = false;
   for (int id : prompt_ids)
     if (!tok.is_control(id)) prompt_has_text = true;
   StreamDecoder dec(tok, !prompt_has_text);
+  sampler.restart_grammar(!prompt_has_text);
   StopStream stops(opt.stop, opt.trim_stop);
   bool open = true;  // on_text still wants text
   auto show = [&](const std::string& s) {
@@ -54,7 +69,8 @@ GenerateResult generate(KvContext& ctx, const Tokenizer& tok, const std::vector<
       break;
     }
     int next = sampler.sample(logits, history);
-    if (opt.stop_at_eos && next == tok.eos()) {
+    // With a grammar, EOS is drawn only where the text is a whole match (or nothing else fits).
+    if ((opt.stop_at_eos || sampler.has_grammar()) && next == tok.eos()) {
       res.hit_eos = true;
       res.finish = FinishReason::kEos;
       break;

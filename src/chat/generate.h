@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "chat/kv_context.h"
+#include "grammar/matcher.h"
 #include "model/llama.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -40,6 +41,10 @@ struct GenerateResult {
 // on_text receives text as it becomes showable (whole UTF-8 characters, no stop-string
 // prefixes); returning false stops generation (FinishReason::kAborted).
 using TextSink = std::function<bool(const std::string&)>;
+
+// The text each token adds to an output, for grammar matching: piece text (U+2581 as space),
+// the raw byte of a byte piece, nothing for control and unknown tokens; n_vocab entries.
+std::vector<std::string> grammar_token_texts(const Tokenizer& tok, int n_vocab);
 
 // Generates after prompt_ids in ctx's sequence, reusing what the cache already holds.
 GenerateResult generate(KvContext& ctx, const Tokenizer& tok, const std::vector<int>& prompt_ids,

@@ -1,9 +1,12 @@
 #include "cli/sampler_flags.h"
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "chat/dry_breakers.h"
+#include "grammar/gbnf.h"
 #include "util/error.h"
 
 namespace metharme::cli {
@@ -97,6 +100,9 @@ std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerPara
       ->each([f](const std::string&) { f->seed_set = true; })
       ->group(g);
   add_extra_flags(app, *f);
+  // Structured output: the reply must match a GBNF grammar (llama.cpp syntax).
+  app.add_option("--grammar", f->grammar, "GBNF grammar the output must match")->group(g);
+  app.add_option("--grammar-file", f->grammar_file, "File holding a GBNF grammar the output must match")->group(g);
   return f;
 }
 
@@ -126,6 +132,23 @@ SamplerParams SamplerFlags::resolve(int n_vocab, const Tokenizer& tok, int n_ctx
       fail("--logit-bias: '", b.substr(colon + 1), "' is not a number");
     }
     p.logit_bias.emplace_back(parse_id(b.substr(0, colon), "--logit-bias"), bias);
+  }
+  if (!grammar.empty() && !grammar_file.empty()) fail("--grammar and --grammar-file: give one of them");
+  if (!grammar_file.empty()) {
+    std::ifstream in(grammar_file, std::ios::binary);
+    if (!in) fail("--grammar-file: cannot read ", grammar_file);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+      p.grammar = grammar::parse_gbnf(text);
+    } catch (const Error& e) {
+      fail("--grammar-file ", grammar_file, ": ", e.what());
+    }
+  } else if (!grammar.empty()) {
+    try {
+      p.grammar = grammar::parse_gbnf(grammar);
+    } catch (const Error& e) {
+      fail("--grammar: ", e.what());
+    }
   }
   if (!seed_set) p.seed = uint64_t(std::chrono::system_clock::now().time_since_epoch().count()) % 1000000007u;
   std::string err = sampler_params_error(p, n_vocab);

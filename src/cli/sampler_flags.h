@@ -19,6 +19,7 @@ struct SamplerFlags {
   std::vector<std::string> stops;
   std::vector<std::string> dry_breakers = {"\n", ":", "\"", "*"};  // KoboldAI Lite's and SillyTavern's
   bool seed_set = false;
+  std::string grammar, grammar_file;  // GBNF text or a file holding it (--grammar, --grammar-file)
 
   // The parameters after parsing, validated against the vocabulary; the seed comes from the
   // clock unless --seed was given; n_ctx bounds the rep-pen and DRY windows. Throws Error
@@ -28,9 +29,9 @@ struct SamplerFlags {
 
 // Adds --temp, --top-k, --top-a, --top-p, --min-p, --typical, --tfs, --rep-pen,
 // --rep-pen-range, --rep-pen-slope, --presence-penalty, --sampler-order, --ban, --ban-eos,
-// --logit-bias, --stop, --seed and KoboldCpp's other samplers (--mirostat*, --dry-*, --xtc-*,
-// --dynatemp-*, --smoothing-*, --nsigma) to `app`, with `defaults` as the values when a flag is
-// absent.
+// --logit-bias, --stop, --seed, KoboldCpp's other samplers (--mirostat*, --dry-*, --xtc-*,
+// --dynatemp-*, --smoothing-*, --nsigma), --grammar and --grammar-file to `app`, with `defaults`
+// as the values when a flag is absent.
 std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerParams& defaults);
 
 // KoboldAI Lite's defaults (temperature 0.7, top-k 100, top-p 0.92, rep-pen 1.07 over 360 tokens,

@@ -105,6 +105,8 @@ std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
     return cat("rep_pen_slope must be >= 0 (got ", p.rep_pen_slope, ")");
   if (!std::isfinite(p.presence_penalty)) return "presence_penalty must be finite";
   if (std::string e = extra_params_error(p, n_vocab); !e.empty()) return e;
+  if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs)
+    return cat("top_logprobs must be in [0, ", kMaxTopLogprobs, "] (got ", p.top_logprobs, ")");
   std::vector<int> order = normalize_order(p.sampler_order);
   bool seen[kSamplerCount] = {};
   for (int id : order) {
@@ -132,7 +134,7 @@ std::string sampler_bans_error(const SamplerParams& p, int n_vocab, int eos_id) 
              ": nothing could be generated");
 }
 
-Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
+Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id, const grammar::TokenTable* tokens)
     : p_(p),
       order_(normalize_order(p.sampler_order)),
       n_vocab_(n_vocab),
@@ -150,6 +152,34 @@ Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
   if (p.ban_eos && eos_id >= 0 && eos_id < n_vocab) banned_[size_t(eos_id)] = 1;
   size_t allowed = size_t(std::count(banned_.begin(), banned_.end(), 0));
   MH_CHECK(allowed > 0, "sampler: every token of the vocabulary is banned");
+  if (p.grammar) {
+    MH_CHECK(tokens, "sampler: a grammar needs the vocabulary's token texts");
+    matcher_.emplace(p.grammar, *tokens);
+  }
+  last_.top.reserve(kMaxTopLogprobs);
+}
+
+void Sampler::restart_grammar(bool skip_space) {
+  if (!matcher_) return;
+  matcher_->reset();
+  matcher_->set_skip_leading_space(skip_space);
+  grammar_stuck_ = false;
+}
+
+void Sampler::replay_grammar(const std::vector<int>& output, bool skip_space) {
+  if (!matcher_) return;
+  restart_grammar(skip_space);
+  for (int id : output) matcher_->accept(id);
+}
+
+bool Sampler::grammar_keep() {
+  const bool eos_ok = matcher_->can_end();
+  auto& items = cand_.items;
+  size_t n = 0;
+  for (size_t i = 0; i < items.size(); ++i)
+    if (items[i].id == eos_ ? eos_ok : matcher_->allows(items[i].id)) items[n++] = items[i];
+  items.resize(n);
+  return n > 0;
 }
 
 void Sampler::temperature_slot(Candidates& c) {
@@ -165,12 +195,18 @@ void Sampler::temperature_slot(Candidates& c) {
   apply_nsigma(c, p_.nsigma);
 }
 
-void Sampler::filter(const float* logits, const std::vector<int>& history) {
+void Sampler::load(const float* logits, bool grammar_first) {
   Candidates& c = cand_;
   c.items.clear();
   c.sorted = false;
+  if (grammar_first) {
+    matcher_->allowed_tokens(allowed_);    // one walk over the vocabulary's trie
+    allowed_.resize(size_t(n_vocab_), 0);  // ids past the table have no text
+    if (eos_ >= 0 && eos_ < n_vocab_) allowed_[size_t(eos_)] = matcher_->can_end();
+  }
   for (int i = 0; i < n_vocab_; ++i)
-    if (!banned_[size_t(i)]) c.items.push_back({i, std::isnan(logits[i]) ? -INFINITY : logits[i]});
+    if (!banned_[size_t(i)] && (!grammar_first || allowed_[size_t(i)]))
+      c.items.push_back({i, std::isnan(logits[i]) ? -INFINITY : logits[i]});
   if (!p_.logit_bias.empty()) {
     // The set holds every unbanned id in order; find each biased id by binary search.
     for (const auto& [id, bias] : p_.logit_bias) {
@@ -179,6 +215,10 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
       if (it != c.items.end() && it->id == id) it->logit += bias;
     }
   }
+}
+
+void Sampler::run_chain(const std::vector<int>& history) {
+  Candidates& c = cand_;
   const auto run = [&](Stage st) {
     switch (st) {
       case Stage::kDry:
@@ -213,6 +253,24 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
     for (Stage st : kChain) run(st);
   else
     for (Stage st : kMirostatChain) run(st);
+}
+
+void Sampler::filter(const float* logits, const std::vector<int>& history) {
+  Candidates& c = cand_;
+  grammar_stuck_ = false;
+  load(logits, false);
+  run_chain(history);
+  // The grammar checks the few tokens the samplers kept (cheap); only when it refuses them all
+  // does it filter the whole vocabulary first and the samplers run again on what it allows.
+  if (matcher_ && !grammar_keep()) {
+    load(logits, true);
+    if (c.items.empty()) {
+      grammar_stuck_ = true;
+      c.items.push_back({eos_, 0.0f});
+      return;
+    }
+    run_chain(history);
+  }
   bool any_finite = false;
   for (const auto& it : c.items) any_finite |= std::isfinite(it.logit);
   if (!any_finite) {
@@ -276,7 +334,46 @@ int Sampler::sample(const float* logits, const std::vector<int>& history) {
     const double p = cand_.items.size() == 1 ? 1.0 : cand_.p[i];
     mu_ -= double(p_.mirostat_eta) * (-std::log2(p) - double(p_.mirostat_tau));
   }
-  return cand_.items[i].id;
+  const int tok = cand_.items[i].id;
+  if (p_.logprobs != SamplerParams::Logprobs::kOff) {
+    if (cand_.items.size() == 1) cand_.p.assign(1, 1.0);  // draw() skips the softmax of one token
+    record_logprobs(logits, tok, i);
+  }
+  if (matcher_ && tok != eos_) matcher_->accept(tok);
+  return tok;
+}
+
+void Sampler::record_logprobs(const float* logits, int token, size_t chosen) {
+  // Keeps the top_logprobs best {id, value} pairs in last_.top, best first (insertion; n <= 20).
+  const size_t n = size_t(p_.top_logprobs);
+  auto offer = [&](int id, float v) {
+    auto& top = last_.top;
+    if (n == 0 || (top.size() == n && !(v > top.back().second))) return;
+    if (top.size() < n) top.push_back({id, v});
+    size_t i = top.size() - 1;
+    while (i > 0 && top[i - 1].second < v) top[i] = top[i - 1], --i;
+    top[i] = {id, v};
+  };
+  last_.token = token;
+  last_.top.clear();
+  if (p_.logprobs == SamplerParams::Logprobs::kModel) {
+    // log p = logit - logsumexp(logits), over the whole vocabulary.
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab_; ++i)
+      if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab_; ++i)
+      if (std::isfinite(logits[i])) sum += std::exp(double(logits[i]) - mx);
+    const float lse = float(mx + std::log(sum));
+    last_.logprob = logits[token] - lse;
+    for (int i = 0; i < n_vocab_; ++i)
+      if (std::isfinite(logits[i])) offer(i, logits[i] - lse);
+  } else {
+    // KoboldCpp reports probabilities below 1e-4 as 1e-4.
+    auto lp = [](double p) { return float(std::log(std::max(p, 1e-4))); };
+    last_.logprob = lp(cand_.p[chosen]);
+    for (size_t i = 0; i < cand_.items.size(); ++i) offer(cand_.items[i].id, lp(cand_.p[i]));
+  }
 }
 
 std::vector<std::pair<int, double>> Sampler::distribution(const float* logits, const std::vector<int>& history) {

@@ -2,11 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "grammar/matcher.h"
 #include "sampling/dry.h"
 #include "sampling/samplers.h"
 #include "util/error.h"
@@ -49,6 +52,24 @@ struct SamplerParams {
   float dynatemp_range = 0.0f, dynatemp_exponent = 1.0f;  // dynamic temperature: range 0 off
   float smoothing_factor = 0.0f, smoothing_curve = 1.0f;  // smoothing: factor 0 off
   float nsigma = 0.0f;                                    // top-n-sigma: 0 off
+
+  // Grammar constraint: only tokens that keep the output a prefix of a match are drawn, and EOS
+  // only where the output is a whole match. Needs the vocabulary's TokenTable (Sampler ctor).
+  std::shared_ptr<const grammar::Grammar> grammar;
+  // Log-probabilities recorded per drawn token (Sampler::last_logprobs).
+  enum class Logprobs { kOff, kModel, kSampled };
+  Logprobs logprobs = Logprobs::kOff;  // kModel: log-softmax of the logits (OpenAI); kSampled: the
+                                       // distribution the token was drawn from (KoboldCpp)
+  int top_logprobs = 0;                // alternatives recorded per token (at most kMaxTopLogprobs)
+};
+
+constexpr int kMaxTopLogprobs = 20;
+
+// One drawn token's log-probability and the most likely alternatives, most likely first.
+struct StepLogprobs {
+  int token = -1;
+  float logprob = 0;
+  std::vector<std::pair<int, float>> top;  // {token id, log-probability}
 };
 
 // Thrown by Sampler::sample() when no token can be drawn. model_fault(): the logits themselves
@@ -81,8 +102,9 @@ std::vector<int> parse_sampler_order(const std::string& s);
 
 class Sampler {
  public:
-  // Throws Error when the params are invalid (see sampler_params_error).
-  Sampler(const SamplerParams& p, int n_vocab, int eos_id = 2);
+  // Throws Error when the params are invalid (see sampler_params_error), or when they hold a
+  // grammar and `tokens` (the vocabulary's texts for the grammar) is null.
+  Sampler(const SamplerParams& p, int n_vocab, int eos_id = 2, const grammar::TokenTable* tokens = nullptr);
 
   // Picks the next token from logits[n_vocab]. `history`: every token of the context so far
   // (prompt and generated) for the repetition penalty. Allocates nothing.
@@ -95,12 +117,25 @@ class Sampler {
   const SamplerParams& params() const { return p_; }
   double mirostat_mu() const { return mu_; }  // Mirostat's running target (bits), 2 * tau at first
 
+  // Grammar state (no-ops without a grammar). The matcher follows every token sample() returns;
+  // restart() begins a new output (skip_space: its first token's leading space is dropped from
+  // the text), replay() restarts and follows `output` again (after a rewind).
+  void restart_grammar(bool skip_space);
+  void replay_grammar(const std::vector<int>& output, bool skip_space);
+  bool has_grammar() const { return matcher_.has_value(); }
+  // The last token sample() drew, with its log-probabilities (params().logprobs not kOff).
+  const StepLogprobs& last_logprobs() const { return last_; }
+
  private:
   void filter(const float* logits, const std::vector<int>& history);        // leaves survivors in cand_
   void apply_slot(int id, Candidates& c, const std::vector<int>& history);  // one sampler_order id
   void temperature_slot(Candidates& c);  // sampler_order slot 5: temperature or dynatemp, smoothing, nsigma
   size_t draw();                         // an index into cand_ by the softmax of its logits
   double uniform() { return double(rng_() >> 11) * 0x1.0p-53; }  // [0, 1), same on every platform
+  void load(const float* logits, bool grammar_first);  // the unbanned (grammar: allowed) tokens into cand_
+  void run_chain(const std::vector<int>& history);     // the samplers on cand_
+  bool grammar_keep();  // drops survivors the grammar refuses; false if none is left
+  void record_logprobs(const float* logits, int token, size_t chosen);
   SamplerParams p_;
   std::vector<int> order_;
   int n_vocab_, eos_;
@@ -110,6 +145,10 @@ class Sampler {
   Candidates cand_;
   std::vector<uint8_t> banned_;  // [n_vocab] 1 = never sampled
   std::vector<uint8_t> seen_;    // [n_vocab] repetition-penalty scratch, all zero between calls
+  std::optional<grammar::Matcher> matcher_;
+  std::vector<uint8_t> allowed_;  // [n_vocab] scratch: the grammar's verdict on every token
+  bool grammar_stuck_ = false;  // no token fits the grammar: sample() returns EOS
+  StepLogprobs last_;
 };
 
 int argmax(const float* x, int n);

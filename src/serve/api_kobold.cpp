@@ -4,6 +4,7 @@
 #include "serve/context_fit.h"
 #include "serve/http.h"
 #include "serve/params.h"
+#include "serve/structured.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -101,20 +102,30 @@ std::vector<std::shared_ptr<Job>> start_kobold(ServerState& st, Engine& e, const
   return jobs;
 }
 
+// KoboldCpp's logprobs object of a finished request that asked for them, else null.
+json logprobs_of(const Job& j, const Tokenizer& tok) {
+  if (!j.done() || j.spec().sampler.logprobs == SamplerParams::Logprobs::kOff) return nullptr;
+  return kobold_logprobs(j.logprobs_from(0), tok);
+}
+
 void generate(ServerState& st, const ApiRequest& req, httplib::Response& res) {
   Engine* e = ready(st, Api::kKobold, res);
   if (!e) return;
   auto p = std::make_shared<KoboldParams>();
   auto jobs = start_kobold(st, *e, req, res, *p, false);
   if (jobs.empty()) return;
+  const Tokenizer* tok = &e->tokenizer();
   // The body is sent when every job has ended; a client that leaves early cancels them.
-  follow_jobs(st, res, "application/json", jobs, {nullptr, [jobs, p] {
+  follow_jobs(st, res, "application/json", jobs, {nullptr, [jobs, p, tok] {
                 json results = json::array();
                 for (const auto& j : jobs)
-                  results.push_back({{"text", format_output(*p, j->text())}, {"finish_reason", kobold_finish(j->finish())}});
+                  results.push_back({{"text", format_output(*p, j->text())},
+                                     {"finish_reason", kobold_finish(j->finish())},
+                                     {"logprobs", logprobs_of(*j, *tok)}});
                 return dump({{"results", results}, {"prompt_tokens_cut", jobs[0]->spec().prompt_tokens_cut}});
               }});
 }
+
 
 std::string kobold_sse(const std::string& token, const char* finish) {
   return "event: message\ndata: " + dump({{"token", token}, {"finish_reason", finish}}) + "\n\n";
@@ -147,6 +158,13 @@ void check(ServerState& st, const ApiRequest& req, httplib::Response& res) {
   json r = {{"text", text}};
   if (job) r["finish_reason"] = job->done() ? kobold_finish(job->finish()) : "null";
   send_json(res, 200, {{"results", json::array({r})}});
+}
+
+// POST /api/extra/last_logprobs {"genkey": ...}: the logprobs of the request /check would show.
+void last_logprobs(ServerState& st, const ApiRequest& req, httplib::Response& res) {
+  Engine* e = st.engine.load();
+  std::shared_ptr<Job> job = e ? e->find(genkey_of(req), req.client) : nullptr;
+  send_json(res, 200, {{"logprobs", job ? logprobs_of(*job, e->tokenizer()) : json(nullptr)}});
 }
 
 void abort_gen(ServerState& st, const ApiRequest& req, httplib::Response& res) {
@@ -279,6 +297,7 @@ std::vector<Route> kobold_routes() {
       {"POST", "/api/extra/generate/check/?", true, check},
       {"GET", "/api/extra/generate/check/?", true, check},
       {"POST", "/api/extra/abort/?", true, abort_gen},
+      {"POST", "/api/extra/last_logprobs/?", true, last_logprobs},
       {"POST", "/api/extra/tokencount/?", true, tokencount},
       {"POST", "/api/extra/tokenize/?", true, tokencount},
       {"POST", "/api/extra/detokenize/?", true, detokenize},

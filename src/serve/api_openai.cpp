@@ -7,6 +7,7 @@
 #include "serve/http.h"
 #include "serve/openai_params.h"
 #include "serve/params.h"
+#include "serve/structured.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -14,6 +15,12 @@ namespace metharme::serve {
 namespace {
 
 const char* openai_finish(Finish f) { return f == Finish::kLength ? "length" : "stop"; }
+
+size_t utf8_length(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
 
 std::string new_id(const char* prefix) {
   char buf[32];
@@ -30,7 +37,9 @@ struct OpenAIJob {
   int prompt_tokens = 0;
   int prompt_tokens_cut = 0, messages_dropped = 0;  // how the prompt was fitted (context_fit.h)
   bool stream = false, include_usage = false, echo = false, chat = false;
+  bool logprobs = false;  // the choices carry log-probabilities
   std::string echo_text;
+  const Tokenizer* tok = nullptr;
 };
 
 // Fits the prompt (op.ids, or for chat op.msgs) beside a reply of max_new tokens into ctx
@@ -118,7 +127,13 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
   out.include_usage = op.include_usage;
   out.echo = op.echo;
   out.echo_text = op.echo_text;
+  out.logprobs = c.sampler.logprobs != SamplerParams::Logprobs::kOff;
+  out.tok = &e->tokenizer();
   if (!errs.empty()) {
+    // A grammar that does not parse is a 422 (Unprocessable), other bad fields a 400.
+    for (const char* f : {"grammar", "response_format"})
+      if (errs.fields.count(f))
+        return openai_error(res, 422, errs.fields[f][0], "invalid_request_error", f), out;
     const auto& [field, msgs] = *errs.fields.begin();
     openai_error(res, 400, field + ": " + msgs[0], "invalid_request_error", field);
     return out;
@@ -189,6 +204,11 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                     const Job& j = *oj.jobs[i];
                     std::string text = j.text();
                     json choice = {{"index", i}, {"finish_reason", openai_finish(j.finish())}, {"logprobs", nullptr}};
+                    if (oj.logprobs) {
+                      size_t offset = oj.echo ? utf8_length(oj.echo_text) : 0;
+                      choice["logprobs"] = chat ? chat_logprobs(j.logprobs_from(0), *oj.tok)
+                                                : completion_logprobs(j.logprobs_from(0), *oj.tok, offset);
+                    }
                     if (chat) {
                       LeadTrim trim;
                       choice["message"] = {{"role", "assistant"}, {"content", trim(text)}};
@@ -208,13 +228,24 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
     return;
   }
   auto trim = std::make_shared<LeadTrim>();
-  auto chunk = [=](const json& delta_or_text, const json& finish) {
+  auto lp_sent = std::make_shared<size_t>(0);
+  auto lp_offset = std::make_shared<size_t>(oj.echo ? utf8_length(oj.echo_text) : 0);
+  auto job0 = oj.jobs[0];
+  // The log-probabilities of the tokens published since the last chunk (null when not asked).
+  auto fresh_logprobs = [=]() -> json {
+    if (!oj.logprobs) return nullptr;
+    std::vector<StepLogprobs> lps = job0->logprobs_from(*lp_sent);
+    *lp_sent += lps.size();
+    if (lps.empty()) return nullptr;
+    return chat ? chat_logprobs(lps, *oj.tok) : completion_logprobs(lps, *oj.tok, *lp_offset);
+  };
+  auto chunk = [=](const json& delta_or_text, const json& finish, const json& logprobs = nullptr) {
     json c = head(chat ? "chat.completion.chunk" : "text_completion");
-    json choice = {{"index", 0}, {"finish_reason", finish}};
+    json choice = {{"index", 0}, {"finish_reason", finish}, {"logprobs", logprobs}};
     if (chat)
       choice["delta"] = delta_or_text;
     else
-      choice["text"] = delta_or_text, choice["logprobs"] = nullptr;
+      choice["text"] = delta_or_text;
     c["choices"] = json::array({choice});
     return c;
   };
@@ -228,12 +259,16 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                  std::string out;
                  out.swap(*first);
                  std::string text = chat ? (*trim)(delta) : delta;
-                 if (!text.empty()) out += sse_event(chunk(chat ? json{{"content", text}} : json(text), nullptr));
+                 json lps = fresh_logprobs();
+                 if (!text.empty() || !lps.is_null())
+                   out += sse_event(chunk(chat ? json{{"content", text}} : json(text), nullptr, lps));
                  return out;
                },
                [=] {
                  std::string out;
                  out.swap(*first);
+                 json lps = fresh_logprobs();
+                 if (!lps.is_null()) out += sse_event(chunk(chat ? json{{"content", ""}} : json(""), nullptr, lps));
                  out += sse_event(chunk(chat ? json::object() : json(""), openai_finish(job->finish())));
                  if (oj.include_usage) {
                    json u = head(chat ? "chat.completion.chunk" : "text_completion");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "chat/generate.h"
 #include "chat/kv_context.h"
 #include "util/error.h"
 
@@ -17,7 +18,8 @@ constexpr int kMaxRewinds = 256;     // banned-phrase rewinds per job before ban
 }  // namespace
 
 Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)
-    : rt_(&rt), tok_(&tok), opt_(opt), slots_(size_t(rt.kv().n_seq())), t_idle_(clock::now()) {
+    : rt_(&rt), tok_(&tok), gtokens_(grammar_token_texts(tok, rt.n_vocab())), opt_(opt),
+      slots_(size_t(rt.kv().n_seq())), t_idle_(clock::now()) {
   MH_CHECK(tok.vocab_size() <= rt.n_vocab(), "the tokenizer has ", tok.vocab_size(), " tokens but the model only ",
            rt.n_vocab());
   opt_.prefill_chunk = std::max(1, opt_.prefill_chunk);
@@ -180,7 +182,7 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   try {
     SamplerParams sp = spec.sampler;
     if (sp.n_ctx == 0) sp.n_ctx = n_ctx();  // the rep-pen and DRY windows end at the context
-    s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos());
+    s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos(), &gtokens_);
     s.out.emplace(*tok_, !prompt_has_text, spec.stop, spec.trim_stop, spec.banned_phrases);
     s.out->set_min_tokens(spec.min_tokens);
   } catch (const std::exception& e) {
@@ -205,6 +207,10 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   s.pending = -1;
   s.history.assign(spec.prompt.begin(), spec.prompt.end());
   s.history.reserve(size_t(P + spec.max_new));
+  s.at_start = !prompt_has_text;
+  s.sampler->restart_grammar(s.at_start);
+  s.lps.clear();
+  s.lps_published = 0;
   s.bans.clear();
   s.rewinds = 0;
   s.committed = 0;
@@ -223,6 +229,11 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
 
 void Engine::publish(Slot& s) {
   size_t c = s.out->committed();
+  size_t n = std::min(size_t(s.out->tokens_within(c)), s.lps.size());
+  if (n > s.lps_published) {
+    s.job->append_logprobs(s.lps.data() + s.lps_published, n - s.lps_published);
+    s.lps_published = n;
+  }
   if (c <= s.committed) return;
   s.job->append(std::string_view(s.out->text()).substr(s.committed, c - s.committed));
   s.committed = c;
@@ -241,6 +252,7 @@ void Engine::finish(Slot& s, Finish f, const std::string& error, int status) {
   std::string text = s.out ? s.out->final_text() : std::string();
   std::vector<int> tokens = s.out ? s.out->tokens() : std::vector<int>();
   if (f == Finish::kEos) tokens.push_back(tok_->eos());
+  if (s.lps.size() > s.lps_published) job->append_logprobs(s.lps.data() + s.lps_published, s.lps.size() - s.lps_published);
   if (!job->spec().quiet)
     std::fprintf(stderr, "serve: request %llu: %d prompt tokens (%d cached) in %.2f s, %d tokens in %.2f s, %s\n",
                  static_cast<unsigned long long>(job->id()), st.prompt_tokens, st.cached_tokens, st.prompt_s,
@@ -288,7 +300,9 @@ void Engine::sample(Slot& s, int tok) {
     s.t_first = clock::now();
     s.has_first = true;
   }
-  if (tok == tok_->eos() && spec.stop_at_eos) return finish(s, Finish::kEos);
+  // With a grammar, EOS is drawn only where the text is a whole match (or nothing else fits).
+  if (tok == tok_->eos() && (spec.stop_at_eos || s.sampler->has_grammar())) return finish(s, Finish::kEos);
+  if (spec.sampler.logprobs != SamplerParams::Logprobs::kOff) s.lps.push_back(s.sampler->last_logprobs());
   s.history.push_back(tok);
   auto ev = s.out->push(tok);
   if (ev == OutputText::Event::kBanned && s.rewinds < kMaxRewinds) {
@@ -299,6 +313,8 @@ void Engine::sample(Slot& s, int tok) {
     if (s.bans.size() <= size_t(t)) s.bans.resize(size_t(t) + 1);
     s.bans[size_t(t)].push_back(s.out->tokens()[size_t(t)]);
     s.out->rewind(t);
+    s.sampler->replay_grammar(s.out->tokens(), s.at_start);
+    if (s.lps.size() > size_t(t)) s.lps.resize(size_t(t));
     const int P = int(spec.prompt.size());
     s.history.resize(size_t(P + t));
     s.kv.resize(size_t(P + t - 1));

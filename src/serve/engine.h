@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "grammar/matcher.h"
 #include "model/llama.h"
 #include "serve/job.h"
 #include "serve/metrics.h"
@@ -88,6 +89,9 @@ class Engine {
     std::vector<std::vector<int>> bans;  // bans[i]: tokens banned as output token i (phrase bans)
     int rewinds = 0;
     size_t committed = 0;
+    bool at_start = false;            // the output begins a text (its first space is dropped)
+    std::vector<StepLogprobs> lps;    // per output token, when the spec asks for log-probabilities
+    size_t lps_published = 0;
     Job::clock::time_point t_start, t_first;
     bool has_first = false;
   };
@@ -108,6 +112,7 @@ class Engine {
 
   LlamaRuntime* rt_;
   const Tokenizer* tok_;
+  grammar::TokenTable gtokens_;  // token texts for grammars, built once
   EngineOptions opt_;
   std::vector<Slot> slots_;
 

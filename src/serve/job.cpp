@@ -62,6 +62,17 @@ void Job::append(std::string_view more) {
   cv_.notify_all();
 }
 
+std::vector<StepLogprobs> Job::logprobs_from(size_t i) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (i >= logprobs_.size()) return {};
+  return std::vector<StepLogprobs>(logprobs_.begin() + ptrdiff_t(i), logprobs_.end());
+}
+
+void Job::append_logprobs(const StepLogprobs* first, size_t n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  logprobs_.insert(logprobs_.end(), first, first + n);
+}
+
 void Job::set_stats(const JobStats& s) {
   {
     std::lock_guard<std::mutex> lk(mu_);

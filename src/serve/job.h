@@ -75,11 +75,15 @@ class Job {
   void set_error_status(int status) { error_status_.store(status); }
   JobStats stats() const;
   std::vector<int> tokens() const;  // the output token ids (EOS included when it ended the text)
+  // Log-probabilities of the output tokens (spec().sampler.logprobs on), in order: those of
+  // tokens whose text is published, all of them once done. EOS that ends the text has none.
+  std::vector<StepLogprobs> logprobs_from(size_t i) const;
   void cancel() { cancel_.store(true); }
   bool cancelled() const { return cancel_.load(); }
 
   // Producer side (the engine thread).
   void append(std::string_view more);  // more committed text
+  void append_logprobs(const StepLogprobs* first, size_t n);  // of tokens now committed
   void set_stats(const JobStats& s);
   // The end: the whole final text (it extends what was appended), why, and an error message.
   void end(Finish f, std::string final_text, std::string error = {}, std::vector<int> tokens = {});
@@ -97,6 +101,7 @@ class Job {
   JobStats stats_;
   bool started_ = false;  // set_stats was called (the job got a slot)
   std::vector<int> tokens_;
+  std::vector<StepLogprobs> logprobs_;
   std::atomic<bool> cancel_{false};
   std::atomic<int> error_status_{500};
 };

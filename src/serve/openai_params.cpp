@@ -3,6 +3,7 @@
 #include "chat/metharme.h"
 #include "serve/context_fit.h"
 #include "serve/placeholders.h"
+#include "serve/structured.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -81,6 +82,8 @@ OpenAIParams read_openai(const json& body, const Tokenizer& tok, bool chat, Fiel
   FieldReader r(body, errs);
   o.common = read_common(r, tok, tok.vocab_size());
   CommonParams& c = o.common;
+  read_response_format(r, c.sampler);  // serve/structured.h
+  read_openai_logprobs(r, c.sampler, chat);
   o.max_tokens = r.integer("max_tokens", 1, INT32_MAX);
   if (!o.max_tokens) o.max_tokens = r.integer("max_completion_tokens", 1, INT32_MAX);
   if (!o.max_tokens) o.max_tokens = r.integer("max_new_tokens", 1, INT32_MAX);

@@ -57,6 +57,10 @@ void OutputText::rewind(int t) {
   for (int id : keep) append_token_text(id);
 }
 
+int OutputText::tokens_within(size_t bytes) const {
+  return int(std::upper_bound(ends_.begin(), ends_.end(), bytes) - ends_.begin());
+}
+
 size_t OutputText::committed() const {
   size_t limit = stop_.shown();
   if (max_banned_ > 1 && !ends_.empty()) {

@@ -30,6 +30,8 @@ class OutputText {
 
   int size() const { return int(tokens_.size()); }
   const std::vector<int>& tokens() const { return tokens_; }
+  // How many leading tokens lie wholly within the first `bytes` bytes of text().
+  int tokens_within(size_t bytes) const;
   const std::string& text() const { return stop_.text(); }
   // Bytes of text() that no later token can take back: everything but a tail that could still
   // become a stop string (it may be cut) or a banned phrase (it would be rewound).

@@ -9,6 +9,7 @@
 
 #include "serve/context_fit.h"
 #include "serve/placeholders.h"
+#include "serve/structured.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -314,7 +315,7 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
     }
   }
   read_extra_samplers(r, tok, c);
-  if (auto g = r.string("grammar"); g && !g->empty()) r.error("grammar", "grammar is not supported by this server.");
+  read_grammar(r, s);  // serve/structured.h
   if (auto v = r.string("genkey", 128)) c.genkey = *v;
   if (auto v = r.boolean("quiet")) c.quiet = *v;
   if (std::string bad = sampler_params_error(s, n_vocab); !bad.empty() && r.ok()) r.error("sampler", bad);
@@ -349,6 +350,7 @@ KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, in
   if (auto v = r.integer("n", 1, 5)) p.n = int(*v);
   p.common = read_common(r, tok, n_vocab);
   p.common.sampler.n_ctx = p.max_context_length;  // KoboldCpp bounds the rep-pen and DRY windows by it
+  read_kobold_logprobs(r, p.common.sampler);  // serve/structured.h
 
   // Output formatting (United): off unless disable_output_formatting is false.
   bool fmt = !r.boolean("disable_output_formatting").value_or(true);
