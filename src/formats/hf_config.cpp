@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "formats/gguf_llama.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -83,7 +84,8 @@ LlamaConfig parse_llama_config(const json& j, const std::string& origin) {
 
 LlamaConfig load_llama_config(const std::string& dir) {
   if (!fs::exists(dir)) fail(dir, ": model folder does not exist");
-  if (!fs::is_directory(dir)) fail(dir, ": is not a folder (pass the model folder, not a file)");
+  if (is_gguf_file(dir)) return gguf_llama_config(GgufFile(dir));
+  if (!fs::is_directory(dir)) fail(dir, ": is not a folder or a GGUF file (pass the model folder, not a file inside it)");
   std::string path = (fs::path(dir) / "config.json").string();
   if (!fs::exists(path)) fail(dir, ": no config.json in the model folder");
   json j;

@@ -228,6 +228,27 @@ std::vector<float> q4_dequantize(const Q4Weight& w) {
   return out;
 }
 
+std::vector<int32_t> q4_kernel_rows(const Q4Weight& w) {
+  std::vector<int32_t> rows(size_t(w.n_in));
+  for (int k = 0; k < w.n_in; ++k) rows[size_t(k)] = k;
+  if (!w.perm.empty())
+    for (int j = 0; j < int(w.perm.size()); ++j)
+      if (w.perm[size_t(j)] >= 0) rows[size_t(w.perm[size_t(j)])] = j;
+  return rows;
+}
+
+Q4Entry q4_entry(const Q4Weight& w, int n, int j) {
+  const auto& m = w.mat;
+  const int t = n / kQ4TileCols, c = n % kQ4TileCols;
+  const uint8_t byte = m.qs[size_t(t) * m.tile_qs_bytes() + byte_of(j, c)];
+  const size_t gi = (size_t(t) * size_t(m.n_groups) + size_t(j / m.gs)) * kQ4TileCols + size_t(c);
+  Q4Entry e;
+  e.code = uint8_t((j % 8) < 4 ? byte & 15 : byte >> 4);
+  e.zero = m.zeros[gi];
+  e.scale = m.scales[gi];
+  return e;
+}
+
 size_t q4_weight_bytes(const Q4Weight& w) {
   return w.qs.size() + w.scales.size() * sizeof(uint16_t) + w.zeros.size() + w.bias.size() * sizeof(float);
 }

@@ -50,6 +50,15 @@ struct Q4Weight {
 // Repacks with `n_threads` threads. Errors (g_idx out of range, non-integer G0 zeros, ...) name src.name.
 std::shared_ptr<Q4Weight> q4_repack(const GptqSource& src, int n_threads);
 
+// One weight's parts: W[n][k] = fp16(scale) * (code - zero), with k the checkpoint's input row.
+struct Q4Entry {
+  uint8_t code = 0, zero = 0;
+  uint16_t scale = 0;  // fp16 bits
+};
+// kernel_row[k] = the kernel-order row holding input row k (inverse of perm), for q4_entry.
+std::vector<int32_t> q4_kernel_rows(const Q4Weight& w);
+Q4Entry q4_entry(const Q4Weight& w, int n, int kernel_row);
+
 // W in fp32, [N][K] in the original input order (for tests and tools).
 std::vector<float> q4_dequantize(const Q4Weight& w);
 
