@@ -149,9 +149,9 @@ struct Synth {
     for (const auto& x : ts) {
       std::vector<float> v(size_t(x.rows) * size_t(x.cols));
       ggml_dequantize(x.type, x.bytes.data(), int64_t(v.size()), v.data());
-      // The loader keeps Q4_0 linears exact (int4 kernels) and stores other quantized types as f16;
+      // The loader keeps Q4_0 and Q4_1 linears exact (int4 kernels) and stores other quantized types as f16;
       // the embedding of a quantized type is always f16.
-      const bool q4_linear = x.type == GgmlType::kQ4_0 && x.gguf != "token_embd.weight";
+      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1) && x.gguf != "token_embd.weight";
       if (x.rows > 1 && !exact_kind && !q4_linear)
         for (float& f : v) f = fp16_to_f32(f32_to_fp16(f));
       std::vector<float> hf(v.size());
@@ -182,7 +182,7 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   s.write(GetParam(), dir / "m.gguf", dir / "ref");
   test::Loaded g = test::load_model(dir / "m.gguf");
   test::Loaded r = test::load_model(dir / "ref");
-  if (GetParam() == GgmlType::kQ4_0) {
+  if (GetParam() == GgmlType::kQ4_0 || GetParam() == GgmlType::kQ4_1) {
     EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4);
   }
   const std::vector<int> ids = {1, 17, 300, 42, 42, 7, 199, 383, 0, 250};
@@ -191,6 +191,29 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   for (float x : b) scale = std::max(scale, std::fabs(x));
   ASSERT_GT(scale, 0.05f);
   EXPECT_LE(test::max_abs_diff(a.data(), b.data(), a.size()), 2e-5f * (1 + scale)) << "type " << ggml_type_name(uint32_t(GetParam()));
+}
+
+// The int8-activation design on the int4 paths (Q4_0, Q4_1 with its offsets) stays close to the
+// exact reference (it quantizes activations, so not to fp32 rounding).
+TEST(GgufModel, Q4TypesWithInt8Activations) {
+  ops::set_q4_act(ops::Q4Act::kQ8);
+  for (GgmlType t : {GgmlType::kQ4_0, GgmlType::kQ4_1}) {
+    test::TempDir dir;
+    Synth s;
+    s.write(t, dir / "m.gguf", dir / "ref");
+    test::Loaded g = test::load_model(dir / "m.gguf");
+    test::Loaded r = test::load_model(dir / "ref");
+    const std::vector<int> ids = {1, 5, 77, 300, 12};
+    const std::vector<float> a = test::all_logits(*g.rt, ids), b = test::all_logits(*r.rt, ids);
+    const std::vector<float> a1 = test::all_logits_incremental(*g.rt, ids);
+    float scale = 0;
+    for (float x : b) scale = std::max(scale, std::fabs(x));
+    EXPECT_LT(test::max_abs_diff(a.data(), b.data(), a.size()), 0.015f * (1 + scale)) << ggml_type_name(uint32_t(t));
+    EXPECT_LT(test::max_abs_diff(a1.data(), b.data(), a.size()), 0.015f * (1 + scale)) << ggml_type_name(uint32_t(t));
+    std::printf("%s, int8 activations: max logit diff %.4f (max |logit| %.2f)\n", ggml_type_name(uint32_t(t)).c_str(),
+                double(test::max_abs_diff(a.data(), b.data(), a.size())), double(scale));
+  }
+  ops::set_q4_act(ops::Q4Act::kAuto);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, GgufTypes,

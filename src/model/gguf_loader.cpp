@@ -1,5 +1,7 @@
 #include "model/gguf_loader.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -42,21 +44,39 @@ WType wtype(GgmlType t) {
 // Source row of output row n (identity, or the Q/K reordering with heads of `qk_head_dim`).
 int src_row(int n, int qk_head_dim) { return qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n; }
 
-// Q4_0 -> the int4 layout through a GPTQ-shaped source: codes unchanged, scales d, zero point 8.
-ops::Linear q4_0_linear(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_head_dim) {
+// Q4_0 and Q4_1 -> the int4 layout through a GPTQ-shaped source, codes unchanged, group size 32:
+// Q4_0 has scale d and zero point 8 (w = d*(q - 8)); Q4_1 scale d, the zero point z nearest to
+// -m/d and the remainder m + d*z as the weight's per-block offset (w = d*q + m). Both exact.
+ops::Linear q4_linear(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_head_dim) {
+  const bool q41 = t.type == GgmlType::kQ4_1;
   const int G = K / 32;
+  const size_t bb = q41 ? 20 : 18, qs_at = q41 ? 4 : 2;
   std::vector<uint32_t> qweight(size_t(K / 8) * size_t(N), 0);
   std::vector<uint16_t> scales(size_t(G) * size_t(N));
-  std::vector<uint32_t> qzeros(size_t(G) * size_t((N + 7) / 8), 0x88888888u);
-  const size_t row_bytes = size_t(G) * 18;
+  std::vector<float> offsets(q41 ? size_t(G) * size_t(N) : 0);
+  const size_t zw = size_t((N + 7) / 8);  // qzeros words per group
+  std::vector<uint32_t> qzeros(size_t(G) * zw, q41 ? 0u : 0x88888888u);
+  const size_t row_bytes = size_t(G) * bb;
   c.pool.parallel_for(N, 8, [&](int64_t n0, int64_t n1, int) {
     for (int64_t n = n0; n < n1; ++n) {
       const uint8_t* row = t.data + size_t(src_row(int(n), qk_head_dim)) * row_bytes;
       for (int g = 0; g < G; ++g) {
-        const uint8_t* b = row + size_t(g) * 18;
+        const uint8_t* b = row + size_t(g) * bb;
         std::memcpy(&scales[size_t(g) * size_t(N) + size_t(n)], b, 2);
+        if (q41) {
+          // The nearest zero point z in 0..15 carries most of m (the int8-activation design
+          // applies it exactly with the activations' integer sums); the remainder is the offset.
+          uint16_t dh, mh;
+          std::memcpy(&dh, b, 2);
+          std::memcpy(&mh, b + 2, 2);
+          const float d = fp16_to_f32(dh), m = fp16_to_f32(mh);
+          const float zf = d != 0 ? std::nearbyint(-m / d) : 0.0f;
+          const int z = std::isfinite(zf) ? int(std::clamp(zf, 0.0f, 15.0f)) : 0;
+          qzeros[size_t(g) * zw + size_t(n / 8)] |= uint32_t(z) << (4 * (n % 8));
+          offsets[size_t(n) * size_t(G) + size_t(g)] = m + d * float(z);
+        }
         for (int j = 0; j < 32; ++j) {
-          const uint32_t code = j < 16 ? b[2 + j] & 15u : b[2 + j - 16] >> 4;
+          const uint32_t code = j < 16 ? b[qs_at + size_t(j)] & 15u : b[qs_at + size_t(j) - 16] >> 4;
           const int k = 32 * g + j;
           qweight[size_t(k / 8) * size_t(N) + size_t(n)] |= code << (4 * (k % 8));
         }
@@ -78,7 +98,9 @@ ops::Linear q4_0_linear(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_he
   l.kind = ops::Linear::Kind::kQ4;
   l.n_out = N;
   l.n_in = K;
-  l.q4 = ops::q4_repack(s, c.pool.size());
+  auto w = ops::q4_repack(s, c.pool.size());
+  w->offsets = std::move(offsets);
+  l.q4 = std::move(w);
   return l;
 }
 
@@ -109,7 +131,7 @@ WType rows_to(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_head_dim, ui
 
 ops::Linear linear(Ctx& c, const std::string& name, int N, int K, int qk_head_dim = 0) {
   const GgufTensorInfo& t = expect(c, name, {K, N});
-  if (t.type == GgmlType::kQ4_0) return q4_0_linear(c, t, N, K, qk_head_dim);
+  if (t.type == GgmlType::kQ4_0 || t.type == GgmlType::kQ4_1) return q4_linear(c, t, N, K, qk_head_dim);
   const size_t esz = t.type == GgmlType::kF32 ? 4 : 2;
   if (is_float(t.type) && !qk_head_dim && reinterpret_cast<uintptr_t>(t.data) % esz == 0)
     return ops::make_dense_linear(wtype(t.type), t.data, N, K);  // zero-copy

@@ -45,6 +45,11 @@ struct Q4Weight {
   std::vector<uint16_t> scales;
   std::vector<uint8_t> zeros;
   std::vector<float> bias;  // empty when the checkpoint has none (or all zeros)
+  // Per-block float offsets (GGUF Q4_1: w = d*q + m = d*(q - z) + (m + d*z), z the nearest
+  // integer zero point, so the offset is the small remainder): [N][K/32] fp32, added as
+  // W[n][k] += offsets[n][k/32]; empty for GPTQ weights. Only with the identity row order.
+  // Applied after the int4 product as a small dense product with the 32-wide sums of x.
+  std::vector<float> offsets;
 };
 
 // Repacks with `n_threads` threads. Errors (g_idx out of range, non-integer G0 zeros, ...) name src.name.

@@ -85,7 +85,7 @@ test("llama.cpp runs metharme's GGUF export of a GPTQ checkpoint", {skip: !nlc |
     const textPath = join(dir, "text.txt");
     writeFileSync(textPath, readFileSync(join(SHARED, "data/tinyshakespeare.txt"), "utf8").slice(0, 3000));
     const ppl = JSON.parse(execFileSync(BIN, ["perplexity", "-m", gguf, "--dataset", "text", "--data", textPath,
-      "--seqlen", "64", "--limit", "2", "--json", "--no-progress"], {encoding: "utf8"})).results[0];
+      "--seqlen", "64", "--limit", "2", "--q4-act", "f32", "--json", "--no-progress"], {encoding: "utf8"})).results[0];
     const stream = [model.tokens.bos, ...model.tokenize(readFileSync(textPath, "utf8"))];
     const windowNll = [];
     for (let w = 0; w < 2; ++w) {
