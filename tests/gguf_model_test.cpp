@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "formats/ggml_quants.h"
 #include "formats/gguf.h"
@@ -19,6 +20,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/half.h"
+#include "util/thread_pool.h"
 
 namespace metharme {
 namespace {
@@ -214,6 +216,49 @@ TEST(GgufModel, Q4TypesWithInt8Activations) {
                 double(test::max_abs_diff(a.data(), b.data(), a.size())), double(scale));
   }
   ops::set_q4_act(ops::Q4Act::kAuto);
+}
+
+// The per-block offsets of a Q4_1-style int4 weight on odd shapes (N not a multiple of the 16-wide
+// tiles, several rows M), fresh random data, both activation designs, against q4_dequantize's
+// matrix times x in double.
+TEST(GgufModel, Q4OffsetsOddShapes) {
+  std::mt19937 rng(5);
+  for (auto [N, K, M] : {std::tuple{37, 96, 1}, std::tuple{50, 64, 3}, std::tuple{17, 160, 9}}) {
+    const int G = K / 32;
+    std::vector<uint32_t> qw(size_t(K / 8) * size_t(N)), qz(size_t(G) * size_t((N + 7) / 8));
+    std::vector<uint16_t> sc(size_t(G) * size_t(N));
+    for (auto& v : qw) v = uint32_t(rng());
+    for (auto& v : qz) v = uint32_t(rng());
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : sc) v = f32_to_fp16(0.01f + 0.02f * std::fabs(u(rng)));
+    ops::GptqSource s;
+    s.name = "odd";
+    s.n = N, s.k = K, s.n_groups = G, s.group_size = 32;
+    s.qweight = qw.data(), s.qzeros = qz.data(), s.zero_offset = 0, s.scales = sc.data();
+    auto w = ops::q4_repack(s, 2);
+    w->offsets.resize(size_t(N) * size_t(G));
+    for (auto& v : w->offsets) v = 0.05f * u(rng);
+    const std::vector<float> W = ops::q4_dequantize(*w);
+    std::vector<float> x(size_t(M) * size_t(K));
+    for (auto& v : x) v = u(rng);
+    ops::Linear lin;
+    lin.kind = ops::Linear::Kind::kQ4;
+    lin.n_out = N, lin.n_in = K, lin.q4 = w;
+    ThreadPool pool(2);
+    for (ops::Q4Act mode : {ops::Q4Act::kF32, ops::Q4Act::kQ8}) {
+      ops::set_q4_act(mode);
+      std::vector<float> y(size_t(M) * size_t(N));
+      ops::linear(lin, x.data(), M, y.data(), pool);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+          double want = 0;
+          for (int k = 0; k < K; ++k) want += double(W[size_t(n) * size_t(K) + size_t(k)]) * x[size_t(m) * size_t(K) + size_t(k)];
+          EXPECT_NEAR(y[size_t(m) * size_t(N) + size_t(n)], want, mode == ops::Q4Act::kF32 ? 1e-4 : 2e-2)
+              << N << "x" << K << " row " << m << " col " << n;
+        }
+    }
+    ops::set_q4_act(ops::Q4Act::kAuto);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, GgufTypes,
