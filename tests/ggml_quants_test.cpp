@@ -1,6 +1,8 @@
 // Dequantization of every ggml block type against blocks built here element by element: each
 // test packs known codes, scales and mins into the documented byte layout (ggml-common.h), then
 // checks ggml_dequantize returns d*scale*code (- min) for every element.
+#include "formats/ggml_quants.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +10,6 @@
 #include <random>
 #include <vector>
 
-#include "formats/ggml_quants.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -133,8 +134,10 @@ TEST_F(Quants, Q3_K) {
   int sc[16];
   for (int s = 0; s < 16; ++s) {
     sc[s] = rnd(0, 63);
-    if (s < 8) b[size_t(96 + s)] |= uint8_t(sc[s] & 15);
-    else b[size_t(96 + s - 8)] |= uint8_t((sc[s] & 15) << 4);
+    if (s < 8)
+      b[size_t(96 + s)] |= uint8_t(sc[s] & 15);
+    else
+      b[size_t(96 + s - 8)] |= uint8_t((sc[s] & 15) << 4);
     b[size_t(96 + 8 + (s & 3))] |= uint8_t((sc[s] >> 4) << (2 * (s >> 2)));
   }
   int8_t check[16];

@@ -1,12 +1,13 @@
 // metharme convert --to gguf: 16-bit and GPTQ fixture folders to GGUF, loaded back and compared
 // with the source model (logits, KL-divergence), plus the tokenizer and metadata written.
+#include "quant/gguf_export.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "formats/gguf_reader.h"
 #include "ops/q4_linear.h"
-#include "quant/gguf_export.h"
 #include "support/model_util.h"
 #include "support/test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -71,7 +72,9 @@ TEST(GgufExport, MetadataAndTokenizer) {
   // ffn_down's 688 inputs are no whole number of Q8_0 blocks: that tensor stays F16.
   GgufExportReport r = export_to(test::fixture("models/llama-rand-h256-gqa"), out, "q8_0");
   for (const auto& t : r.tensors)
-    EXPECT_EQ(t.type, t.name.find("norm") != std::string::npos ? "F32" : t.name.find("ffn_down") != std::string::npos ? "F16" : "Q8_0")
+    EXPECT_EQ(t.type, t.name.find("norm") != std::string::npos       ? "F32"
+                      : t.name.find("ffn_down") != std::string::npos ? "F16"
+                                                                     : "Q8_0")
         << t.name;
   GgufFile f(out);
   EXPECT_EQ(f.get_str("general.architecture"), "llama");

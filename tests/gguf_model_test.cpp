@@ -75,17 +75,38 @@ struct Synth {
     };
     for (size_t off = 0; off < b.size(); off += bb) {
       switch (t) {
-        case GgmlType::kQ4_0: put(off, 0.01f); break;
-        case GgmlType::kQ4_1: put(off, 0.01f), put(off + 2, -0.08f); break;
-        case GgmlType::kQ5_0: put(off, 0.005f); break;
-        case GgmlType::kQ5_1: put(off, 0.005f), put(off + 2, -0.08f); break;
-        case GgmlType::kQ8_0: put(off, 0.0005f); break;
-        case GgmlType::kQ2_K: put(off + 80, 0.002f), put(off + 82, 0.002f); break;
-        case GgmlType::kQ3_K: put(off + 108, 0.0008f); break;
-        case GgmlType::kQ4_K: put(off, 0.0001f), put(off + 2, 0.0001f); break;
-        case GgmlType::kQ5_K: put(off, 0.00005f), put(off + 2, 0.0001f); break;
-        case GgmlType::kQ6_K: put(off + 208, 0.00002f); break;
-        default: break;
+        case GgmlType::kQ4_0:
+          put(off, 0.01f);
+          break;
+        case GgmlType::kQ4_1:
+          put(off, 0.01f), put(off + 2, -0.08f);
+          break;
+        case GgmlType::kQ5_0:
+          put(off, 0.005f);
+          break;
+        case GgmlType::kQ5_1:
+          put(off, 0.005f), put(off + 2, -0.08f);
+          break;
+        case GgmlType::kQ8_0:
+          put(off, 0.0005f);
+          break;
+        case GgmlType::kQ2_K:
+          put(off + 80, 0.002f), put(off + 82, 0.002f);
+          break;
+        case GgmlType::kQ3_K:
+          put(off + 108, 0.0008f);
+          break;
+        case GgmlType::kQ4_K:
+          put(off, 0.0001f), put(off + 2, 0.0001f);
+          break;
+        case GgmlType::kQ5_K:
+          put(off, 0.00005f), put(off + 2, 0.0001f);
+          break;
+        case GgmlType::kQ6_K:
+          put(off + 208, 0.00002f);
+          break;
+        default:
+          break;
       }
     }
     return b;
@@ -147,7 +168,8 @@ struct Synth {
     fs_mkdir(ref);
     const bool exact_kind = t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
     SafetensorsWriter sw(ref + "/model.safetensors");
-    for (const auto& x : ts) sw.declare(x.hf, DType::F32, x.rows == 1 ? std::vector<int64_t>{x.cols} : std::vector<int64_t>{x.rows, x.cols});
+    for (const auto& x : ts)
+      sw.declare(x.hf, DType::F32, x.rows == 1 ? std::vector<int64_t>{x.cols} : std::vector<int64_t>{x.rows, x.cols});
     for (const auto& x : ts) {
       std::vector<float> v(size_t(x.rows) * size_t(x.cols));
       ggml_dequantize(x.type, x.bytes.data(), int64_t(v.size()), v.data());
@@ -165,12 +187,17 @@ struct Synth {
       sw.write(hf.data(), hf.size() * 4);
     }
     sw.commit();
-    write_file_atomic(ref + "/config.json",
-                      nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", d}, {"intermediate_size", ffn},
-                                     {"num_attention_heads", heads}, {"num_key_value_heads", kv_heads},
-                                     {"num_hidden_layers", layers}, {"vocab_size", vocab}, {"rms_norm_eps", 1e-5},
-                                     {"rope_theta", 10000.0}, {"tie_word_embeddings", false}}
-                          .dump());
+    write_file_atomic(ref + "/config.json", nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
+                                                           {"hidden_size", d},
+                                                           {"intermediate_size", ffn},
+                                                           {"num_attention_heads", heads},
+                                                           {"num_key_value_heads", kv_heads},
+                                                           {"num_hidden_layers", layers},
+                                                           {"vocab_size", vocab},
+                                                           {"rms_norm_eps", 1e-5},
+                                                           {"rope_theta", 10000.0},
+                                                           {"tie_word_embeddings", false}}
+                                                .dump());
   }
   static void fs_mkdir(const std::string& p) { std::filesystem::create_directories(p); }
 };
@@ -192,7 +219,8 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   float scale = 0;
   for (float x : b) scale = std::max(scale, std::fabs(x));
   ASSERT_GT(scale, 0.05f);
-  EXPECT_LE(test::max_abs_diff(a.data(), b.data(), a.size()), 2e-5f * (1 + scale)) << "type " << ggml_type_name(uint32_t(GetParam()));
+  EXPECT_LE(test::max_abs_diff(a.data(), b.data(), a.size()), 2e-5f * (1 + scale))
+      << "type " << ggml_type_name(uint32_t(GetParam()));
 }
 
 // The int8-activation design on the int4 paths (Q4_0, Q4_1 with its offsets) stays close to the
@@ -252,7 +280,8 @@ TEST(GgufModel, Q4OffsetsOddShapes) {
       for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) {
           double want = 0;
-          for (int k = 0; k < K; ++k) want += double(W[size_t(n) * size_t(K) + size_t(k)]) * x[size_t(m) * size_t(K) + size_t(k)];
+          for (int k = 0; k < K; ++k)
+            want += double(W[size_t(n) * size_t(K) + size_t(k)]) * x[size_t(m) * size_t(K) + size_t(k)];
           EXPECT_NEAR(y[size_t(m) * size_t(N) + size_t(n)], want, mode == ops::Q4Act::kF32 ? 1e-4 : 2e-2)
               << N << "x" << K << " row " << m << " col " << n;
         }
@@ -262,9 +291,10 @@ TEST(GgufModel, Q4OffsetsOddShapes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, GgufTypes,
-                         ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
-                                           GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ2_K,
-                                           GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K),
+                         ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
+                                           GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
+                                           GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                           GgmlType::kQ6_K),
                          [](const auto& info) { return ggml_type_name(uint32_t(info.param)); });
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The GGUF reader: every metadata value type, tensor infos and views, the SentencePiece
 // vocabulary built from tokenizer.ggml.*, and hostile files (truncated at every byte, mutated,
 // lying counts and offsets) that must fail with an Error naming the file, never crash.
+#include "formats/gguf_reader.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -8,7 +10,6 @@
 #include <random>
 
 #include "formats/gguf.h"
-#include "formats/gguf_reader.h"
 #include "support/test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"

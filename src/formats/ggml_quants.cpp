@@ -195,24 +195,35 @@ void quant_q4_1(const float* x, uint8_t* b) {
 
 void ggml_quantize(GgmlType t, const float* x, int64_t n, uint8_t* out) {
   const int64_t be = ggml_block_elems(t);
-  MH_CHECK(n >= 0 && n % be == 0, "ggml_quantize: ", n, " values is not a whole number of ", ggml_type_name(uint32_t(t)),
-           " blocks");
+  MH_CHECK(n >= 0 && n % be == 0, "ggml_quantize: ", n, " values is not a whole number of ",
+           ggml_type_name(uint32_t(t)), " blocks");
   const size_t bb = ggml_block_bytes(t);
   for (int64_t i = 0; i < n / be; ++i) {
     const float* xb = x + i * be;
     uint8_t* b = out + size_t(i) * bb;
     switch (t) {
-      case GgmlType::kF32: std::memcpy(b, xb, 4); break;
-      case GgmlType::kF16: put_h(b, *xb); break;
+      case GgmlType::kF32:
+        std::memcpy(b, xb, 4);
+        break;
+      case GgmlType::kF16:
+        put_h(b, *xb);
+        break;
       case GgmlType::kBF16: {
         const uint16_t h = f32_to_bf16(*xb);
         std::memcpy(b, &h, 2);
         break;
       }
-      case GgmlType::kQ8_0: quant_q8_0(xb, b); break;
-      case GgmlType::kQ4_0: quant_q4_0(xb, b); break;
-      case GgmlType::kQ4_1: quant_q4_1(xb, b); break;
-      default: fail("ggml_quantize: writing ", ggml_type_name(uint32_t(t)), " is not supported");
+      case GgmlType::kQ8_0:
+        quant_q8_0(xb, b);
+        break;
+      case GgmlType::kQ4_0:
+        quant_q4_0(xb, b);
+        break;
+      case GgmlType::kQ4_1:
+        quant_q4_1(xb, b);
+        break;
+      default:
+        fail("ggml_quantize: writing ", ggml_type_name(uint32_t(t)), " is not supported");
     }
   }
 }
@@ -230,12 +241,14 @@ void ggml_k4_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* mn) {
 void ggml_dequantize(GgmlType t, const void* src, int64_t n, float* out) {
   const auto* p = static_cast<const uint8_t*>(src);
   const int64_t be = ggml_block_elems(t);
-  MH_CHECK(n >= 0 && n % be == 0, "ggml_dequantize: ", n, " values is not a whole number of ", ggml_type_name(uint32_t(t)),
-           " blocks");
+  MH_CHECK(n >= 0 && n % be == 0, "ggml_dequantize: ", n, " values is not a whole number of ",
+           ggml_type_name(uint32_t(t)), " blocks");
   const size_t bb = ggml_block_bytes(t);
   const int64_t nb = n / be;
   switch (t) {
-    case GgmlType::kF32: std::memcpy(out, p, size_t(n) * 4); return;
+    case GgmlType::kF32:
+      std::memcpy(out, p, size_t(n) * 4);
+      return;
     case GgmlType::kF16:
       for (int64_t i = 0; i < n; ++i) out[i] = h2f(p + 2 * i);
       return;
@@ -246,23 +259,45 @@ void ggml_dequantize(GgmlType t, const void* src, int64_t n, float* out) {
         out[i] = bf16_to_f32(h);
       }
       return;
-    default: break;
+    default:
+      break;
   }
   for (int64_t i = 0; i < nb; ++i) {
     const uint8_t* b = p + size_t(i) * bb;
     float* y = out + i * be;
     switch (t) {
-      case GgmlType::kQ4_0: deq_q4_0(b, y); break;
-      case GgmlType::kQ4_1: deq_q4_1(b, y); break;
-      case GgmlType::kQ5_0: deq_q5(b + 2, b + 6, h2f(b), 0.0f, 16, y); break;
-      case GgmlType::kQ5_1: deq_q5(b + 4, b + 8, h2f(b), h2f(b + 2), 0, y); break;
-      case GgmlType::kQ8_0: deq_q8_0(b, y); break;
-      case GgmlType::kQ2_K: deq_q2_k(b, y); break;
-      case GgmlType::kQ3_K: deq_q3_k(b, y); break;
-      case GgmlType::kQ4_K: deq_q4_k(b, y); break;
-      case GgmlType::kQ5_K: deq_q5_k(b, y); break;
-      case GgmlType::kQ6_K: deq_q6_k(b, y); break;
-      default: fail("ggml_dequantize: type ", ggml_type_name(uint32_t(t)), " is not supported");
+      case GgmlType::kQ4_0:
+        deq_q4_0(b, y);
+        break;
+      case GgmlType::kQ4_1:
+        deq_q4_1(b, y);
+        break;
+      case GgmlType::kQ5_0:
+        deq_q5(b + 2, b + 6, h2f(b), 0.0f, 16, y);
+        break;
+      case GgmlType::kQ5_1:
+        deq_q5(b + 4, b + 8, h2f(b), h2f(b + 2), 0, y);
+        break;
+      case GgmlType::kQ8_0:
+        deq_q8_0(b, y);
+        break;
+      case GgmlType::kQ2_K:
+        deq_q2_k(b, y);
+        break;
+      case GgmlType::kQ3_K:
+        deq_q3_k(b, y);
+        break;
+      case GgmlType::kQ4_K:
+        deq_q4_k(b, y);
+        break;
+      case GgmlType::kQ5_K:
+        deq_q5_k(b, y);
+        break;
+      case GgmlType::kQ6_K:
+        deq_q6_k(b, y);
+        break;
+      default:
+        fail("ggml_dequantize: type ", ggml_type_name(uint32_t(t)), " is not supported");
     }
   }
 }

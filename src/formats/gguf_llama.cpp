@@ -22,8 +22,7 @@ std::string gguf_blk(int layer, const std::string& what) { return cat("blk.", la
 
 LlamaConfig gguf_llama_config(const GgufFile& f) {
   const std::string arch = f.get_str("general.architecture", "");
-  if (arch != "llama")
-    fail(f.path(), ": general.architecture is '", arch, "'; only 'llama' models are supported");
+  if (arch != "llama") fail(f.path(), ": general.architecture is '", arch, "'; only 'llama' models are supported");
   LlamaConfig c;
   c.hidden_size = positive_int(f, "llama.embedding_length");
   c.intermediate_size = positive_int(f, "llama.feed_forward_length");
@@ -43,7 +42,8 @@ LlamaConfig gguf_llama_config(const GgufFile& f) {
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail(f.path(), ": llama.attention.head_count ", c.num_attention_heads,
          " is not a multiple of llama.attention.head_count_kv ", c.num_key_value_heads);
-  if (f.get_uint("llama.expert_count", 0) > 0) fail(f.path(), ": llama.expert_count: mixture-of-experts models are not supported");
+  if (f.get_uint("llama.expert_count", 0) > 0)
+    fail(f.path(), ": llama.expert_count: mixture-of-experts models are not supported");
   if (!f.has("llama.attention.layer_norm_rms_epsilon"))
     fail(f.path(), ": missing GGUF metadata 'llama.attention.layer_norm_rms_epsilon'");
   c.rms_norm_eps = f.get_float("llama.attention.layer_norm_rms_epsilon", 0);

@@ -18,17 +18,22 @@ size_t type_size(GgufType t) {
   switch (t) {
     case GgufType::kU8:
     case GgufType::kI8:
-    case GgufType::kBool: return 1;
+    case GgufType::kBool:
+      return 1;
     case GgufType::kU16:
-    case GgufType::kI16: return 2;
+    case GgufType::kI16:
+      return 2;
     case GgufType::kU32:
     case GgufType::kI32:
-    case GgufType::kF32: return 4;
+    case GgufType::kF32:
+      return 4;
     case GgufType::kU64:
     case GgufType::kI64:
-    case GgufType::kF64: return 8;
+    case GgufType::kF64:
+      return 8;
     case GgufType::kStr:
-    case GgufType::kArr: return 0;
+    case GgufType::kArr:
+      return 0;
   }
   return 0;
 }
@@ -74,19 +79,44 @@ GgufType value_type(uint32_t raw, const std::string& path, const std::string& ke
 void read_scalar(Cursor& c, GgufValue& v, const std::string& path, const std::string& key) {
   const std::string what = cat("metadata '", key, "'");
   switch (v.type) {
-    case GgufType::kU8: v.u = c.read<uint8_t>(what); break;
-    case GgufType::kI8: v.i = c.read<int8_t>(what); break;
-    case GgufType::kU16: v.u = c.read<uint16_t>(what); break;
-    case GgufType::kI16: v.i = c.read<int16_t>(what); break;
-    case GgufType::kU32: v.u = c.read<uint32_t>(what); break;
-    case GgufType::kI32: v.i = c.read<int32_t>(what); break;
-    case GgufType::kU64: v.u = c.read<uint64_t>(what); break;
-    case GgufType::kI64: v.i = c.read<int64_t>(what); break;
-    case GgufType::kF32: v.f = c.read<float>(what); break;
-    case GgufType::kF64: v.f = c.read<double>(what); break;
-    case GgufType::kBool: v.u = c.read<uint8_t>(what); break;
-    case GgufType::kStr: v.str = c.str(what); break;
-    case GgufType::kArr: break;
+    case GgufType::kU8:
+      v.u = c.read<uint8_t>(what);
+      break;
+    case GgufType::kI8:
+      v.i = c.read<int8_t>(what);
+      break;
+    case GgufType::kU16:
+      v.u = c.read<uint16_t>(what);
+      break;
+    case GgufType::kI16:
+      v.i = c.read<int16_t>(what);
+      break;
+    case GgufType::kU32:
+      v.u = c.read<uint32_t>(what);
+      break;
+    case GgufType::kI32:
+      v.i = c.read<int32_t>(what);
+      break;
+    case GgufType::kU64:
+      v.u = c.read<uint64_t>(what);
+      break;
+    case GgufType::kI64:
+      v.i = c.read<int64_t>(what);
+      break;
+    case GgufType::kF32:
+      v.f = c.read<float>(what);
+      break;
+    case GgufType::kF64:
+      v.f = c.read<double>(what);
+      break;
+    case GgufType::kBool:
+      v.u = c.read<uint8_t>(what);
+      break;
+    case GgufType::kStr:
+      v.str = c.str(what);
+      break;
+    case GgufType::kArr:
+      break;
   }
   if (v.type == GgufType::kBool && v.u > 1) fail(path, ": metadata '", key, "': bool value ", v.u, " is not 0 or 1");
 }
@@ -99,8 +129,10 @@ void skip_array(Cursor& c, const std::string& path, const std::string& key, int 
   if (et == GgufType::kStr || et == GgufType::kArr) {
     if (n > c.left() / 8) fail(path, ": metadata '", key, "' claims ", n, " elements, more than the file holds");
     for (uint64_t k = 0; k < n; ++k) {
-      if (et == GgufType::kStr) c.str(cat("metadata '", key, "' element ", k));
-      else skip_array(c, path, key, depth + 1);
+      if (et == GgufType::kStr)
+        c.str(cat("metadata '", key, "' element ", k));
+      else
+        skip_array(c, path, key, depth + 1);
     }
   } else {
     const size_t es = type_size(et);
@@ -119,8 +151,10 @@ void read_array(Cursor& c, GgufValue& v, const std::string& path, const std::str
     v.data = c.here();
     if (v.elem == GgufType::kStr) v.strs.reserve(size_t(v.count));
     for (uint64_t k = 0; k < v.count; ++k) {
-      if (v.elem == GgufType::kStr) v.strs.push_back(c.str(cat(what, " element ", k)));
-      else skip_array(c, path, key, 1);
+      if (v.elem == GgufType::kStr)
+        v.strs.push_back(c.str(cat(what, " element ", k)));
+      else
+        skip_array(c, path, key, 1);
     }
     return;
   }
@@ -132,7 +166,7 @@ void read_array(Cursor& c, GgufValue& v, const std::string& path, const std::str
 }  // namespace
 
 const char* gguf_type_name(GgufType t) {
-  static const char* const names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32",
+  static const char* const names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                       "bool", "string", "array", "u64", "i64", "f64"};
   return uint32_t(t) <= uint32_t(GgufType::kF64) ? names[uint32_t(t)] : "unknown";
 }
@@ -146,8 +180,10 @@ bool GgufValue::is_int() const {
     case GgufType::kU32:
     case GgufType::kI32:
     case GgufType::kU64:
-    case GgufType::kI64: return true;
-    default: return false;
+    case GgufType::kI64:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -209,12 +245,14 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
     }
     const uint32_t ty = c.read<uint32_t>(what + " type");
     if (!ggml_type_supported(ty))
-      fail(path, ": ", what, " has ggml type ", ggml_type_name(ty), ", which metharme does not support (supported: F32, "
+      fail(path, ": ", what, " has ggml type ", ggml_type_name(ty),
+           ", which metharme does not support (supported: F32, "
            "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
     t.type = GgmlType(ty);
     const int64_t be = ggml_block_elems(t.type);
     if (t.dims[0] % be != 0)
-      fail(path, ": ", what, " row length ", t.dims[0], " is not a multiple of the ", ggml_type_name(ty), " block (", be, ")");
+      fail(path, ": ", what, " row length ", t.dims[0], " is not a multiple of the ", ggml_type_name(ty), " block (",
+           be, ")");
     const uint64_t blocks = uint64_t(t.numel / be), bb = ggml_block_bytes(t.type);
     if (blocks > std::numeric_limits<size_t>::max() / bb) fail(path, ": ", what, " is too large");
     t.nbytes = size_t(blocks * bb);
@@ -259,7 +297,8 @@ int64_t GgufFile::get_int(const std::string& key, int64_t def) const {
   const GgufValue* v = find(key);
   if (!v) return def;
   if (!v->is_int()) fail(path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected an integer");
-  if (v->u > uint64_t(std::numeric_limits<int64_t>::max())) fail(path(), ": metadata '", key, "' = ", v->u, " is too large");
+  if (v->u > uint64_t(std::numeric_limits<int64_t>::max()))
+    fail(path(), ": metadata '", key, "' = ", v->u, " is too large");
   return v->u ? int64_t(v->u) : v->i;
 }
 
@@ -274,7 +313,8 @@ double GgufFile::get_float(const std::string& key, double def) const {
 bool GgufFile::get_bool(const std::string& key, bool def) const {
   const GgufValue* v = find(key);
   if (!v) return def;
-  if (v->type != GgufType::kBool) fail(path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected a bool");
+  if (v->type != GgufType::kBool)
+    fail(path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected a bool");
   return v->u != 0;
 }
 
@@ -286,7 +326,8 @@ std::string GgufFile::get_str(const std::string& key) const {
 std::string GgufFile::get_str(const std::string& key, const std::string& def) const {
   const GgufValue* v = find(key);
   if (!v) return def;
-  if (v->type != GgufType::kStr) fail(path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected a string");
+  if (v->type != GgufType::kStr)
+    fail(path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected a string");
   return std::string(v->str);
 }
 
@@ -294,14 +335,16 @@ namespace {
 const GgufValue& array_of(const GgufFile& f, const std::string& key) {
   const GgufValue* v = f.find(key);
   if (!v) fail(f.path(), ": missing GGUF metadata '", key, "'");
-  if (v->type != GgufType::kArr) fail(f.path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected an array");
+  if (v->type != GgufType::kArr)
+    fail(f.path(), ": metadata '", key, "' is a ", gguf_type_name(v->type), ", expected an array");
   return *v;
 }
 }  // namespace
 
 std::vector<std::string> GgufFile::get_str_array(const std::string& key) const {
   const GgufValue& v = array_of(*this, key);
-  if (v.elem != GgufType::kStr) fail(path(), ": metadata '", key, "' is an array of ", gguf_type_name(v.elem), ", expected strings");
+  if (v.elem != GgufType::kStr)
+    fail(path(), ": metadata '", key, "' is an array of ", gguf_type_name(v.elem), ", expected strings");
   return {v.strs.begin(), v.strs.end()};
 }
 
@@ -326,10 +369,11 @@ std::vector<int32_t> GgufFile::get_i32_array(const std::string& key) const {
   const GgufValue& v = array_of(*this, key);
   GgufValue probe;
   probe.type = v.elem;
-  if (!probe.is_int() && v.elem != GgufType::kBool) fail(path(), ": metadata '", key, "' is an array of ", gguf_type_name(v.elem), ", expected integers");
+  if (!probe.is_int() && v.elem != GgufType::kBool)
+    fail(path(), ": metadata '", key, "' is an array of ", gguf_type_name(v.elem), ", expected integers");
   const size_t es = type_size(v.elem);
-  const bool is_signed = v.elem == GgufType::kI8 || v.elem == GgufType::kI16 || v.elem == GgufType::kI32 ||
-                         v.elem == GgufType::kI64;
+  const bool is_signed =
+      v.elem == GgufType::kI8 || v.elem == GgufType::kI16 || v.elem == GgufType::kI32 || v.elem == GgufType::kI64;
   std::vector<int32_t> out(size_t(v.count));
   for (size_t k = 0; k < out.size(); ++k) {
     uint64_t raw = 0;
@@ -359,10 +403,17 @@ TensorView GgufFile::view(const GgufTensorInfo& t) const {
   TensorView v;
   v.name = t.name;
   switch (t.type) {
-    case GgmlType::kF32: v.dtype = DType::F32; break;
-    case GgmlType::kF16: v.dtype = DType::F16; break;
-    case GgmlType::kBF16: v.dtype = DType::BF16; break;
-    default: fail(path(), ": tensor '", t.name, "' is ", ggml_type_name(uint32_t(t.type)), ", not a float type");
+    case GgmlType::kF32:
+      v.dtype = DType::F32;
+      break;
+    case GgmlType::kF16:
+      v.dtype = DType::F16;
+      break;
+    case GgmlType::kBF16:
+      v.dtype = DType::BF16;
+      break;
+    default:
+      fail(path(), ": tensor '", t.name, "' is ", ggml_type_name(uint32_t(t.type)), ", not a float type");
   }
   v.shape.assign(t.dims.rbegin(), t.dims.rend());
   v.data = t.data;

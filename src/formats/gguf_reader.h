@@ -63,7 +63,7 @@ struct GgufTensorInfo {
   GgmlType type = GgmlType::kF32;
   std::vector<int64_t> dims;  // innermost first (ggml ne[]); dims[0] is a multiple of the block
   int64_t numel = 0;
-  uint64_t offset = 0;        // from the start of the data section
+  uint64_t offset = 0;  // from the start of the data section
   size_t nbytes = 0;
   const uint8_t* data = nullptr;
 
@@ -94,8 +94,8 @@ class GgufFile {
   std::string get_str(const std::string& key) const;
   std::string get_str(const std::string& key, const std::string& def) const;
   std::vector<std::string> get_str_array(const std::string& key) const;
-  std::vector<float> get_f32_array(const std::string& key) const;      // F32 (or F64) elements
-  std::vector<int32_t> get_i32_array(const std::string& key) const;    // any integer elements in int32 range
+  std::vector<float> get_f32_array(const std::string& key) const;    // F32 (or F64) elements
+  std::vector<int32_t> get_i32_array(const std::string& key) const;  // any integer elements in int32 range
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(const std::string& name) const;

@@ -37,9 +37,7 @@ const GgufTensorInfo& expect(Ctx& c, const std::string& name, std::vector<int64_
 }
 
 bool is_float(GgmlType t) { return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16; }
-WType wtype(GgmlType t) {
-  return t == GgmlType::kF32 ? WType::kF32 : t == GgmlType::kF16 ? WType::kF16 : WType::kBF16;
-}
+WType wtype(GgmlType t) { return t == GgmlType::kF32 ? WType::kF32 : t == GgmlType::kF16 ? WType::kF16 : WType::kBF16; }
 
 // Source row of output row n (identity, or the Q/K reordering with heads of `qk_head_dim`).
 int src_row(int n, int qk_head_dim) { return qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n; }
@@ -110,22 +108,25 @@ WType rows_to(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_head_dim, ui
   const size_t src_bytes = t.nbytes / size_t(N);
   const WType wt = is_float(t.type) ? wtype(t.type) : WType::kF16;
   const size_t dst_bytes = size_t(K) * (wt == WType::kF32 ? 4 : 2);
-  c.pool.parallel_for(N, 1, [&](int64_t n0, int64_t n1, int) {
-    std::vector<float> tmp(is_float(t.type) ? 0 : size_t(K));
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint8_t* src = t.data + size_t(src_row(int(n), qk_head_dim)) * src_bytes;
-      uint8_t* dst = out + size_t(n) * dst_bytes;
-      if (is_float(t.type)) {
-        std::memcpy(dst, src, dst_bytes);
-        continue;
-      }
-      ggml_dequantize(t.type, src, K, tmp.data());
-      for (int k = 0; k < K; ++k) {
-        const uint16_t h = f32_to_fp16(tmp[size_t(k)]);
-        std::memcpy(dst + 2 * size_t(k), &h, 2);
-      }
-    }
-  }, 4);
+  c.pool.parallel_for(
+      N, 1,
+      [&](int64_t n0, int64_t n1, int) {
+        std::vector<float> tmp(is_float(t.type) ? 0 : size_t(K));
+        for (int64_t n = n0; n < n1; ++n) {
+          const uint8_t* src = t.data + size_t(src_row(int(n), qk_head_dim)) * src_bytes;
+          uint8_t* dst = out + size_t(n) * dst_bytes;
+          if (is_float(t.type)) {
+            std::memcpy(dst, src, dst_bytes);
+            continue;
+          }
+          ggml_dequantize(t.type, src, K, tmp.data());
+          for (int k = 0; k < K; ++k) {
+            const uint16_t h = f32_to_fp16(tmp[size_t(k)]);
+            std::memcpy(dst + 2 * size_t(k), &h, 2);
+          }
+        }
+      },
+      4);
   return wt;
 }
 
@@ -177,7 +178,8 @@ void warn_unused(const GgufFile& f, const std::vector<std::string>& used) {
   std::string list;
   for (size_t i = 0; i < unknown.size() && i < 5; ++i) list += (i ? ", " : "") + unknown[i];
   if (unknown.size() > 5) list += cat(", ... (", unknown.size() - 5, " more)");
-  std::fprintf(stderr, "warning: %s: ignoring %zu unknown tensor(s): %s\n", f.path().c_str(), unknown.size(), list.c_str());
+  std::fprintf(stderr, "warning: %s: ignoring %zu unknown tensor(s): %s\n", f.path().c_str(), unknown.size(),
+               list.c_str());
 }
 
 std::string type_summary(const GgufFile& f) {

@@ -53,16 +53,20 @@ std::vector<uint8_t> encode_rows(Ctx& c, const std::vector<float>& w, int N, int
   const size_t row_bytes = ggml_tensor_bytes(type, {K});
   std::vector<uint8_t> out(row_bytes * size_t(N));
   std::vector<double> err(size_t(c.pool.size()), 0.0);
-  c.pool.parallel_for(N, 1, [&](int64_t r0, int64_t r1, int th) {
-    std::vector<float> back(static_cast<size_t>(K));
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* src = w.data() + size_t(hf_row(int(r), qk)) * size_t(K);
-      uint8_t* dst = out.data() + size_t(r) * row_bytes;
-      ggml_quantize(type, src, K, dst);
-      ggml_dequantize(type, dst, K, back.data());
-      for (int k = 0; k < K; ++k) err[size_t(th)] = std::max(err[size_t(th)], double(std::fabs(back[size_t(k)] - src[k])));
-    }
-  }, 4);
+  c.pool.parallel_for(
+      N, 1,
+      [&](int64_t r0, int64_t r1, int th) {
+        std::vector<float> back(static_cast<size_t>(K));
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* src = w.data() + size_t(hf_row(int(r), qk)) * size_t(K);
+          uint8_t* dst = out.data() + size_t(r) * row_bytes;
+          ggml_quantize(type, src, K, dst);
+          ggml_dequantize(type, dst, K, back.data());
+          for (int k = 0; k < K; ++k)
+            err[size_t(th)] = std::max(err[size_t(th)], double(std::fabs(back[size_t(k)] - src[k])));
+        }
+      },
+      4);
   rep.max_err = *std::max_element(err.begin(), err.end());
   rep.exact = rep.max_err == 0;
   return out;
@@ -78,31 +82,34 @@ bool gptq_to_q4_1(Ctx& c, const ops::Q4Weight& q, int qk, std::vector<uint8_t>& 
   out.assign(row_bytes * size_t(N), 0);
   std::atomic<bool> ok{true};
   std::vector<double> err(size_t(c.pool.size()), 0.0);
-  c.pool.parallel_for(N, 1, [&](int64_t r0, int64_t r1, int th) {
-    for (int64_t r = r0; r < r1 && ok; ++r) {
-      const int n = hf_row(int(r), qk);
-      for (int b = 0; b < K / 32; ++b) {
-        uint8_t* blk = out.data() + size_t(r) * row_bytes + size_t(b) * 20;
-        const ops::Q4Entry e0 = ops::q4_entry(q, n, krow[size_t(32 * b)]);
-        const float s = fp16_to_f32(e0.scale);
-        const float m = -s * float(e0.zero);
-        const uint16_t mh = f32_to_fp16(m);
-        std::memcpy(blk, &e0.scale, 2);
-        std::memcpy(blk + 2, &mh, 2);
-        const float mq = fp16_to_f32(mh);
-        for (int j = 0; j < 32; ++j) {
-          const ops::Q4Entry e = ops::q4_entry(q, n, krow[size_t(32 * b + j)]);
-          if (e.scale != e0.scale || e.zero != e0.zero) {
-            ok = false;
-            return;
+  c.pool.parallel_for(
+      N, 1,
+      [&](int64_t r0, int64_t r1, int th) {
+        for (int64_t r = r0; r < r1 && ok; ++r) {
+          const int n = hf_row(int(r), qk);
+          for (int b = 0; b < K / 32; ++b) {
+            uint8_t* blk = out.data() + size_t(r) * row_bytes + size_t(b) * 20;
+            const ops::Q4Entry e0 = ops::q4_entry(q, n, krow[size_t(32 * b)]);
+            const float s = fp16_to_f32(e0.scale);
+            const float m = -s * float(e0.zero);
+            const uint16_t mh = f32_to_fp16(m);
+            std::memcpy(blk, &e0.scale, 2);
+            std::memcpy(blk + 2, &mh, 2);
+            const float mq = fp16_to_f32(mh);
+            for (int j = 0; j < 32; ++j) {
+              const ops::Q4Entry e = ops::q4_entry(q, n, krow[size_t(32 * b + j)]);
+              if (e.scale != e0.scale || e.zero != e0.zero) {
+                ok = false;
+                return;
+              }
+              blk[4 + j % 16] |= uint8_t(e.code << (j < 16 ? 0 : 4));
+              const float want = s * float(int(e.code) - int(e.zero)), got = s * float(e.code) + mq;
+              err[size_t(th)] = std::max(err[size_t(th)], double(std::fabs(got - want)));
+            }
           }
-          blk[4 + j % 16] |= uint8_t(e.code << (j < 16 ? 0 : 4));
-          const float want = s * float(int(e.code) - int(e.zero)), got = s * float(e.code) + mq;
-          err[size_t(th)] = std::max(err[size_t(th)], double(std::fabs(got - want)));
         }
-      }
-    }
-  }, 4);
+      },
+      4);
   if (!ok) {
     out.clear();
     return false;
@@ -120,10 +127,14 @@ Planned plan_linear(Ctx& c, const std::string& prefix, const std::string& name, 
   const bool gptq = has_gptq_linear(c.store, prefix);
   const std::string& t = c.opt.type;
   GgmlType type;
-  if (t == "f16" || t == "f32") type = float_type(t);
-  else if (t == "q8_0") type = GgmlType::kQ8_0;
-  else if (t == "q4_1" || gptq) type = GgmlType::kQ4_1;  // auto: decided per tensor below for GPTQ
-  else type = GgmlType::kF16;
+  if (t == "f16" || t == "f32")
+    type = float_type(t);
+  else if (t == "q8_0")
+    type = GgmlType::kQ8_0;
+  else if (t == "q4_1" || gptq)
+    type = GgmlType::kQ4_1;  // auto: decided per tensor below for GPTQ
+  else
+    type = GgmlType::kF16;
   // Rows that do not fill whole blocks stay F16, as llama.cpp's converter does.
   if (K % ggml_block_elems(type)) type = GgmlType::kF16;
   Planned p{name, type, {K, N}, nullptr};
@@ -162,7 +173,8 @@ Planned plan_linear(Ctx& c, const std::string& prefix, const std::string& name, 
 // A float matrix or vector copied (or quantized) as is: embedding, output, norms.
 Planned plan_dense(Ctx& c, const std::string& src, const std::string& name, std::vector<int64_t> shape, GgmlType type) {
   const TensorView& t = c.store.get(src);
-  if (t.shape != shape) fail(c.dir, ": tensor '", src, "' has shape ", shape_str(t.shape), ", expected ", shape_str(shape));
+  if (t.shape != shape)
+    fail(c.dir, ": tensor '", src, "' has shape ", shape_str(t.shape), ", expected ", shape_str(shape));
   std::vector<int64_t> dims(shape.rbegin(), shape.rend());
   if (dims[0] % ggml_block_elems(type)) type = GgmlType::kF16;
   return {name, type, dims, [&c, src, shape, type](GgufTensorReport& r) {

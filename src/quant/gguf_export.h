@@ -22,11 +22,11 @@ struct GgufExportOptions {
 };
 
 struct GgufTensorReport {
-  std::string name;        // GGUF name
-  std::string type;        // ggml type written
+  std::string name;         // GGUF name
+  std::string type;         // ggml type written
   bool codes_kept = false;  // GPTQ 4-bit codes copied unchanged
-  bool exact = false;      // every written weight dequantizes to the source value
-  double max_err = 0;      // largest |written - source| over the tensor's weights
+  bool exact = false;       // every written weight dequantizes to the source value
+  double max_err = 0;       // largest |written - source| over the tensor's weights
 };
 
 struct GgufExportReport {

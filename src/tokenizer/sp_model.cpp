@@ -150,11 +150,16 @@ struct PbReader {
     return f;
   }
   void skip(int wire) {
-    if (wire == 0) varint();
-    else if (wire == 2) sub();
-    else if (wire == 5) f32();
-    else if (wire == 1 && end - pos >= 8) pos += 8;
-    else fail(origin, ": unsupported protobuf wire type ", wire, " in the SentencePiece model");
+    if (wire == 0)
+      varint();
+    else if (wire == 2)
+      sub();
+    else if (wire == 5)
+      f32();
+    else if (wire == 1 && end - pos >= 8)
+      pos += 8;
+    else
+      fail(origin, ": unsupported protobuf wire type ", wire, " in the SentencePiece model");
   }
 };
 

@@ -16,9 +16,9 @@ enum class SpPieceType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUse
 
 struct SpVocab {
   std::vector<std::string> pieces;
-  std::vector<float> scores;   // same length as pieces
-  std::vector<int32_t> types;  // same length as pieces (SpPieceType values)
-  bool bpe = true;             // BPE (LLaMA) or unigram
+  std::vector<float> scores;                            // same length as pieces
+  std::vector<int32_t> types;                           // same length as pieces (SpPieceType values)
+  bool bpe = true;                                      // BPE (LLaMA) or unigram
   int unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;  // -1: none
   bool add_dummy_prefix = true;
   bool remove_extra_whitespaces = false;
