@@ -23,17 +23,19 @@ struct Shape {
   bool act_order;    // scattered groups through g_idx
   bool uneven;       // g_idx with groups of different sizes
   int zero_offset;   // 1 = GPTQ v1 zeros, 0 = gptq_v2
+  bool f32_scales;   // fp32 scales that fp16 cannot hold (they must stay exact)
 };
 
 std::ostream& operator<<(std::ostream& os, const Shape& s) {
   return os << "N" << s.n << "_K" << s.k << "_g" << s.gs << (s.act_order ? "_act" : "") << (s.uneven ? "_uneven" : "")
-            << "_z" << s.zero_offset;
+            << "_z" << s.zero_offset << (s.f32_scales ? "_f32scales" : "");
 }
 
 // A random GPTQ linear in checkpoint form, with the owned arrays GptqSource points into.
 struct RandomGptq {
   std::vector<uint32_t> qweight, qzeros;
   std::vector<uint16_t> scales;
+  std::vector<float> scales_f32;
   std::vector<int32_t> g_idx;
   ops::GptqSource src;
   std::vector<float> dense;  // W [N][K] by the GPTQ formula
@@ -53,6 +55,9 @@ struct RandomGptq {
     std::normal_distribution<float> nd(0.0f, 0.01f);
     scales.resize(size_t(G) * size_t(N));
     for (auto& v : scales) v = f32_to_fp16(std::fabs(nd(rng)) + 1e-4f);
+    if (s.f32_scales) {  // off the fp16 grid (steps of 2^-10 relative) by 3e-4 relative: rounding would show
+      for (uint16_t h : scales) scales_f32.push_back(fp16_to_f32(h) * 1.0003f);
+    }
     src.n = N;
     src.k = K;
     src.n_groups = G;
@@ -60,8 +65,8 @@ struct RandomGptq {
     src.qweight = qweight.data();
     src.qzeros = qzeros.data();
     src.zero_offset = s.zero_offset;
-    src.scales = scales.data();
-    src.scales_type = kernels::WType::kF16;
+    src.scales = s.f32_scales ? static_cast<const void*>(scales_f32.data()) : scales.data();
+    src.scales_type = s.f32_scales ? kernels::WType::kF32 : kernels::WType::kF16;
     src.name = "test";
     if (s.act_order || s.uneven) {
       g_idx.resize(size_t(K));
@@ -79,19 +84,22 @@ struct RandomGptq {
         int g = src.g_idx ? g_idx[size_t(k)] : k / gs;
         int code = int((qweight[size_t(k / 8) * size_t(N) + size_t(n)] >> (4 * (k % 8))) & 0xF);
         int z = int((qzeros[size_t(g) * size_t((N + 7) / 8) + size_t(n / 8)] >> (4 * (n % 8))) & 0xF) + s.zero_offset;
-        dense[size_t(n) * size_t(K) + size_t(k)] = fp16_to_f32(scales[size_t(g) * size_t(N) + size_t(n)]) * float(code - z);
+        const size_t si = size_t(g) * size_t(N) + size_t(n);
+        dense[size_t(n) * size_t(K) + size_t(k)] = (s.f32_scales ? scales_f32[si] : fp16_to_f32(scales[si])) * float(code - z);
       }
   }
 };
 
 const Shape kShapes[] = {
-    {40, 200, 64, false, false, 1},   // K not a multiple of the group size, N not of the tile
-    {16, 256, -1, false, false, 1},   // one group
-    {48, 384, 128, true, false, 1},   // act-order g128
-    {33, 96, 32, true, false, 0},     // act-order g32, gptq_v2 zeros, N odd
-    {24, 136, 32, false, true, 1},    // uneven groups (padding inside kernel order)
-    {64, 704, -1, false, false, 1},   // K = 704: 64-value activation blocks
-    {8, 24, -1, false, false, 1},     // K < 32
+    {40, 200, 64, false, false, 1, false},   // K not a multiple of the group size, N not of the tile
+    {16, 256, -1, false, false, 1, false},   // one group
+    {48, 384, 128, true, false, 1, false},   // act-order g128
+    {33, 96, 32, true, false, 0, false},     // act-order g32, gptq_v2 zeros, N odd
+    {24, 136, 32, false, true, 1, false},    // uneven groups (padding inside kernel order)
+    {64, 704, -1, false, false, 1, false},   // K = 704: 64-value activation blocks
+    {8, 24, -1, false, false, 1, false},     // K < 32
+    {40, 200, 64, false, false, 1, true},    // fp32 scales (G0/G1 files), N and K odd
+    {33, 96, 32, true, false, 0, true},      // fp32 scales with act-order
 };
 
 std::vector<float> random_rows(int M, int K, std::mt19937& rng) {
@@ -138,6 +146,7 @@ TEST_P(Q4Shapes, RepackedLayoutDequantizesToTheGptqFormula) {
   EXPECT_EQ(w->mat.kp % w->mat.gs, 0);
   EXPECT_EQ(w->mat.gs % 32, 0);
   EXPECT_EQ(w->act_order, GetParam().act_order || GetParam().uneven);
+  EXPECT_EQ(w->mat.scales_f32 != nullptr, GetParam().f32_scales);
   auto d = ops::q4_dequantize(*w);
   ASSERT_EQ(d.size(), g.dense.size());
   for (size_t i = 0; i < d.size(); ++i) ASSERT_EQ(d[i], g.dense[i]) << "element " << i;
@@ -280,7 +289,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Q4Shapes, ::testing::ValuesIn(kShapes));
 
 TEST(Q4Repack, RejectsBadGroupIndex) {
   std::mt19937 rng(3);
-  RandomGptq g({16, 64, 32, true, false, 1}, rng);
+  RandomGptq g({16, 64, 32, true, false, 1, false}, rng);
   g.g_idx[10] = 2;
   g.src.name = "layer.q_proj";
   try {
@@ -291,9 +300,24 @@ TEST(Q4Repack, RejectsBadGroupIndex) {
   }
 }
 
+// fp32 scales that are all fp16 values are stored in fp16 (half the scale reads), exactly.
+TEST(Q4Repack, Fp32ScalesOnTheFp16GridStayCompact) {
+  std::mt19937 r1(8), r2(8);  // the same draws: h is g with fp16 scales
+  RandomGptq g({40, 200, 64, false, false, 1, true}, r1), h({40, 200, 64, false, false, 1, false}, r2);
+  for (size_t i = 0; i < g.scales.size(); ++i) g.scales_f32[i] = fp16_to_f32(g.scales[i]);
+  auto w = ops::q4_repack(g.src, 1);
+  EXPECT_EQ(w->mat.scales_f32, nullptr);
+  EXPECT_TRUE(w->scales_f32.empty());
+  EXPECT_EQ(ops::q4_dequantize(*w), h.dense);
+  g.scales_f32[7] = 1e6f;  // beyond fp16: fp32 storage, exact
+  w = ops::q4_repack(g.src, 1);
+  ASSERT_NE(w->mat.scales_f32, nullptr);
+  EXPECT_TRUE(w->scales.empty());
+}
+
 TEST(Q4Repack, NonZeroBiasIsApplied) {
   std::mt19937 rng(5);
-  RandomGptq g({20, 64, -1, false, false, 1}, rng);
+  RandomGptq g({20, 64, -1, false, false, 1, false}, rng);
   std::vector<float> bias(20);
   std::iota(bias.begin(), bias.end(), 1.0f);
   g.src.bias = bias.data();

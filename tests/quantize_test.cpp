@@ -43,7 +43,9 @@ std::unique_ptr<ModelWeights> with_dequantized(const std::string& base, const st
       quant::QuantizedLinear q = quant::unpack_linear(qs, p, 4, zero_minus_one);
       ops::Linear lin = ops::make_dense_linear(kernels::WType::kF32, nullptr, q.n_out, q.n_in);
       lin.owned.resize(size_t(q.n_out) * size_t(q.n_in) * 4);
-      quant::dequantize(q, true, reinterpret_cast<float*>(lin.owned.data()));  // fp16 scales, as the runtime keeps them
+      // The scales as the file stores them: fp16, or fp32 kept exact by the runtime (G1).
+      const bool fp16 = qs.get(p + ".scales").dtype == DType::F16;
+      quant::dequantize(q, fp16, reinterpret_cast<float*>(lin.owned.data()));
       lin.dense.data = lin.owned.data();
       m->layers[size_t(l)].*kMembers[i] = std::move(lin);
     }
@@ -392,6 +394,17 @@ TEST(QuantizeCli, ResumeAfterKillGivesIdenticalBytes) {
     EXPECT_FALSE(fs::exists(out + ".partial"));
     expect_same_folder(tmp / "full", out);
   }
+  // Another -t on resume: the interrupted run's count is kept (the bytes depend on it), with a note.
+  const std::string out = tmp / "killed-t";
+  auto k = run_killed_at("1:end", resume_args(out));
+  EXPECT_EQ(k.exit_code, 128 + 9) << k.err;
+  auto args = resume_args(out);
+  args[16] = "1";  // -t 1
+  args.push_back("--resume");
+  auto r = test::run_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("continues with the interrupted run's 2 threads, not -t 1"), std::string::npos) << r.err;
+  expect_same_folder(tmp / "full", out);
 }
 
 TEST(QuantizeCli, BadInputGivesOneLineErrorsAndNoOutput) {

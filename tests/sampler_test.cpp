@@ -140,13 +140,14 @@ TEST(Sampler, RepetitionPenaltySlopeRangeAndPresence) {
   auto p = neutral();
   p.rep_pen = 2;
   p.rep_pen_slope = 0.5f;
+  p.rep_pen_range = 2;
   // Window [0, 2]: token 0 is in the older half (penalty 1 + (2-1)*0.5 = 1.5), token 2 in the newer.
   auto want = softmax({2 / 1.5, 1, -2, 0.5});
   expect_dist(run(p, logits, {0, 2}), {{0, want[0]}, {1, want[1]}, {3, want[3]}, {2, want[2]}});
   // Range 2 over history [1, 0, 2]: token 1 is outside the window.
   p.rep_pen_range = 2;
   expect_dist(run(p, logits, {1, 0, 2}), {{0, want[0]}, {1, want[1]}, {3, want[3]}, {2, want[2]}});
-  // A token repeated in both halves gets the full penalty; presence is subtracted once per token.
+  // Range 0 is one token, as in KoboldCpp (its window is never empty); presence is subtracted once.
   p.rep_pen_range = 0;
   p.presence_penalty = 0.25f;
   auto want2 = softmax({2 / 2.0 - 0.25, 1, -1, 0.5});

@@ -28,3 +28,12 @@ add_test(NAME gguf_node_peer COMMAND ${CMAKE_SOURCE_DIR}/tests/gguf_node/run.sh 
 set_tests_properties(gguf_node_peer PROPERTIES FIXTURES_REQUIRED gguf_node_deps TIMEOUT 300
   SKIP_REGULAR_EXPRESSION "SKIP: node-llama-cpp"
   ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>;METHARME_SHARED=${METHARME_SHARED_DIR}")
+
+# Scale-out (deploy/): the shipped configurations checked by the programs that read them, and a
+# cluster of three replicas behind HAProxy with Prometheus (tests/cluster). Both skip (77) only
+# when a program is missing; tools/deps.sh installs haproxy, nginx and prometheus.
+add_test(NAME deploy_check COMMAND ${CMAKE_SOURCE_DIR}/tests/deploy_check.sh)
+set_tests_properties(deploy_check PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+add_test(NAME cluster COMMAND node ${CMAKE_SOURCE_DIR}/tests/cluster/cluster.test.mjs)
+set_tests_properties(cluster PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180 RUN_SERIAL TRUE
+  ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>")

@@ -158,7 +158,7 @@ TEST(ServeApi, KoboldValidationErrorsAre422ByField) {
                                        {"n", 9},
                                        {"stop_sequence", "not a list"},
                                        {"use_default_badwordsids", "yes"},
-                                       {"mirostat", 2},
+                                       {"mirostat", 3},
                                        {"grammar", "root ::= \"a\""}});
   ASSERT_EQ(r.status, 422) << r.body;
   auto d = r.json()["detail"];

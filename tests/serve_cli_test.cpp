@@ -105,7 +105,9 @@ bool wait_ready(httplib::Client& c, int seconds = 60) {
 }
 
 void graceful_shutdown_with_a_stream(int sig) {
-  ServeProcess p({"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", "1", "--ctx", "2048"});
+  // SIGTERM drains: with --drain-timeout 1 the long stream is ended (as aborted) after a second.
+  ServeProcess p({"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", "1", "--ctx", "2048",
+                  "--drain-timeout", "1"});
   int port = p.port();
   ASSERT_GT(port, 0) << p.err();
   httplib::Client c("127.0.0.1", port);

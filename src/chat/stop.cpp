@@ -19,7 +19,7 @@ std::string StopStream::push(std::string_view piece) {
   // A new match must end inside the new piece, so it starts at most max_len-1 bytes earlier.
   const size_t from = old >= max_len_ ? old - max_len_ + 1 : 0;
   size_t best = std::string::npos;
-  for (size_t i = 0; i < stops_.size(); ++i) {
+  for (size_t i = 0; armed_ && i < stops_.size(); ++i) {
     size_t at = text_.find(stops_[i], from);
     if (at < best) {
       best = at;

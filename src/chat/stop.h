@@ -18,6 +18,8 @@ class StopStream {
 
   std::string push(std::string_view piece);  // returns the text that became showable
   std::string finish();                      // end of the reply: releases anything held back
+  // Disarmed, push() finds no stop string (text that may begin one is still held back).
+  void set_armed(bool armed) { armed_ = armed; }
   bool stopped() const { return stop_ >= 0; }
   int stop_index() const { return stop_; }   // which stop string matched, -1 if none
   const std::string& text() const { return text_; }  // the reply so far (final once stopped)
@@ -30,6 +32,7 @@ class StopStream {
   std::string text_;
   size_t shown_ = 0;
   int stop_ = -1;
+  bool armed_ = true;
 };
 
 }  // namespace metharme

@@ -275,7 +275,7 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
     if (a->n >= rt.n_ctx()) fail("--max-reply (", a->n, ") must be smaller than the context (", rt.n_ctx(), ")");
     GenerateOptions go;
     go.max_tokens = a->n;
-    go.sampler = sf->resolve(rt.n_vocab());
+    go.sampler = sf->resolve(rt.n_vocab(), tok, rt.n_ctx());
     go.stop = metharme_stop_strings();
     go.stop.insert(go.stop.end(), sf->stops.begin(), sf->stops.end());
     go.trim_stop = true;

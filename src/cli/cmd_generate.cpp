@@ -39,7 +39,7 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
       fail("the prompt has ", ids.size(), " tokens, more than the context of ", rt.n_ctx(), " (raise -c)");
     GenerateOptions go;
     go.max_tokens = std::min(a->n, rt.n_ctx() - int(ids.size()) + 1);
-    go.sampler = sf->resolve(rt.n_vocab());
+    go.sampler = sf->resolve(rt.n_vocab(), tok, rt.n_ctx());
     go.stop = sf->stops;
     go.trim_stop = !a->keep_stop;
     if (a->echo) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "formats/hf_config.h"
 #include "model/llama.h"
 #include "serve/engine.h"
+#include "serve/metrics.h"
 #include "serve/server.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -23,6 +25,8 @@ struct Args {
   int port = 5001, ctx = 0, parallel = 4, queue = 8, threads = 0, batch = 128;
   std::vector<std::string> cors;
   bool no_shift = false;
+  double drain_timeout = 30;   // seconds a SIGTERM waits for running requests
+  bool metrics_public = false;
 };
 
 // SIGINT/SIGTERM write their number to a pipe (all a handler may safely do, whichever thread
@@ -58,6 +62,7 @@ int run_serve(const Args& a) {
   if (so.model_name.empty() || so.model_name == ".")
     so.model_name = std::filesystem::absolute(a.model).lexically_normal().parent_path().filename().string();
   so.http_threads = a.parallel + a.queue + 16;
+  so.metrics_public = a.metrics_public;
   serve::Server server(so);
   int port = server.bind();
   std::fprintf(stderr, "serve: listening on http://%s:%d (loading %s)\n", a.host.c_str(), port, a.model.c_str());
@@ -77,9 +82,14 @@ int run_serve(const Args& a) {
         std::fprintf(stderr, "serve: second signal: exiting now\n");
         _exit(128 + s);
       }
-      std::fprintf(stderr, "serve: %s: finishing running requests and shutting down\n",
-                   s == SIGINT ? "SIGINT" : "SIGTERM");
-      stopper = std::thread([&server] { server.stop(); });
+      // SIGTERM drains (a balancer's replica being stopped); SIGINT (Ctrl-C) stops now.
+      if (s == SIGTERM) {
+        std::fprintf(stderr, "serve: SIGTERM: draining, then shutting down (a second signal exits at once)\n");
+        stopper = std::thread([&server, t = a.drain_timeout] { server.drain(t); });
+      } else {
+        std::fprintf(stderr, "serve: SIGINT: ending running requests and shutting down\n");
+        stopper = std::thread([&server] { server.stop(); });
+      }
     }
   });
   auto wake_signal_thread = [&] {
@@ -91,6 +101,7 @@ int run_serve(const Args& a) {
   };
 
   try {
+    const auto t_load = std::chrono::steady_clock::now();
     auto w = load_weights(a.model);
     Tokenizer tok = Tokenizer::from_folder(a.model);
     RuntimeOptions ro;
@@ -103,6 +114,10 @@ int run_serve(const Args& a) {
     serve::EngineOptions eo;
     eo.max_queue = a.queue;
     eo.prefill_chunk = a.batch;
+    eo.metrics = &server.metrics();
+    server.metrics().set_model_load_seconds(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
+    server.metrics().set_model_info(so.model_name, w->format, ctx, a.parallel);
     serve::Engine engine(rt, tok, eo);
     server.attach(&engine);
     ready.store(true);
@@ -135,7 +150,13 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
   app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(2048, model maximum))")
       ->check(CLI::Range(16, 1 << 20));
   app.add_option("--parallel", a->parallel, "Requests generated at once (KV cache slots)")->check(CLI::Range(1, 256));
-  app.add_option("--queue", a->queue, "Requests that may wait for a slot; more get 503")->check(CLI::Range(0, 4096));
+  app.add_option("--queue,--max-queue", a->queue,
+                 "Requests that may wait for a slot; more get 503 at once (a balancer then tries another replica)")
+      ->check(CLI::Range(0, 4096));
+  app.add_option("--drain-timeout", a->drain_timeout,
+                 "Seconds SIGTERM waits for queued and running requests before ending them (default 30)")
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_flag("--metrics-public", a->metrics_public, "/metrics answers without the API key (default: it needs it)");
   app.add_option("--cors", a->cors, "Origin allowed to call the API from a browser page ('*' for any); repeatable");
   app.add_option("-b,--batch", a->batch, "Prompt tokens evaluated per step, shared by all prompts being read")
       ->check(CLI::Range(1, 8192));

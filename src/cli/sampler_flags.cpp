@@ -3,6 +3,7 @@
 #include <chrono>
 #include <sstream>
 
+#include "chat/dry_breakers.h"
 #include "util/error.h"
 
 namespace metharme::cli {
@@ -32,6 +33,34 @@ SamplerParams kobold_lite_defaults() {
   return p;
 }
 
+namespace {
+// KoboldCpp's samplers beside sampler_order, under their KoboldCpp field names.
+void add_extra_flags(CLI::App& app, SamplerFlags& f) {
+  SamplerParams& p = f.params;
+  const std::string g = "Sampling: KoboldCpp's other samplers";
+  auto opt = [&](const char* name, auto& v, const char* help) {
+    app.add_option(name, v, help)->capture_default_str()->group(g);
+  };
+  opt("--mirostat", p.mirostat, "Mirostat 1 or 2 (replaces the sampler order; 0 = off)");
+  opt("--mirostat-tau", p.mirostat_tau, "Mirostat's target surprise, bits");
+  opt("--mirostat-eta", p.mirostat_eta, "Mirostat's learning rate");
+  opt("--dry-multiplier", p.dry_multiplier, "DRY penalty scale; 0 = off");
+  opt("--dry-base", p.dry_base, "DRY growth per repeated token");
+  opt("--dry-allowed-length", p.dry_allowed_length, "Repeats this long go unpenalized");
+  opt("--dry-penalty-last-n", p.dry_penalty_last_n, "Tokens of context DRY looks at; 0 = all");
+  app.add_option("--dry-breaker", f.dry_breakers,
+                 "DRY sequence breaker (repeatable; replaces the default \\n : \" *; \"\" for none)")
+      ->group(g);
+  opt("--xtc-threshold", p.xtc_threshold, "XTC: tokens at least this likely may be excluded");
+  opt("--xtc-probability", p.xtc_probability, "XTC: chance per token; 0 = off");
+  opt("--dynatemp-range", p.dynatemp_range, "Dynamic temperature: temp +- this by entropy; 0 = off");
+  opt("--dynatemp-exponent", p.dynatemp_exponent, "Dynamic temperature exponent");
+  opt("--smoothing-factor", p.smoothing_factor, "Quadratic smoothing; 0 = off");
+  opt("--smoothing-curve", p.smoothing_curve, "Smoothing curve (1 = quadratic)");
+  opt("--nsigma", p.nsigma, "Top-n-sigma: drop logits below max - n*sd; 0 = off");
+}
+}  // namespace
+
 std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerParams& defaults) {
   auto f = std::make_shared<SamplerFlags>();
   SamplerParams& p = f->params;
@@ -40,19 +69,24 @@ std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerPara
   app.add_option("--temp", p.temperature, "Temperature; 0 = greedy")->capture_default_str()->group(g);
   app.add_option("--top-k", p.top_k, "Keep the K most likely tokens; 0 = off")->capture_default_str()->group(g);
   app.add_option("--top-a", p.top_a, "Drop tokens with p < A * p_max^2; 0 = off")->capture_default_str()->group(g);
-  app.add_option("--top-p", p.top_p, "Keep the most likely tokens up to this mass; 1 = off")->capture_default_str()->group(g);
+  app.add_option("--top-p", p.top_p, "Keep the most likely tokens up to this mass; 1 = off")
+      ->capture_default_str()
+      ->group(g);
   app.add_option("--min-p", p.min_p, "Drop tokens with p < MIN_P * p_max; 0 = off")->capture_default_str()->group(g);
   app.add_option("--typical", p.typical, "Typical sampling mass; 1 = off")->capture_default_str()->group(g);
   app.add_option("--tfs", p.tfs, "Tail-free sampling z; 1 = off")->capture_default_str()->group(g);
   app.add_option("--rep-pen", p.rep_pen, "Repetition penalty; 1 = off")->capture_default_str()->group(g);
-  app.add_option("--rep-pen-range", p.rep_pen_range, "Tokens of history penalized; 0 = all")->capture_default_str()->group(g);
+  app.add_option("--rep-pen-range", p.rep_pen_range, "Tokens of context penalized (below 1: 1, as KoboldCpp)")
+      ->capture_default_str()
+      ->group(g);
   app.add_option("--rep-pen-slope", p.rep_pen_slope, "Older half of the range gets 1+(rep_pen-1)*slope")
       ->capture_default_str()
       ->group(g);
   app.add_option("--presence-penalty", p.presence_penalty, "Subtracted from every token in the range")
       ->capture_default_str()
       ->group(g);
-  app.add_option("--sampler-order", f->order, "Sampler ids in order: 0 top-k, 1 top-a, 2 top-p/min-p, 3 tfs, 4 typical, 5 temp, 6 rep-pen")
+  app.add_option("--sampler-order", f->order,
+                 "Sampler ids in order: 0 top-k, 1 top-a, 2 top-p/min-p, 3 tfs, 4 typical, 5 temp, 6 rep-pen")
       ->capture_default_str()
       ->group(g);
   app.add_option("--ban", f->bans, "Token id(s) never sampled (repeat or comma-separate)")->group(g);
@@ -62,11 +96,15 @@ std::shared_ptr<SamplerFlags> add_sampler_flags(CLI::App& app, const SamplerPara
   app.add_option("--seed", p.seed, "Random seed (default: from the clock)")
       ->each([f](const std::string&) { f->seed_set = true; })
       ->group(g);
+  add_extra_flags(app, *f);
   return f;
 }
 
-SamplerParams SamplerFlags::resolve(int n_vocab) {
+SamplerParams SamplerFlags::resolve(int n_vocab, const Tokenizer& tok, int n_ctx) {
   SamplerParams p = params;
+  p.n_ctx = n_ctx;
+  if (dry_breakers.size() > 24) fail("--dry-breaker: at most 24 breakers");
+  if (p.dry_multiplier > 0) p.dry_breakers = dry_breakers_for(tok, dry_breakers);
   p.sampler_order = parse_sampler_order(order);
   p.banned_tokens.clear();
   for (const std::string& b : bans) {

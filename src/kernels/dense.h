@@ -25,12 +25,14 @@ struct DenseKernels {
 };
 
 const DenseKernels& dense_kernels(Isa isa);
-inline const DenseKernels& dense_kernels() { return dense_kernels(active_isa()); }
+// The table to use: active_isa(), lowered past any ISA whose self-test failed (kernels/selftest.h).
+const DenseKernels& dense_kernels();
 
 size_t wtype_size(WType t);
 
 // Per-ISA tables (the ones this build has; calling one the CPU lacks is undefined).
 const DenseKernels& dense_kernels_scalar();
 const DenseKernels& dense_kernels_avx2();
+const DenseKernels& dense_kernels_avx512();  // gemm, gemv_t, to_f32; from_f32 and silu_mul are AVX2's
 
 }  // namespace metharme::kernels

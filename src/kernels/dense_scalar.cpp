@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/dense.h"
+#include "kernels/selftest.h"
 #include "util/fast_exp.h"
 #include "util/half.h"
 
@@ -72,11 +73,13 @@ size_t wtype_size(WType t) { return t == WType::kF32 ? 4 : 2; }
 
 const DenseKernels& dense_kernels(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512:  // the AVX2 dense kernels are the fastest we have on AVX-512 machines too
+    case Isa::kAvx512: return dense_kernels_avx512();
     case Isa::kAvx2: return dense_kernels_avx2();
     case Isa::kScalar: break;
   }
   return dense_kernels_scalar();
 }
+
+const DenseKernels& dense_kernels() { return dense_kernels(checked_isa(dense_family())); }
 
 }  // namespace metharme::kernels

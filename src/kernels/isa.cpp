@@ -1,6 +1,7 @@
 #include "kernels/isa.h"
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -37,6 +38,14 @@ bool isa_supported(Isa isa) {
   return false;
 }
 
+bool parse_isa(const char* name, Isa* out) {
+  if (!std::strcmp(name, "scalar")) *out = Isa::kScalar;
+  else if (!std::strcmp(name, "avx2")) *out = Isa::kAvx2;
+  else if (!std::strcmp(name, "avx512") || !std::strcmp(name, "avx512-vnni")) *out = Isa::kAvx512;
+  else return false;
+  return true;
+}
+
 Isa detect_isa() {
   if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
   if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
@@ -47,11 +56,11 @@ Isa active_isa() {
   int a = g_active.load(std::memory_order_relaxed);
   if (a >= 0) return Isa(a);
   Isa isa = detect_isa();
-  if (const char* env = std::getenv("METHARME_ISA")) {
+  if (const char* env = std::getenv("METHARME_ISA"); env && *env) {
     Isa want = isa;
-    if (!std::strcmp(env, "scalar")) want = Isa::kScalar;
-    else if (!std::strcmp(env, "avx2")) want = Isa::kAvx2;
-    else if (!std::strcmp(env, "avx512")) want = Isa::kAvx512;
+    if (!parse_isa(env, &want))
+      std::fprintf(stderr, "metharme: warning: METHARME_ISA='%s' is not one of scalar, avx2, avx512; using %s\n", env,
+                   isa_name(isa));
     if (int(want) < int(isa)) isa = want;
   }
   g_active.store(int(isa), std::memory_order_relaxed);

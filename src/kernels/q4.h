@@ -11,7 +11,8 @@
 //          k = 8o + i, its high nibble the code of k = 8o + 4 + i. So each 32-bit lane of a
 //          256-bit load holds 8 codes of one column, and a lane of the low (high) nibbles holds
 //          4 consecutive k: the shape of an int8 dot product with 4 broadcast activations.
-//   scales [n_tiles][n_groups][16] fp16
+//   scales [n_tiles][n_groups][16] fp16, or scales_f32 in the same shape in fp32 when the
+//          checkpoint's fp32 scales are not all fp16 values (then scales is unused)
 //   zeros  [n_tiles][n_groups][16] u8, the integer zero point (already +1 for GPTQ v1 files)
 // Padding columns and padding rows have code 0 and scale 0.
 #pragma once
@@ -35,6 +36,7 @@ struct Q4Matrix {
   int n_tiles = 0;   // ceil(n / 16)
   const uint8_t* qs = nullptr;
   const uint16_t* scales = nullptr;
+  const float* scales_f32 = nullptr;  // used instead of scales when set
   const uint8_t* zeros = nullptr;
 
   size_t tile_qs_bytes() const { return size_t(kp) / kQ4StepK * kQ4StepBytes; }
@@ -70,7 +72,9 @@ struct Q4Kernels {
 };
 
 const Q4Kernels& q4_kernels(Isa isa);
-inline const Q4Kernels& q4_kernels() { return q4_kernels(active_isa()); }
+// The table to use: active_isa(), lowered past any ISA whose self-test failed (kernels/selftest.h).
+// Not inline: an inline copy compiled in an AVX-512 file could be the one the linker keeps.
+const Q4Kernels& q4_kernels();
 
 // Per-ISA tables (calling one the CPU lacks is undefined).
 const Q4Kernels& q4_kernels_scalar();

@@ -42,6 +42,18 @@ inline int32_t load_i32(const int8_t* p) {
   return v;
 }
 
+// Scales of tile t, group g: eight columns 8h..8h+7, or column c (fp16 or fp32, see q4.h).
+inline __m256 scales8(const Q4Matrix& w, int t, int g, int h) {
+  const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols + size_t(h) * 8;
+  if (w.scales_f32) return _mm256_loadu_ps(w.scales_f32 + i);
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + i)));
+}
+inline float scale1(const Q4Matrix& w, int t, int g, int c) {
+  const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols + size_t(c);
+  if (w.scales_f32) return w.scales_f32[i];
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(w.scales[i])));
+}
+
 void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t* sum) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -88,7 +100,6 @@ constexpr size_t kPrefetchBytes = 2048;
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
   constexpr int R = 1;
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block;
   const int8_t* xq[R];
@@ -125,8 +136,8 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     const int g = b / bpg;
     const __m256i z0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16)));
     const __m256i z1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + 8)));
-    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16)));
-    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16 + 8)));
+    const __m256 s0 = scales8(w, t, g, 0);
+    const __m256 s1 = scales8(w, t, g, 1);
     for (int r = 0; r < R; ++r) {
       const __m256i xsv = _mm256_set1_epi32(xs[r][b]);
       const __m256 dv = _mm256_set1_ps(xd[r][b]);
@@ -280,7 +291,6 @@ constexpr int kRowsPerPass = 64;
 
 void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int64_t ldy, __m256 (*accf)[2]) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block, steps = x.block / kQ4StepK;
   // Integer sums of the block for every row. They are scaled after all row groups have run: a
@@ -308,8 +318,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
     const __m256 zf[2] = {
         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16)))),
         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + 8))))};
-    const __m256 s[2] = {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16))),
-                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16 + 8)))};
+    const __m256 s[2] = {scales8(w, t, g, 0), scales8(w, t, g, 1)};
     // Exact in fp32: |acc| and zero * sum stay below 2^24 for blocks of up to 128.
     for (int r = 0; r < M; ++r) {
       const size_t bi = size_t(r) * size_t(nb) + size_t(b);
@@ -343,7 +352,6 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
 template <int R>
 void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const __m256i low = _mm256_set1_epi32(0x0F);
   __m256 accf[R][2];
@@ -379,8 +387,8 @@ void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64
     }
     const __m256 z0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16))));
     const __m256 z1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + 8))));
-    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16)));
-    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g * 16 + 8)));
+    const __m256 s0 = scales8(w, t, g, 0);
+    const __m256 s1 = scales8(w, t, g, 1);
     for (int r = 0; r < R; ++r) {
       const __m256 gs = _mm256_set1_ps(x.gsum[size_t(m0 + r) * x.n_groups + size_t(g)]);
       const __m256 t0 = _mm256_fnmadd_ps(z0, gs, _mm256_add_ps(a[r][0][0], a[r][0][1]));
@@ -408,13 +416,12 @@ void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
   const __m256i low = _mm256_set1_epi32(0x0F);
   for (int t = t0; t < t1; ++t) {
     const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-    const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
-    const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+      const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
     for (int c = 0; c < kQ4TileCols; ++c) {
       float* row = out + (size_t(t - t0) * kQ4TileCols + size_t(c)) * size_t(w.kp);
       const uint8_t* col = qs + size_t(c / 8) * 32 + size_t(c % 8) * 4;
       for (int g = 0; g < w.n_groups; ++g) {
-        const __m256 s = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(sc[g * 16 + c]))));
+        const __m256 s = _mm256_set1_ps(scale1(w, t, g, c));
         const __m256 z = _mm256_set1_ps(float(zp[g * 16 + c]));
         for (int k = g * w.gs; k < (g + 1) * w.gs; k += kQ4StepK) {
           int32_t word;

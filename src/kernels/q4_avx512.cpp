@@ -26,10 +26,16 @@ inline int32_t load_i32(const int8_t* p) {
   return v;
 }
 
+// The 16 scales of tile t, group g (fp16 or fp32, see q4.h).
+inline __m512 scales16(const Q4Matrix& w, int t, int g) {
+  const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols;
+  if (w.scales_f32) return _mm512_loadu_ps(w.scales_f32 + i);
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + i)));
+}
+
 template <int R>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const int nb = w.kp / x.block, bpg = w.gs / x.block;
   const int8_t* xq[R];
@@ -59,7 +65,7 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     }
     const int g = b / bpg;
     const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16)));
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + g * 16)));
+    const __m512 s = scales16(w, t, g);
     for (int r = 0; r < R; ++r) {
       const __m512i isum = _mm512_add_epi32(acc[r][0], acc[r][1]);
       const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, _mm512_mullo_epi32(z, _mm512_set1_epi32(xs[r][b]))));
@@ -91,7 +97,6 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
 template <int R>
 void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint16_t* sc = w.scales + size_t(t) * w.n_groups * kQ4TileCols;
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
   const __m512i low = _mm512_set1_epi32(0x0F);
   __m512 accf[R];
@@ -113,7 +118,7 @@ void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64
       }
     }
     const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
-    const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + g * 16)));
+    const __m512 s = scales16(w, t, g);
     for (int r = 0; r < R; ++r) {
       const __m512 gs = _mm512_set1_ps(x.gsum[size_t(m0 + r) * x.n_groups + size_t(g)]);
       accf[r] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, gs, _mm512_add_ps(a[r][0], a[r][1])), accf[r]);

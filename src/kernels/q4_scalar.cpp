@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/q4.h"
+#include "kernels/selftest.h"
 #include "util/half.h"
 
 namespace metharme::kernels {
@@ -13,6 +14,10 @@ namespace {
 inline int code_at(const uint8_t* tile, int k, int c) {
   uint8_t b = tile[size_t(k / 8) * kQ4StepBytes + size_t(c / 8) * 32 + size_t(c % 8) * 4 + size_t(k % 4)];
   return (k % 8) < 4 ? (b & 0xF) : (b >> 4);
+}
+
+inline float scale_at(const Q4Matrix& w, size_t gi) {
+  return w.scales_f32 ? w.scales_f32[gi] : fp16_to_f32(w.scales[gi]);
 }
 
 void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t* sum) {
@@ -51,7 +56,7 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
           const size_t gi = (size_t(t) * w.n_groups + size_t(b / bpg)) * kQ4TileCols + size_t(c);
           const int32_t xs = x.sum[size_t(m) * nb + size_t(b)];
           const float f = float(isum - int32_t(w.zeros[gi]) * xs);
-          const float sd = fp16_to_f32(w.scales[gi]) * x.d[size_t(m) * nb + size_t(b)];
+          const float sd = scale_at(w, gi) * x.d[size_t(m) * nb + size_t(b)];
           acc = std::fma(sd, f, acc);
         }
         y[m * ldy + n] = acc;
@@ -74,7 +79,7 @@ void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* 
           for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) ga += double(code_at(tile, k, c)) * double(xr[k]);
           const size_t gi = (size_t(t) * w.n_groups + size_t(g)) * kQ4TileCols + size_t(c);
           const double z = w.zeros[gi];
-          acc += double(fp16_to_f32(w.scales[gi])) * (ga - z * double(x.gsum[size_t(m) * x.n_groups + size_t(g)]));
+          acc += double(scale_at(w, gi)) * (ga - z * double(x.gsum[size_t(m) * x.n_groups + size_t(g)]));
         }
         y[m * ldy + n] = float(acc);
       }
@@ -89,7 +94,7 @@ void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
       float* row = out + (size_t(t - t0) * kQ4TileCols + size_t(c)) * size_t(w.kp);
       for (int g = 0; g < w.n_groups; ++g) {
         const size_t gi = (size_t(t) * w.n_groups + size_t(g)) * kQ4TileCols + size_t(c);
-        const float s = fp16_to_f32(w.scales[gi]);
+        const float s = scale_at(w, gi);
         const int z = w.zeros[gi];
         for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) row[k] = s * float(code_at(tile, k, c) - z);
       }
@@ -112,5 +117,7 @@ const Q4Kernels& q4_kernels(Isa isa) {
   }
   return q4_kernels_scalar();
 }
+
+const Q4Kernels& q4_kernels() { return q4_kernels(checked_isa(q4_family())); }
 
 }  // namespace metharme::kernels

@@ -181,17 +181,23 @@ std::shared_ptr<Q4Weight> q4_repack(const GptqSource& s, int n_threads) {
   w->qs.advise_huge_pages();  // decode streams it every token: +20-30% read rate on this machine
   w->scales.assign(size_t(m.n_tiles) * size_t(Gk) * kQ4TileCols, 0);
   w->zeros.assign(w->scales.size(), 0);
+  // fp32 scales stay fp32 unless every one is an fp16 value (then fp16 halves their reads).
+  std::vector<float> scales_f32(w->scales.size(), 0.0f);
+  bool fp16_exact = true;
 
   for (int n = 0; n < s.n; ++n) {
     const int t = n / kQ4TileCols, c = n % kQ4TileCols;
     for (int kg = 0; kg < Gk; ++kg) {
       const int g = p.groups[size_t(kg)];
       const float sc = load_float(s.scales, s.scales_type, size_t(g) * size_t(s.n) + size_t(n));
-      if (!std::isfinite(sc) || std::fabs(sc) > 65504.0f)
-        fail(s.name, ": scales[", g, "][", n, "] = ", sc, " is not a finite fp16 value");
+      if (!std::isfinite(sc))
+        fail(s.name, ": scales[", g, "][", n, "] = ", sc, " is not a finite ",
+             s.scales_type == WType::kF16 ? "fp16 " : "", "value");
       const int z = zero_point(s, g, n, sc);
       const size_t gi = (size_t(t) * size_t(Gk) + size_t(kg)) * kQ4TileCols + size_t(c);
       w->scales[gi] = f32_to_fp16(sc);
+      scales_f32[gi] = sc;
+      fp16_exact = fp16_exact && fp16_to_f32(w->scales[gi]) == sc;
       w->zeros[gi] = uint8_t(z);
     }
   }
@@ -200,7 +206,13 @@ std::shared_ptr<Q4Weight> q4_repack(const GptqSource& s, int n_threads) {
     pack_codes(s, p, w->qs.data(), m.tile_qs_bytes(), pool);
   }
   m.qs = w->qs.data();
-  m.scales = w->scales.data();
+  if (fp16_exact) {
+    m.scales = w->scales.data();
+  } else {
+    w->scales = {};
+    w->scales_f32 = std::move(scales_f32);
+    m.scales_f32 = w->scales_f32.data();
+  }
   m.zeros = w->zeros.data();
   if (!p.identity) w->perm = std::move(p.perm);
   if (s.bias) {
@@ -249,13 +261,13 @@ Q4Entry q4_entry(const Q4Weight& w, int n, int j) {
   Q4Entry e;
   e.code = uint8_t((j % 8) < 4 ? byte & 15 : byte >> 4);
   e.zero = m.zeros[gi];
-  e.scale = m.scales[gi];
+  e.scale = m.scales_f32 ? m.scales_f32[gi] : fp16_to_f32(m.scales[gi]);
   return e;
 }
 
 size_t q4_weight_bytes(const Q4Weight& w) {
-  return w.qs.size() + w.scales.size() * sizeof(uint16_t) + w.zeros.size() + w.bias.size() * sizeof(float) +
-         w.offsets.size() * sizeof(float);
+  return w.qs.size() + w.scales.size() * sizeof(uint16_t) + w.scales_f32.size() * sizeof(float) + w.zeros.size() +
+         w.bias.size() * sizeof(float) + w.offsets.size() * sizeof(float);
 }
 
 std::string q4_describe(const Q4Weight& w) {

@@ -42,7 +42,8 @@ struct Q4Weight {
   // perm[j] = input row feeding kernel row j, -1 for padding; empty = identity (rows >= K are padding)
   std::vector<int32_t> perm;
   PageBuffer qs;
-  std::vector<uint16_t> scales;
+  std::vector<uint16_t> scales;      // fp16, or empty when scales_f32 is used
+  std::vector<float> scales_f32;     // fp32 checkpoint scales that fp16 cannot hold exactly
   std::vector<uint8_t> zeros;
   std::vector<float> bias;  // empty when the checkpoint has none (or all zeros)
   // Per-block float offsets (GGUF Q4_1: w = d*q + m = d*(q - z) + (m + d*z), z the nearest
@@ -55,10 +56,10 @@ struct Q4Weight {
 // Repacks with `n_threads` threads. Errors (g_idx out of range, non-integer G0 zeros, ...) name src.name.
 std::shared_ptr<Q4Weight> q4_repack(const GptqSource& src, int n_threads);
 
-// One weight's parts: W[n][k] = fp16(scale) * (code - zero), with k the checkpoint's input row.
+// One weight's parts: W[n][k] = scale * (code - zero), with k the checkpoint's input row.
 struct Q4Entry {
   uint8_t code = 0, zero = 0;
-  uint16_t scale = 0;  // fp16 bits
+  float scale = 0;
 };
 // kernel_row[k] = the kernel-order row holding input row k (inverse of perm), for q4_entry.
 std::vector<int32_t> q4_kernel_rows(const Q4Weight& w);

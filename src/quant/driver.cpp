@@ -181,7 +181,18 @@ void run_quantize(const QuantizeOptions& opt_in) {
       if (state["settings"].value(it.key(), json()) != it.value())
         fail("--resume: setting '", it.key(), "' was ", state["settings"].value(it.key(), json()).dump(), ", now ",
              it.value().dump(), " (resume with the same options, or --force to start over)");
-    if (o.threads <= 0) o.threads = state.value("threads", 0);
+    // The Cholesky steps run on that many OpenBLAS threads, and their rounding depends on it:
+    // resuming with another count would not give the bytes of an uninterrupted run.
+    const json saved = state.value("threads", json());
+    MH_CHECK(saved.is_number_integer() && saved.get<int64_t>() >= 1 && saved.get<int64_t>() <= 65536, partial,
+             "/state.json: 'threads' is not a thread count");
+    const int threads = int(saved.get<int64_t>());
+    if (o.threads > 0 && o.threads != threads)
+      std::fprintf(stderr,
+                   "quantize: --resume continues with the interrupted run's %d threads, not -t %d (the result "
+                   "depends on the thread count)\n",
+                   threads, o.threads);
+    o.threads = threads;
   }
   if (o.threads <= 0) o.threads = default_thread_count();
 

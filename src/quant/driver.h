@@ -20,7 +20,7 @@ struct QuantizeOptions {
   CalibOptions calib;
   PackFormat format = PackFormat::kG2;
   std::string act_dtype = "auto";  // storage of calibration activations between layers: auto|f32|f16
-  int threads = 0;                 // 0 = all CPUs (on --resume: the interrupted run's count)
+  int threads = 0;                 // 0 = all CPUs; on --resume always the interrupted run's count
   bool resume = false, force = false;
   bool progress = true;
 };

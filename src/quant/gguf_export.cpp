@@ -90,12 +90,11 @@ bool gptq_to_q4_1(Ctx& c, const ops::Q4Weight& q, int qk, std::vector<uint8_t>& 
           for (int b = 0; b < K / 32; ++b) {
             uint8_t* blk = out.data() + size_t(r) * row_bytes + size_t(b) * 20;
             const ops::Q4Entry e0 = ops::q4_entry(q, n, krow[size_t(32 * b)]);
-            const float s = fp16_to_f32(e0.scale);
-            const float m = -s * float(e0.zero);
-            const uint16_t mh = f32_to_fp16(m);
-            std::memcpy(blk, &e0.scale, 2);
+            const float s = e0.scale;  // fp16 in GPTQ files with f16 scales, so d = s exactly
+            const uint16_t dh = f32_to_fp16(s), mh = f32_to_fp16(-s * float(e0.zero));
+            std::memcpy(blk, &dh, 2);
             std::memcpy(blk + 2, &mh, 2);
-            const float mq = fp16_to_f32(mh);
+            const float dq = fp16_to_f32(dh), mq = fp16_to_f32(mh);
             for (int j = 0; j < 32; ++j) {
               const ops::Q4Entry e = ops::q4_entry(q, n, krow[size_t(32 * b + j)]);
               if (e.scale != e0.scale || e.zero != e0.zero) {
@@ -103,7 +102,7 @@ bool gptq_to_q4_1(Ctx& c, const ops::Q4Weight& q, int qk, std::vector<uint8_t>& 
                 return;
               }
               blk[4 + j % 16] |= uint8_t(e.code << (j < 16 ? 0 : 4));
-              const float want = s * float(int(e.code) - int(e.zero)), got = s * float(e.code) + mq;
+              const float want = s * float(int(e.code) - int(e.zero)), got = dq * float(e.code) + mq;
               err[size_t(th)] = std::max(err[size_t(th)], double(std::fabs(got - want)));
             }
           }

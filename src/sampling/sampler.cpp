@@ -46,9 +46,53 @@ std::vector<int> parse_sampler_order(const std::string& s) {
   return out;
 }
 
+namespace {
+// The fields of the samplers outside sampler_order.
+std::string extra_params_error(const SamplerParams& p, int n_vocab) {
+  auto fin = [](float v) { return std::isfinite(v); };
+  if (p.n_ctx < 0) return cat("n_ctx must be >= 0 (got ", p.n_ctx, ")");
+  if (p.mirostat < 0 || p.mirostat > 2) return cat("mirostat must be 0, 1 or 2 (got ", p.mirostat, ")");
+  if (!(p.mirostat_tau >= 0) || !fin(p.mirostat_tau))
+    return cat("mirostat_tau must be >= 0 (got ", p.mirostat_tau, ")");
+  if (!(p.mirostat_eta >= 0) || !fin(p.mirostat_eta))
+    return cat("mirostat_eta must be >= 0 (got ", p.mirostat_eta, ")");
+  if (!(p.dry_multiplier >= 0) || !fin(p.dry_multiplier))
+    return cat("dry_multiplier must be >= 0 (got ", p.dry_multiplier, ")");
+  if (!(p.dry_base > 0) || !fin(p.dry_base)) return cat("dry_base must be > 0 (got ", p.dry_base, ")");
+  if (p.dry_allowed_length < 0) return cat("dry_allowed_length must be >= 0 (got ", p.dry_allowed_length, ")");
+  for (const auto& seq : p.dry_breakers)
+    for (int id : seq)
+      if (id < 0 || id >= n_vocab) return cat("dry_sequence_breakers: token ", id, " is outside the vocabulary");
+  if (!fin(p.xtc_threshold)) return "xtc_threshold must be finite";
+  if (!(p.xtc_probability >= 0 && p.xtc_probability <= 1))
+    return cat("xtc_probability must be in [0, 1] (got ", p.xtc_probability, ")");
+  if (!fin(p.dynatemp_range) || !fin(p.dynatemp_exponent)) return "dynatemp_range and dynatemp_exponent must be finite";
+  if (!(p.smoothing_factor >= 0) || !fin(p.smoothing_factor))
+    return cat("smoothing_factor must be >= 0 (got ", p.smoothing_factor, ")");
+  if (!fin(p.smoothing_curve)) return "smoothing_curve must be finite";
+  if (!(p.nsigma >= 0) || !fin(p.nsigma)) return cat("nsigma must be >= 0 (got ", p.nsigma, ")");
+  return "";
+}
+
+// One draw's pipeline, in KoboldCpp's order (gpttype_adapter.cpp SampleLogits).
+enum class Stage : uint8_t {
+  kDry,             // DRY, on every token not banned (KoboldCpp: before its top-5000 cut)
+  kKeepMostLikely,  // the kMaxCandidates most likely
+  kOrdered,         // the sampler_order slots; slot 5 is temperature_slot()
+  kXtc,             // XTC, after every slot
+  kRepPen,          // Mirostat only: rep-pen,
+  kTemperature,     //   temperature and smoothing,
+  kMirostat,        //   the Mirostat cut (the draw then moves mu)
+};
+constexpr Stage kChain[] = {Stage::kDry, Stage::kKeepMostLikely, Stage::kOrdered, Stage::kXtc};
+constexpr Stage kMirostatChain[] = {Stage::kDry, Stage::kKeepMostLikely, Stage::kRepPen, Stage::kTemperature,
+                                    Stage::kMirostat};
+}  // namespace
+
 std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
   auto in01 = [](float v) { return v >= 0 && v <= 1; };  // false for NaN
-  if (!(p.temperature >= 0) || !std::isfinite(p.temperature)) return cat("temperature must be >= 0 (got ", p.temperature, ")");
+  if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
+    return cat("temperature must be >= 0 (got ", p.temperature, ")");
   if (p.top_k < 0) return cat("top_k must be >= 0 (got ", p.top_k, ")");
   if (!(p.top_a >= 0) || !std::isfinite(p.top_a)) return cat("top_a must be >= 0 (got ", p.top_a, ")");
   if (!in01(p.top_p)) return cat("top_p must be in [0, 1] (got ", p.top_p, ")");
@@ -60,6 +104,7 @@ std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
   if (!(p.rep_pen_slope >= 0) || !std::isfinite(p.rep_pen_slope))
     return cat("rep_pen_slope must be >= 0 (got ", p.rep_pen_slope, ")");
   if (!std::isfinite(p.presence_penalty)) return "presence_penalty must be finite";
+  if (std::string e = extra_params_error(p, n_vocab); !e.empty()) return e;
   std::vector<int> order = normalize_order(p.sampler_order);
   bool seen[kSamplerCount] = {};
   for (int id : order) {
@@ -77,8 +122,15 @@ std::string sampler_params_error(const SamplerParams& p, int n_vocab) {
 }
 
 Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
-    : p_(p), order_(normalize_order(p.sampler_order)), n_vocab_(n_vocab), eos_(eos_id), rng_(p.seed),
-      banned_(size_t(n_vocab)), seen_(size_t(n_vocab)) {
+    : p_(p),
+      order_(normalize_order(p.sampler_order)),
+      n_vocab_(n_vocab),
+      eos_(eos_id),
+      rng_(p.seed),
+      mu_(2.0 * double(p.mirostat_tau)),
+      dry_(p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, p.dry_breakers),
+      banned_(size_t(n_vocab)),
+      seen_(size_t(n_vocab)) {
   MH_CHECK(n_vocab > 0, "sampler: empty vocabulary");
   std::string err = sampler_params_error(p, n_vocab);
   if (!err.empty()) fail("sampler: ", err);
@@ -87,6 +139,19 @@ Sampler::Sampler(const SamplerParams& p, int n_vocab, int eos_id)
   if (p.ban_eos && eos_id >= 0 && eos_id < n_vocab) banned_[size_t(eos_id)] = 1;
   size_t allowed = size_t(std::count(banned_.begin(), banned_.end(), 0));
   MH_CHECK(allowed > 0, "sampler: every token of the vocabulary is banned");
+}
+
+void Sampler::temperature_slot(Candidates& c) {
+  if (p_.dynatemp_range != 0) {
+    const float lo = std::max(0.0f, p_.temperature - p_.dynatemp_range);
+    const float hi = std::max(0.0f, p_.temperature + p_.dynatemp_range);
+    apply_dynatemp(c, lo, hi, std::max(0.0f, p_.dynatemp_exponent));
+    if (c.items.size() > 1) apply_smoothing(c, p_.smoothing_factor, p_.smoothing_curve);
+  } else {
+    apply_temperature(c, p_.temperature);
+    if (p_.temperature > 0) apply_smoothing(c, p_.smoothing_factor, p_.smoothing_curve);
+  }
+  apply_nsigma(c, p_.nsigma);
 }
 
 void Sampler::filter(const float* logits, const std::vector<int>& history) {
@@ -98,48 +163,103 @@ void Sampler::filter(const float* logits, const std::vector<int>& history) {
   if (!p_.logit_bias.empty()) {
     // The set holds every unbanned id in order; find each biased id by binary search.
     for (const auto& [id, bias] : p_.logit_bias) {
-      auto it = std::lower_bound(c.items.begin(), c.items.end(), id, [](const Candidate& a, int v) { return a.id < v; });
+      auto it =
+          std::lower_bound(c.items.begin(), c.items.end(), id, [](const Candidate& a, int v) { return a.id < v; });
       if (it != c.items.end() && it->id == id) it->logit += bias;
     }
   }
-  keep_most_likely(c, kMaxCandidates);
-  for (int s : order_) {
-    switch (s) {
-      case 0: apply_top_k(c, p_.top_k); break;
-      case 1: apply_top_a(c, p_.top_a); break;
-      case 2:
-        apply_top_p(c, p_.top_p);
-        apply_min_p(c, p_.min_p);
+  const auto run = [&](Stage st) {
+    switch (st) {
+      case Stage::kDry:
+        if (dry_.on()) dry_.apply(c, history, p_.n_ctx);
         break;
-      case 3: apply_tail_free(c, p_.tfs); break;
-      case 4: apply_typical(c, p_.typical); break;
-      case 5: apply_temperature(c, p_.temperature); break;
-      case 6:
-        apply_rep_pen(c, history, p_.rep_pen, p_.rep_pen_range, p_.rep_pen_slope, p_.presence_penalty, seen_);
+      case Stage::kKeepMostLikely:
+        keep_most_likely(c, kMaxCandidates);
         break;
-      default: break;
+      case Stage::kOrdered:
+        for (int s : order_) apply_slot(s, c, history);
+        break;
+      case Stage::kXtc:
+        if (xtc_draws(c, p_.xtc_threshold, p_.xtc_probability))
+          apply_xtc(c, p_.xtc_threshold, p_.xtc_probability, uniform());
+        break;
+      case Stage::kRepPen:
+        apply_slot(6, c, history);
+        break;
+      case Stage::kTemperature:
+        apply_temperature(c, p_.temperature);
+        if (p_.temperature > 0) apply_smoothing(c, p_.smoothing_factor, p_.smoothing_curve);
+        break;
+      case Stage::kMirostat:
+        if (p_.mirostat == 1)
+          apply_mirostat_v1(c, mu_, n_vocab_);
+        else
+          apply_mirostat_v2(c, mu_);
+        break;
     }
-  }
+  };
+  if (p_.mirostat == 0)
+    for (Stage st : kChain) run(st);
+  else
+    for (Stage st : kMirostatChain) run(st);
   bool any_finite = false;
   for (const auto& it : c.items) any_finite |= std::isfinite(it.logit);
   if (!any_finite) fail("sampler: no candidate token has a finite logit");
 }
 
-int Sampler::sample(const float* logits, const std::vector<int>& history) {
-  filter(logits, history);
+void Sampler::apply_slot(int s, Candidates& c, const std::vector<int>& history) {
+  switch (s) {
+    case 0:
+      apply_top_k(c, p_.top_k);
+      break;
+    case 1:
+      apply_top_a(c, p_.top_a);
+      break;
+    case 2:
+      apply_top_p(c, p_.top_p);
+      apply_min_p(c, p_.min_p);
+      break;
+    case 3:
+      apply_tail_free(c, p_.tfs);
+      break;
+    case 4:
+      apply_typical(c, p_.typical);
+      break;
+    case 5:
+      temperature_slot(c);
+      break;
+    case 6:
+      apply_rep_pen(c, history, p_.rep_pen, p_.rep_pen_range, p_.rep_pen_slope, p_.presence_penalty, p_.n_ctx, seen_);
+      break;
+    default:
+      break;
+  }
+}
+
+size_t Sampler::draw() {
   Candidates& c = cand_;
-  if (c.items.size() == 1) return c.items[0].id;
+  if (c.items.size() == 1) return 0;
   c.softmax();
-  // Uniform in [0, 1) from the top 53 bits: the same on every platform for a given seed.
-  double r = double(rng_() >> 11) * 0x1.0p-53;
+  double r = uniform();
   for (size_t i = 0; i < c.items.size(); ++i) {
     r -= c.p[i];
-    if (r < 0) return c.items[i].id;
+    if (r < 0) return i;
   }
   // Rounding left r just above 0: the last token with any probability.
   for (size_t i = c.items.size(); i-- > 0;)
-    if (c.p[i] > 0) return c.items[i].id;
-  return c.items.back().id;
+    if (c.p[i] > 0) return i;
+  return c.items.size() - 1;
+}
+
+int Sampler::sample(const float* logits, const std::vector<int>& history) {
+  filter(logits, history);
+  const size_t i = draw();
+  if (p_.mirostat != 0) {
+    // mu moves by eta times how far the drawn token's surprise (bits, in the cut set) was from tau.
+    const double p = cand_.items.size() == 1 ? 1.0 : cand_.p[i];
+    mu_ -= double(p_.mirostat_eta) * (-std::log2(p) - double(p_.mirostat_tau));
+  }
+  return cand_.items[i].id;
 }
 
 std::vector<std::pair<int, double>> Sampler::distribution(const float* logits, const std::vector<int>& history) {

@@ -221,20 +221,20 @@ void apply_temperature(Candidates& c, float t) {
 }
 
 void apply_rep_pen(Candidates& c, const std::vector<int>& history, float penalty, int range, float slope,
-                   float presence, std::vector<uint8_t>& seen) {
+                   float presence, int n_ctx, std::vector<uint8_t>& seen) {
   if (penalty == 1 && presence == 0) return;
-  const size_t n = history.size();
-  const size_t w = range > 0 ? std::min(n, size_t(range)) : n;
-  if (w == 0) return;
+  size_t w = size_t(std::max(range, 1));
+  if (n_ctx > 0) w = std::min(w, size_t(n_ctx));
   if (!(slope > 0 && slope <= 1)) slope = 1;
   const float far_pen = penalty > 1 ? 1 + (penalty - 1) * slope : penalty;
-  // seen: 1 = only in the older half of the window, 2 = in the newer half.
-  const size_t start = n - w, mid = start + w / 2;
-  for (size_t i = start; i < n; ++i) {
-    int id = history[i];
-    if (id < 0 || size_t(id) >= seen.size()) continue;
-    seen[size_t(id)] = i >= mid ? 2 : std::max<uint8_t>(seen[size_t(id)], 1);
-  }
+  // seen: 1 = only in the older half of the window, 2 = in the newer half (the last w - w/2).
+  const size_t n = history.size(), split = w / 2;
+  auto mark = [&](size_t id, size_t pos) {  // pos: 0 = the window's oldest position
+    if (id < seen.size()) seen[id] = std::max<uint8_t>(seen[id], pos >= split ? 2 : 1);
+  };
+  if (n < w && !seen.empty()) mark(0, w - n - 1);  // the filler's newest position
+  const size_t start = n > w ? n - w : 0, offset = w - (n - start);
+  for (size_t i = start; i < n; ++i) mark(size_t(history[i]), offset + (i - start));
   for (auto& it : c.items) {
     uint8_t s = seen[size_t(it.id)];
     if (!s) continue;
@@ -242,9 +242,105 @@ void apply_rep_pen(Candidates& c, const std::vector<int>& history, float penalty
     it.logit = it.logit > 0 ? it.logit / pen : it.logit * pen;
     it.logit -= presence;
   }
+  if (!seen.empty()) seen[0] = 0;
   for (size_t i = start; i < n; ++i)
-    if (history[i] >= 0 && size_t(history[i]) < seen.size()) seen[size_t(history[i])] = 0;
+    if (size_t(history[i]) < seen.size()) seen[size_t(history[i])] = 0;
   c.sorted = false;
+}
+
+namespace {
+double entropy_of(const std::vector<double>& p) {
+  double h = 0;
+  for (double v : p)
+    if (v > 0) h -= v * std::log(v);
+  return h;
+}
+}  // namespace
+
+void apply_dynatemp(Candidates& c, float lo, float hi, float exponent) {
+  const size_t n = c.items.size();
+  if (n <= 1) return;
+  c.softmax();
+  const double norm = entropy_of(c.p) / std::log(double(n));
+  const double t = double(lo) + double(hi - lo) * std::pow(norm, double(exponent));
+  if (!(t > 0)) return apply_temperature(c, 0);  // a zero temperature is greedy, as elsewhere
+  for (auto& it : c.items) it.logit = float(double(it.logit) / t);
+}
+
+void apply_smoothing(Candidates& c, float factor, float curve) {
+  if (!(factor > 0) || c.items.size() <= 1) return;
+  float h = c.items[0].logit;
+  for (const auto& it : c.items) h = std::max(h, it.logit);
+  if (!std::isfinite(h)) return;
+  const float k = (3 - curve) / 2, s = (curve - 1) / 2;
+  for (auto& it : c.items) {
+    if (!std::isfinite(it.logit)) continue;  // -inf stays impossible (0 * inf would be NaN)
+    const float d = it.logit - h;
+    it.logit = -(k * factor * d * d) + s * factor * d * d * d + h;
+  }
+  c.sorted = false;
+}
+
+void apply_nsigma(Candidates& c, float n) {
+  const size_t size = c.items.size();
+  if (!(n > 0) || size <= 1) return;
+  // Statistics of the finite logits; a token at -inf is dropped whatever the cut.
+  double mx = -INFINITY, sum = 0;
+  size_t finite = 0;
+  for (const auto& it : c.items)
+    if (std::isfinite(it.logit)) mx = std::max(mx, double(it.logit)), sum += it.logit, ++finite;
+  if (finite == 0) return;
+  const double mean = sum / double(finite);
+  double acc = 0;
+  for (const auto& it : c.items)
+    if (std::isfinite(it.logit)) acc += (it.logit - mean) * (it.logit - mean);
+  const double cut = mx - double(n) * std::sqrt(acc / double(finite));
+  keep_if(c, [&](size_t i) { return double(c.items[i].logit) >= cut; });
+}
+
+bool xtc_draws(const Candidates& c, float threshold, float probability) {
+  return threshold <= 0.5f && probability > 0 && c.items.size() > 1;
+}
+
+void apply_xtc(Candidates& c, float threshold, float probability, double roll) {
+  if (!xtc_draws(c, threshold, probability) || roll >= double(probability)) return;
+  c.sort();
+  c.softmax();
+  size_t above = 0;
+  while (above < c.items.size() && c.p[above] >= double(threshold)) ++above;
+  if (above < 2) return;
+  for (size_t i = 0; i + 1 < above; ++i) c.items[i].logit -= 999.0f;  // as KoboldCpp: not removed
+  c.sorted = false;
+}
+
+void apply_mirostat_v1(Candidates& c, double mu, int n_vocab) {
+  const size_t n = c.items.size();
+  if (n <= 1) return;
+  // Least-squares Zipf exponent over the top m = 100 ranks; log(p_i / p_i+1) is a logit difference.
+  const size_t m = std::min<size_t>(100, n);
+  const bool was_sorted = c.sorted;
+  if (!was_sorted) std::partial_sort(c.items.begin(), c.items.begin() + std::ptrdiff_t(m), c.items.end(), before);
+  size_t top = 0;  // the estimate uses finite logits only
+  while (top < m && std::isfinite(c.items[top].logit)) ++top;
+  double sum_tb = 0, sum_tt = 0;
+  for (size_t i = 0; i + 1 < top; ++i) {
+    const double t = std::log(double(i + 2) / double(i + 1));
+    sum_tb += t * (double(c.items[i].logit) - double(c.items[i + 1].logit));
+    sum_tt += t * t;
+  }
+  const double s_hat = sum_tb / sum_tt, eps = s_hat - 1;
+  const double k = std::pow(eps * std::pow(2.0, mu) / (1 - std::pow(double(n_vocab), -eps)), 1 / s_hat);
+  // KoboldCpp passes int(k) to its top-k, where 0 means "off"; k below 1 keeps one token here.
+  c.sorted = was_sorted;
+  apply_top_k(c, std::isfinite(k) && k >= 1 ? int(std::min(k, 1e9)) : 1);
+}
+
+void apply_mirostat_v2(Candidates& c, double mu) {
+  if (c.items.size() <= 1) return;
+  // The most likely tokens whose surprise is at most mu: those with p >= 2^-mu (at least one).
+  c.softmax();
+  const double floor = std::exp2(-mu);
+  keep_if(c, [&](size_t i) { return c.p[i] >= floor; });
 }
 
 }  // namespace metharme

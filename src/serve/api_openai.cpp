@@ -176,7 +176,7 @@ OpenAIJob start_openai(ServerState& st, const ApiRequest& req, httplib::Response
     send_busy(Api::kOpenAI, res);
     return out;
   }
-  out.prompt_tokens = P;
+  out.prompt_tokens = int(jobs[0]->spec().prompt.size());  // without BOS when add_bos_token is false
   out.jobs = std::move(jobs);
   return out;
 }

@@ -132,6 +132,8 @@ EngineStats Engine::stats() const {
     if (sl.job) ++s.running;
   s.queued = int(queue_.size());
   if (idle_) s.idle_s += seconds(t_idle_, clock::now());
+  s.kv_used = kv_used_.load(std::memory_order_relaxed);
+  s.kv_total = int64_t(n_slots()) * n_ctx();
   return s;
 }
 
@@ -150,6 +152,9 @@ void Engine::admit_locked() {
       if (s.job) continue;
       KvPlan plan = plan_kv_reuse(s.kv, spec.prompt, spec.context_shift ? KvContext::kMinShift : 0);
       int reuse = plan.keep + plan.shifted;
+      // A few shared tokens (BOS, a common opening) are not worth evicting another chat's cache
+      // for: below a quarter of the prompt, the least recently used slot is taken instead.
+      if (4 * reuse < int(spec.prompt.size())) reuse = 0;
       if (best < 0 || reuse > best_reuse || (reuse == best_reuse && s.last_used < slots_[size_t(best)].last_used)) {
         best = int(i);
         best_reuse = reuse;
@@ -177,11 +182,14 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   s.pending = -1;
   s.history.assign(spec.prompt.begin(), spec.prompt.end());
   s.history.reserve(size_t(P + spec.max_new));
-  s.sampler.emplace(spec.sampler, rt_->n_vocab(), tok_->eos());
+  SamplerParams sp = spec.sampler;
+  if (sp.n_ctx == 0) sp.n_ctx = n_ctx();  // the rep-pen and DRY windows end at the context
+  s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos());
   bool prompt_has_text = false;
   for (int id : spec.prompt)
     if (!tok_->is_control(id)) prompt_has_text = true;
   s.out.emplace(*tok_, !prompt_has_text, spec.stop, spec.trim_stop, spec.banned_phrases);
+  s.out->set_min_tokens(spec.min_tokens);
   s.bans.clear();
   s.rewinds = 0;
   s.committed = 0;
@@ -231,6 +239,10 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
     stats_.last = st;
     stats_.last_finish = f;
   }
+  store_kv_used();  // before the end: a client that sees it may read /metrics at once
+  if (opt_.metrics)
+    opt_.metrics->observe_job(st, f, st.generated - (f == Finish::kEos ? 1 : 0), seconds(job->submitted(), now),
+                              s.has_first);
   // Figures first, then the end: a client that sees the end may read /perf at once.
   job->end(f, std::move(text), error, std::move(tokens));
   s.sampler.reset();
@@ -239,10 +251,17 @@ void Engine::finish(Slot& s, Finish f, const std::string& error) {
   if (f == Finish::kError) s.kv.clear();  // the failed step may have stored part of a batch
 }
 
+void Engine::store_kv_used() {
+  int64_t used = 0;
+  for (const Slot& s : slots_) used += int64_t(s.kv.size());
+  kv_used_.store(used, std::memory_order_relaxed);
+}
+
 int Engine::draw(Slot& s, float* logits) {
   size_t at = size_t(s.out->size());
   if (at < s.bans.size())
     for (int id : s.bans[at]) logits[id] = -INFINITY;
+  if (int(at) < s.job->spec().min_tokens && s.job->spec().stop_at_eos) logits[tok_->eos()] = -INFINITY;
   return s.sampler->sample(logits, s.history);
 }
 
@@ -353,6 +372,7 @@ void Engine::loop() {
         if (s.job) finish(s, Finish::kError, e.what());
       continue;
     }
+    if (opt_.metrics) opt_.metrics->observe_step(int(batch_.size()));
     // Each slot samples from its own row with its own sampler, so the draws run in parallel (a
     // draw over 32000 fresh logits is ~0.25 ms: 2 ms per 8-slot step on one thread); the results
     // are then handled in row order.
@@ -365,6 +385,7 @@ void Engine::loop() {
       Slot& s = slots_[size_t(row_slot_[r])];
       if (s.job) sample(s, drawn_[r]);
     }
+    store_kv_used();
   }
   // Shutting down: every request ends as aborted.
   for (Slot& s : slots_)

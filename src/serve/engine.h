@@ -5,6 +5,7 @@
 // sharing a prefix (a chat resent with one more turn) skips re-reading it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -17,6 +18,7 @@
 
 #include "model/llama.h"
 #include "serve/job.h"
+#include "serve/metrics.h"
 #include "serve/output.h"
 #include "tokenizer/tokenizer.h"
 
@@ -25,6 +27,8 @@ namespace metharme::serve {
 struct EngineOptions {
   int max_queue = 8;        // requests waiting for a slot; more are refused
   int prefill_chunk = 128;  // prompt tokens per step, shared by all prompts being read
+  // Finished jobs and steps are reported here when set (/metrics).
+  Metrics* metrics = nullptr;
 };
 
 // Counters for /api/extra/perf.
@@ -35,6 +39,8 @@ struct EngineStats {
   JobStats last;             // the last finished job
   Finish last_finish = Finish::kNone;
   double idle_s = 0;         // seconds with nothing to do, since start
+  // KV positions holding tokens (all slots, kept prefixes included) / slots x context.
+  int64_t kv_used = 0, kv_total = 0;
 };
 
 class Engine {
@@ -94,6 +100,8 @@ class Engine {
   void finish(Slot& s, Finish f, const std::string& error = {});
   void publish(Slot& s);
   void remember_locked(const std::shared_ptr<Job>& job);
+  // Engine thread: kv_used_ = the slots' kv sizes.
+  void store_kv_used();
 
   LlamaRuntime* rt_;
   const Tokenizer* tok_;
@@ -110,6 +118,8 @@ class Engine {
   Job::clock::time_point t_idle_;
   bool idle_ = true;
   int rr_ = 0;  // where prefill shares start (rotates for fairness)
+  // The slots' kv sizes summed after the last step (/metrics).
+  std::atomic<int64_t> kv_used_{0};
 
   // Step buffers, sized once.
   std::vector<BatchToken> batch_;

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "serve/ops.h"
+
 namespace metharme::serve {
 
 Api api_of(const std::string& path) { return path.rfind("/v1/", 0) == 0 ? Api::kOpenAI : Api::kKobold; }
@@ -65,6 +67,7 @@ void follow_jobs(ServerState& st, httplib::Response& res, const char* content_ty
   auto fs = std::make_shared<FollowState>();
   fs->jobs = std::move(jobs);
   fs->f = std::move(f);
+  set_reuse_headers(res, fs->jobs);
   st.following.fetch_add(1);
   ServerState* stp = &st;
   res.set_header("Cache-Control", "no-cache");

@@ -30,6 +30,11 @@ struct ServerState {
   std::atomic<int> following{0};  // responses still following a job
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   int64_t created_unix = 0;       // when the server started, for OpenAI "created" fields
+  // Scale-out (ops.h): draining refuses new generations; `generating` counts handlers between
+  // reading a generation request and handing its jobs to a response, so a drain never misses one.
+  std::atomic<bool> draining{false};
+  std::atomic<int> generating{0};
+  std::shared_ptr<Metrics> metrics = std::make_shared<Metrics>();
 };
 
 enum class Api { kKobold, kOpenAI };

@@ -63,8 +63,17 @@ void Job::append(std::string_view more) {
 }
 
 void Job::set_stats(const JobStats& s) {
-  std::lock_guard<std::mutex> lk(mu_);
-  stats_ = s;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_ = s;
+    started_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Job::wait_started() const {
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait(lk, [&] { return started_ || done_; });
 }
 
 void Job::end(Finish f, std::string final_text, std::string error, std::vector<int> tokens) {

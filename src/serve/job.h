@@ -29,6 +29,7 @@ struct GenSpec {
   std::string genkey;  // the client's name for this request (KoboldCpp), may be empty
   std::string client;  // remote address, to find requests without a genkey
   bool quiet = false;  // no log line
+  int min_tokens = 0;  // EOS and stop strings have no effect before this many tokens
 };
 
 enum class Finish { kNone, kLength, kEos, kStop, kAbort, kError };
@@ -59,6 +60,8 @@ class Job {
   // Consumer side.
   // Waits until the text is longer than `have` bytes, the job ends, or `timeout` passes.
   void wait(size_t have, std::chrono::milliseconds timeout) const;
+  // Waits until the job has a slot (its stats are set) or has ended.
+  void wait_started() const;
   std::string text() const;
   std::string text_from(size_t offset) const;  // the text after `offset` bytes
   bool done() const;
@@ -86,6 +89,7 @@ class Job {
   Finish finish_ = Finish::kNone;
   std::string error_;
   JobStats stats_;
+  bool started_ = false;  // set_stats was called (the job got a slot)
   std::vector<int> tokens_;
   std::atomic<bool> cancel_{false};
 };

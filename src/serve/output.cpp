@@ -21,6 +21,7 @@ OutputText::OutputText(const Tokenizer& tok, bool at_start, std::vector<std::str
 }
 
 void OutputText::append_token_text(int id) {
+  stop_.set_armed(size() + 1 >= min_tokens_);
   stop_.push(dec_.push(id));
   const std::string& t = stop_.text();
   lower_.resize(std::min(lower_.size(), t.size()));  // a stop string may have cut the text

@@ -25,6 +25,8 @@ class OutputText {
   int banned_token() const { return banned_token_; }
   // Drops the tokens from index t on.
   void rewind(int t);
+  // Stop strings complete only in the n-th token or later (min_tokens); 0: from the first.
+  void set_min_tokens(int n) { min_tokens_ = n; }
 
   int size() const { return int(tokens_.size()); }
   const std::vector<int>& tokens() const { return tokens_; }
@@ -51,6 +53,7 @@ class OutputText {
   std::vector<size_t> ends_;  // ends_[i]: text().size() after token i
   std::string lower_;         // text() with ASCII letters lower-cased
   int banned_token_ = -1;
+  int min_tokens_ = 0;
 };
 
 }  // namespace metharme::serve

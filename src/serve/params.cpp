@@ -250,6 +250,7 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
   if (auto v = r.boolean("use_default_badwordsids")) c.ban_eos = *v;
   if (auto v = r.boolean("ban_eos_token")) c.ban_eos = *v;
   if (auto v = r.boolean("bypass_eos")) c.bypass_eos = *v;
+  if (r.boolean("ignore_eos").value_or(false)) c.ban_eos = true;  // llama.cpp's name (SillyTavern sends it)
   s.ban_eos = c.ban_eos && !c.bypass_eos;
 
   // banned_tokens / banned_strings: one character that is one token bans every token holding
@@ -310,18 +311,7 @@ CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab) {
       }
     }
   }
-  // KoboldCpp samplers this server does not have: accepted at their neutral values, refused (not
-  // silently ignored) otherwise.
-  auto unsupported = [&](const char* name, double neutral) {
-    if (auto v = r.number(name, -INFINITY, INFINITY); v && *v != neutral)
-      r.error(name, cat(name, " is not supported by this server (use ", neutral, ")."));
-  };
-  unsupported("mirostat", 0);
-  unsupported("mirostat_mode", 0);
-  unsupported("dry_multiplier", 0);
-  unsupported("xtc_probability", 0);
-  unsupported("dynatemp_range", 0);
-  unsupported("smoothing_factor", 0);
+  read_extra_samplers(r, tok, c);
   if (auto g = r.string("grammar"); g && !g->empty()) r.error("grammar", "grammar is not supported by this server.");
   if (auto v = r.string("genkey", 128)) c.genkey = *v;
   if (auto v = r.boolean("quiet")) c.quiet = *v;
@@ -349,6 +339,7 @@ KoboldParams read_kobold(const json& body, const Tokenizer& tok, int n_vocab, in
   if (auto v = r.integer("max_length", 1, INT32_MAX)) p.max_length = int(*v);
   if (auto v = r.integer("n", 1, 5)) p.n = int(*v);
   p.common = read_common(r, tok, n_vocab);
+  p.common.sampler.n_ctx = p.max_context_length;  // KoboldCpp bounds the rep-pen and DRY windows by it
 
   // Output formatting (United): off unless disable_output_formatting is false.
   bool fmt = !r.boolean("disable_output_formatting").value_or(true);
@@ -441,6 +432,7 @@ GenSpec make_spec(const CommonParams& c, int max_new, const std::string& client)
   g.genkey = c.genkey;
   g.client = client;
   g.quiet = c.quiet;
+  g.min_tokens = c.min_tokens;
   return g;
 }
 
@@ -450,6 +442,7 @@ std::vector<GenSpec> make_specs(const CommonParams& c, int max_new, const std::s
   for (int i = 0; i < n; ++i) {
     GenSpec g = make_spec(c, max_new, client);
     g.prompt = prompt;
+    if (!c.add_bos && !g.prompt.empty() && g.prompt[0] == c.bos_id) g.prompt.erase(g.prompt.begin());
     g.sampler.seed += uint64_t(i);
     g.context_shift = context_shift;
     specs.push_back(std::move(g));

@@ -61,7 +61,14 @@ struct CommonParams {
   std::vector<std::string> banned_phrases;           // banned_tokens of more than one character
   std::string genkey;
   bool quiet = false;
+  int min_tokens = 0;  // EOS and stop strings have no effect before this many tokens
+  bool add_bos = true;  // false: the prompt goes without its BOS
+  int bos_id = 1;
 };
+constexpr size_t kMaxDryBreakers = 24;  // KoboldCpp's dry_seq_break_max
+// The samplers beside sampler_order (Mirostat, DRY, XTC, dynamic temperature, smoothing,
+// top-n-sigma) and min_tokens, add_bos_token; part of read_common.
+void read_extra_samplers(FieldReader& r, const Tokenizer& tok, CommonParams& c);
 // Reads sampler settings, stop strings, bans and biases. Omitted samplers take KoboldCpp's
 // defaults, for the OpenAI endpoints too (as KoboldCpp does).
 CommonParams read_common(FieldReader& r, const Tokenizer& tok, int n_vocab);

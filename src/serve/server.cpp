@@ -9,6 +9,8 @@
 #include <thread>
 
 #include "serve/http.h"
+#include "serve/metrics.h"
+#include "serve/ops.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -18,6 +20,7 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 thread_local clock::time_point t_request;
+thread_local const char* t_route = nullptr;  // the /metrics label of the request being answered
 
 const char* mime_of(const std::string& name) {
   auto ends = [&](const char* ext) {
@@ -77,6 +80,7 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
 
   http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
     t_request = clock::now();
+    t_route = nullptr;
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // CORS and caching headers on every response, errors included.
@@ -96,7 +100,8 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
     }
     if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-store");
   });
-  http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+  http.set_logger([&st](const httplib::Request& req, const httplib::Response& res) {
+    st.metrics->observe_request(t_route ? t_route : "other", res.status);
     if (req.method == "GET" && res.status < 400) return;  // polls and the page: too chatty
     double s = std::chrono::duration<double>(clock::now() - t_request).count();
     std::fprintf(stderr, "serve: %s %s %d %.3f s %s\n", req.method.c_str(), req.path.c_str(), res.status, s,
@@ -161,9 +166,25 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
     if (name == "index.html") http.Get("/index.html", serve_file);
   }
   http.Get("/favicon.ico", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+  // Readiness (/health: 503 while loading or draining) and liveness (/live: 200 while the process
+  // serves HTTP at all, so that an orchestrator does not kill a draining replica).
   http.Get("/health", [&st](const httplib::Request&, httplib::Response& res) {
-    bool ready = st.engine.load() != nullptr;
-    send_json(res, ready ? 200 : 503, {{"status", ready ? "ok" : "loading model"}});
+    t_route = "/health";
+    bool loaded = st.engine.load() != nullptr, draining = st.draining.load();
+    send_json(res, loaded && !draining ? 200 : 503,
+              {{"status", draining ? "draining" : loaded ? "ok" : "loading model"}});
+  });
+  http.Get("/live", [](const httplib::Request&, httplib::Response& res) {
+    t_route = "/live";
+    send_json(res, 200, {{"status", "alive"}});
+  });
+  http.Get("/metrics", [&st](const httplib::Request& req, httplib::Response& res) {
+    t_route = "/metrics";
+    if (!st.opt.metrics_public && !authorized(st, req)) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      return kobold_error(res, 401, "Authentication key is missing or invalid.", "unauthorized");
+    }
+    res.set_content(render_metrics(st), "text/plain; version=0.0.4; charset=utf-8");
   });
 
   // The APIs.
@@ -172,8 +193,10 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
   for (const Route& r : impl_->routes) {
     impl_->patterns.emplace_back(r.pattern);
     const Route* route = &r;
-    auto handler = [&st, route](const httplib::Request& req, httplib::Response& res,
-                                const httplib::ContentReader* reader) {
+    auto label = std::make_shared<std::string>(route_label(r.pattern));
+    auto handler = [&st, route, label](const httplib::Request& req, httplib::Response& res,
+                                       const httplib::ContentReader* reader) {
+      t_route = label->c_str();
       const Api api = api_of(req.path);
       std::string body;
       if (reader) {
@@ -211,6 +234,14 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
           return send_error(api, res, 400, "Malformed JSON in the request body: " + what, "bad_input");
         }
       }
+      if (!is_generation_path(req.path)) return route->fn(st, areq, res);
+      // A generation: counted until its jobs are handed to the response (see drain()).
+      st.generating.fetch_add(1);
+      struct Done {
+        std::atomic<int>& n;
+        ~Done() { n.fetch_sub(1); }
+      } done{st.generating};
+      if (st.draining.load()) return send_draining(api, res);
       route->fn(st, areq, res);
     };
     if (std::strcmp(r.method, "POST") == 0) {
@@ -241,6 +272,8 @@ void Server::run() {
 }
 
 void Server::attach(Engine* engine) { st_->engine.store(engine); }
+
+Metrics& Server::metrics() { return *st_->metrics; }
 
 void Server::stop() {
   if (st_->stopping.exchange(true)) return;

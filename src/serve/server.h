@@ -24,7 +24,10 @@ struct ServerOptions {
   bool context_shift = true;        // reuse KV after a dropped span (see Engine)
   size_t max_body = 8u << 20;       // request bodies above this are refused (413)
   int http_threads = 16;            // connections served at once
+  bool metrics_public = false;      // /metrics answers without the API key
 };
+
+class Metrics;
 
 class Server {
  public:
@@ -42,6 +45,11 @@ class Server {
   // Graceful: new requests are refused, running ones end (as aborted) and their responses are
   // finished, then run() returns. Safe from any thread, more than once.
   void stop();
+  // SIGTERM: /health answers 503 and new generations get 503 with Retry-After at once; requests
+  // already queued or running finish, their responses included; after `timeout_s` what is left
+  // is ended as by stop(). Returns when run() may return (drain.cpp).
+  void drain(double timeout_s);
+  Metrics& metrics();
 
  private:
   std::unique_ptr<ServerState> st_;

@@ -6,10 +6,6 @@ namespace metharme::test {
 
 TestServer::TestServer(const ServerSetup& s)
     : m_(load_model(fixture(s.model), 1, s.ctx, s.n_seq)), tok_(Tokenizer::from_folder(fixture(s.model))) {
-  serve::EngineOptions eo;
-  eo.max_queue = s.queue;
-  eo.prefill_chunk = s.prefill_chunk;
-  engine_ = std::make_unique<serve::Engine>(*m_.rt, tok_, eo);
   serve::ServerOptions so;
   so.port = 0;
   so.api_key = s.api_key;
@@ -18,7 +14,13 @@ TestServer::TestServer(const ServerSetup& s)
   so.n_ctx = s.ctx;
   so.model_name = "test-model";
   so.http_threads = s.n_seq + s.queue + 16;
+  so.metrics_public = s.metrics_public;
   server_ = std::make_unique<serve::Server>(so);
+  serve::EngineOptions eo;
+  eo.max_queue = s.queue;
+  eo.prefill_chunk = s.prefill_chunk;
+  eo.metrics = &server_->metrics();  // /metrics sees this engine's jobs, as under `metharme serve`
+  engine_ = std::make_unique<serve::Engine>(*m_.rt, tok_, eo);
   port_ = server_->bind();
   if (s.attach) server_->attach(engine_.get());
   thread_ = std::thread([this] { server_->run(); });

@@ -23,6 +23,7 @@ struct ServerSetup {
   std::vector<std::string> cors;
   size_t max_body = 1u << 20;
   bool attach = true;  // false: the server runs without a model
+  bool metrics_public = false;  // /metrics without the API key
 };
 
 class TestServer {

@@ -1,0 +1,129 @@
+// Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 40 columns (the last
+// tile partial) x 128 rows in 2 groups of 64, random codes, scales (fp16, and fp32 off the fp16
+// grid) and zero points from a fixed generator; activation rows 1 (the decode path) and 5 (the
+// batched paths with a remainder).
+#include <cmath>
+#include <vector>
+
+#include "kernels/q4.h"
+#include "kernels/selftest.h"
+#include "util/half.h"
+
+namespace metharme::kernels {
+
+namespace {
+
+constexpr int kN = 40, kKp = 128, kGs = 64, kGroups = kKp / kGs, kTiles = (kN + kQ4TileCols - 1) / kQ4TileCols;
+
+// xorshift32: the same numbers on every machine.
+struct Rand {
+  uint32_t s = 0x9E3779B9u;
+  uint32_t next() {
+    s ^= s << 13;
+    s ^= s >> 17;
+    s ^= s << 5;
+    return s;
+  }
+  float uniform() { return float(next() >> 8) * (1.0f / 16777216.0f); }  // [0, 1)
+};
+
+struct Problem {
+  std::vector<uint8_t> qs, zeros;
+  std::vector<uint16_t> scales;
+  std::vector<float> scales_f32;
+  Q4Matrix m;
+
+  // f32_scales: scales kept in fp32 (values fp16 cannot hold) instead of fp16.
+  explicit Problem(bool f32_scales) {
+    Rand r;
+    m.n = kN;
+    m.kp = kKp;
+    m.gs = kGs;
+    m.n_groups = kGroups;
+    m.n_tiles = kTiles;
+    qs.resize(size_t(kTiles) * m.tile_qs_bytes());
+    for (auto& b : qs) b = uint8_t(r.next());
+    const size_t ns = size_t(kTiles) * kGroups * kQ4TileCols;
+    scales.resize(ns);
+    scales_f32.resize(ns);
+    zeros.resize(ns);
+    for (size_t i = 0; i < ns; ++i) {
+      const float s = 0.002f + 0.02f * r.uniform();
+      scales[i] = f32_to_fp16(s);
+      scales_f32[i] = s * 1.0001f;  // off the fp16 grid
+      zeros[i] = uint8_t(r.next() % 16);
+    }
+    m.qs = qs.data();
+    m.scales = scales.data();
+    m.zeros = zeros.data();
+    if (f32_scales) m.scales_f32 = scales_f32.data();
+  }
+};
+
+// M rows of activations with one large value per row, as real activations have.
+std::vector<float> activations(int M, Rand& r) {
+  std::vector<float> x(size_t(M) * kKp);
+  for (auto& v : x) v = 2.0f * r.uniform() - 1.0f;
+  for (int m = 0; m < M; ++m) x[size_t(m) * kKp + size_t(17 + m)] = 9.0f;
+  return x;
+}
+
+void check_rows(Isa isa, SelfTest& t, const Problem& p, int M, int block, Rand& r, const char* tag) {
+  const Q4Kernels& opt = q4_kernels(isa);
+  const Q4Kernels& ref = q4_kernels_scalar();
+  const int nb = kKp / block;
+  const std::vector<float> x = activations(M, r);
+  std::vector<int8_t> qo(x.size()), qr(x.size());
+  std::vector<float> dox(size_t(M) * nb), dr(dox.size());
+  std::vector<int32_t> so(dox.size()), sr(dox.size());
+  for (int m = 0; m < M; ++m) {
+    const size_t a = size_t(m) * kKp, b = size_t(m) * nb;
+    opt.quantize_q8(&x[a], kKp, block, &qo[a], &dox[b], &so[b]);
+    ref.quantize_q8(&x[a], kKp, block, &qr[a], &dr[b], &sr[b]);
+  }
+  const std::string rows = std::string(tag) + " M=" + std::to_string(M);
+  t.compare_exact("quantize_q8" + rows, qo.data(), qr.data(), qo.size());
+  t.compare_exact("quantize_q8 scales" + rows, dox.data(), dr.data(), dox.size() * sizeof(float));
+  // Both kernels get the scalar activations, so only the products are compared; tile 0 is
+  // skipped, as a thread given a later range would.
+  const Q8Act q8{qr.data(), dr.data(), sr.data(), kKp, block};
+  std::vector<float> yo(size_t(M) * kN, -1.0f), yr(yo);
+  opt.gemm_q8(p.m, q8, M, 1, kTiles, yo.data(), kN);
+  ref.gemm_q8(p.m, q8, M, 1, kTiles, yr.data(), kN);
+  t.compare("gemm_q8" + rows, yo.data(), yr.data(), yo.size(), 1e-5, 1e-5);
+  std::vector<float> gsum(size_t(M) * kGroups, 0.0f);
+  for (int m = 0; m < M; ++m)
+    for (int k = 0; k < kKp; ++k) gsum[size_t(m) * kGroups + size_t(k / kGs)] += x[size_t(m) * kKp + size_t(k)];
+  const F32Act f32{x.data(), gsum.data(), kKp, kGroups};
+  std::fill(yo.begin(), yo.end(), -1.0f);
+  std::fill(yr.begin(), yr.end(), -1.0f);
+  opt.gemm_f32(p.m, f32, M, 0, kTiles, yo.data(), kN);
+  ref.gemm_f32(p.m, f32, M, 0, kTiles, yr.data(), kN);
+  t.compare("gemm_f32" + rows, yo.data(), yr.data(), yo.size(), 2e-5, 2e-5);
+}
+
+void run(Isa isa, SelfTest& t) {
+  Rand r;
+  for (bool f32_scales : {false, true}) {
+    const Problem p(f32_scales);
+    const char* tag = f32_scales ? " (fp32 scales)" : "";
+    {
+      const size_t n = size_t(kTiles) * kQ4TileCols * kKp;
+      std::vector<float> o(n), ref(n);
+      q4_kernels(isa).dequant(p.m, 0, kTiles, o.data());
+      q4_kernels_scalar().dequant(p.m, 0, kTiles, ref.data());
+      t.compare_exact(std::string("dequant") + tag, o.data(), ref.data(), n * sizeof(float));
+    }
+    check_rows(isa, t, p, 1, 64, r, tag);
+    check_rows(isa, t, p, 5, 32, r, tag);
+  }
+}
+
+}  // namespace
+
+KernelFamily& q4_family() {
+  static KernelFamily f{"int4", run};
+  return f;
+}
+
+}  // namespace metharme::kernels
