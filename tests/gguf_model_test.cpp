@@ -175,7 +175,8 @@ struct Synth {
       ggml_dequantize(x.type, x.bytes.data(), int64_t(v.size()), v.data());
       // The loader keeps Q4_0 and Q4_1 linears exact (int4 kernels) and stores other quantized types as f16;
       // the embedding of a quantized type is always f16.
-      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1) && x.gguf != "token_embd.weight";
+      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1 || x.type == GgmlType::kQ4_K) &&
+                             x.gguf != "token_embd.weight";
       if (x.rows > 1 && !exact_kind && !q4_linear)
         for (float& f : v) f = fp16_to_f32(f32_to_fp16(f));
       std::vector<float> hf(v.size());
@@ -211,7 +212,7 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   s.write(GetParam(), dir / "m.gguf", dir / "ref");
   test::Loaded g = test::load_model(dir / "m.gguf");
   test::Loaded r = test::load_model(dir / "ref");
-  if (GetParam() == GgmlType::kQ4_0 || GetParam() == GgmlType::kQ4_1) {
+  if (GetParam() == GgmlType::kQ4_0 || GetParam() == GgmlType::kQ4_1 || GetParam() == GgmlType::kQ4_K) {
     EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4);
   }
   const std::vector<int> ids = {1, 17, 300, 42, 42, 7, 199, 383, 0, 250};
@@ -227,7 +228,7 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
 // exact reference (it quantizes activations, so not to fp32 rounding).
 TEST(GgufModel, Q4TypesWithInt8Activations) {
   ops::set_q4_act(ops::Q4Act::kQ8);
-  for (GgmlType t : {GgmlType::kQ4_0, GgmlType::kQ4_1}) {
+  for (GgmlType t : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K}) {
     test::TempDir dir;
     Synth s;
     s.write(t, dir / "m.gguf", dir / "ref");
