@@ -191,6 +191,33 @@ async function decodeSpeed() {
   log(`on/off ratio per pair: ${pairs.map((x) => x.toFixed(3)).join(', ')} (median ${med(pairs).toFixed(3)})`);
 }
 
+// CPU time the replica spends answering scrapes: utime + stime of the idle process (from
+// /proc/PID/stat, in clock ticks of 10 ms) around 2000 scrapes, 8 at a time.
+async function scrapeCpu() {
+  const r = replicas[0];
+  await startReplica(r);
+  const base = `http://127.0.0.1:${r.port}`;
+  const cpu = () => {
+    const f = fs.readFileSync(`/proc/${r.proc.child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15)
+  };
+  await fetch(`${base}/api/v1/generate`, { method: 'POST', body: JSON.stringify({ prompt: 'Hi', max_length: 8 }) });
+  await L.sleep(1000);
+  const idle0 = cpu();
+  await L.sleep(5000);
+  const idle = cpu() - idle0;
+  const N = 2000;
+  const c0 = cpu(), t0 = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (next++ < N) await fetch(`${base}/metrics`).then((x) => x.text());
+  }));
+  const secs = cpu() - c0, wall = (performance.now() - t0) / 1000;
+  await stopReplica(r);
+  log(`\n## scrape CPU: idle replica ${idle.toFixed(2)} CPU s in 5 s; ${N} scrapes in ${wall.toFixed(1)} s took ` +
+    `${secs.toFixed(2)} CPU s = ${(1000 * secs / N).toFixed(3)} ms CPU per scrape`);
+}
+
 // Which replica each conversation's key maps to (one short request each).
 async function distribution() {
   await Promise.all(replicas.map(startReplica));
@@ -209,6 +236,7 @@ async function distribution() {
 
 const what = process.env.BENCH || 'affinity,roundrobin,rolling,decode';
 if (what.includes('dist')) await distribution();
+if (what.includes('scrapecpu')) await scrapeCpu();
 if (what.includes('affinity')) await affinityRun('affinity');
 if (what.includes('roundrobin')) await affinityRun('roundrobin');
 if (what.includes('rolling')) await rollingRestart();

@@ -30,7 +30,7 @@ http {
   include $deploy/nginx/metharme.conf;
 }
 NGX
-nginx -t -q -c "$tmp/nginx.conf"
+nginx -t -q -e "$tmp/error.log" -c "$tmp/nginx.conf"
 
 echo "== systemd-analyze verify (template and an instance)"
 mkdir -p "$tmp/units"

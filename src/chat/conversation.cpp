@@ -4,6 +4,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 
 namespace metharme {
 
@@ -28,12 +29,7 @@ std::string conversation_to_json(const Conversation& c) {
 }
 
 Conversation conversation_from_json(std::string_view text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(origin, ": not valid JSON (", e.what(), ")");
-  }
+  const json j = parse_json(text, origin);
   if (!j.is_object()) fail(origin, ": expected a JSON object with \"messages\"");
   for (const auto& [key, value] : j.items())
     if (key != "format" && key != "version" && key != "system" && key != "memory" && key != "messages")

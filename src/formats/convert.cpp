@@ -12,6 +12,7 @@
 #include "formats/tensor_store.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/half.h"
 #include "util/progress.h"
 #include "util/staging_dir.h"
@@ -206,12 +207,7 @@ ConvertResult convert_to_safetensors(const std::string& in_dir, const std::strin
     if (!e.is_regular_file() || is_weight_file(e.path())) continue;
     const std::string name = e.path().filename().string();
     if (name == "config.json" && opt.dtype) {
-      nlohmann::ordered_json cfg;
-      try {
-        cfg = nlohmann::ordered_json::parse(read_text_file(e.path().string()));
-      } catch (const nlohmann::json::parse_error& err) {
-        fail(e.path().string(), ": not valid JSON: ", err.what());
-      }
+      nlohmann::ordered_json cfg = parse_ordered_json(read_text_file(e.path().string()), e.path().string());
       if (cfg.is_object()) cfg["torch_dtype"] = torch_dtype_name(*opt.dtype);
       write_file_atomic(out / name, cfg.dump(2) + "\n");
     } else {

@@ -8,6 +8,11 @@
 
 namespace metharme {
 
+namespace {
+constexpr uint64_t kMaxElements = 1ull << 48;
+constexpr size_t kMaxRank = 32;
+}  // namespace
+
 int64_t NpyArray::numel() const {
   int64_t n = 1;
   for (auto d : shape) n *= d;
@@ -39,8 +44,7 @@ std::vector<int64_t> NpyArray::to_i64() const {
   return out;
 }
 
-NpyArray read_npy(const std::string& path) {
-  std::string s = read_text_file(path);
+NpyArray parse_npy(std::string_view s, const std::string& path) {
   if (s.size() < 10 || std::memcmp(s.data(), "\x93NUMPY", 6) != 0) fail(path, ": not a .npy file");
   int major = uint8_t(s[6]);
   size_t hlen, off;
@@ -56,8 +60,8 @@ NpyArray read_npy(const std::string& path) {
   } else {
     fail(path, ": unsupported .npy version ", major);
   }
-  if (off + hlen > s.size()) fail(path, ": truncated .npy header");
-  std::string header = s.substr(off, hlen);
+  if (hlen > s.size() - off) fail(path, ": truncated .npy header");
+  std::string header(s.substr(off, hlen));
   // The header is a Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
   auto value_after = [&](const char* key) -> size_t {
     size_t k = header.find(key);
@@ -89,25 +93,37 @@ NpyArray read_npy(const std::string& path) {
   size_t sh_end = header.find(')', sh);
   if (header[sh] != '(' || sh_end == std::string::npos) fail(path, ": malformed .npy shape");
   std::string dims = header.substr(sh + 1, sh_end - sh - 1);
+  // Every dimension and the product of the non-zero ones stay <= 2^48, so numel() and the byte
+  // count cannot overflow whatever the order of the dimensions.
+  uint64_t nonzero = 1;
+  bool empty = false;
   for (size_t i = 0; i < dims.size();) {
     if (dims[i] >= '0' && dims[i] <= '9') {
-      size_t j = i;
-      while (j < dims.size() && dims[j] >= '0' && dims[j] <= '9') ++j;
-      a.shape.push_back(std::stoll(dims.substr(i, j - i)));
-      i = j;
+      uint64_t v = 0;
+      for (; i < dims.size() && dims[i] >= '0' && dims[i] <= '9'; ++i) {
+        v = v * 10 + uint64_t(dims[i] - '0');
+        if (v > kMaxElements) fail(path, ": .npy shape has a dimension above 2^48");
+      }
+      if (v && nonzero > kMaxElements / v) fail(path, ": .npy shape has more than 2^48 elements");
+      if (a.shape.size() >= kMaxRank) fail(path, ": .npy shape has more than ", kMaxRank, " dimensions");
+      if (v) nonzero *= v;
+      else empty = true;
+      a.shape.push_back(int64_t(v));
     } else if (dims[i] == ',' || dims[i] == ' ') {
       ++i;
     } else {
       fail(path, ": malformed .npy shape");
     }
   }
-  size_t want = size_t(a.numel()) * dtype_size(a.dtype);
-  size_t data_off = off + hlen;
+  const uint64_t want = (empty ? 0 : nonzero) * dtype_size(a.dtype);
+  const size_t data_off = off + hlen;
   if (s.size() - data_off != want)
     fail(path, ": .npy data is ", s.size() - data_off, " bytes, expected ", want, " for shape ", shape_str(a.shape));
   a.bytes.assign(s.begin() + long(data_off), s.end());
   return a;
 }
+
+NpyArray read_npy(const std::string& path) { return parse_npy(read_text_file(path), path); }
 
 void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape, const void* data) {
   const char* descr = nullptr;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/tensor.h"
@@ -20,6 +21,8 @@ struct NpyArray {
 };
 
 NpyArray read_npy(const std::string& path);
+// The bytes of a .npy file; errors name `origin`.
+NpyArray parse_npy(std::string_view bytes, const std::string& origin);
 void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& shape, const void* data);
 
 }  // namespace metharme

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/json.h"
 
 namespace metharme {
 
@@ -12,7 +13,9 @@ using json = nlohmann::json;
 
 namespace {
 constexpr uint64_t kMaxHeader = 100ull << 20;  // real headers are < 1 MB; refuse absurd sizes
-}
+constexpr uint64_t kMaxElements = 1ull << 48;  // per tensor; with dtype sizes <= 8, bytes fit in 2^51
+constexpr size_t kMaxRank = 16;
+}  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   const size_t size = file_.size();
@@ -20,16 +23,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   uint64_t n = 0;
   std::memcpy(&n, file_.data(), 8);
   if (n > kMaxHeader) fail(path, ": header length ", n, " is implausible (corrupt file?)");
-  if (8 + n > size) fail(path, ": header length ", n, " runs past the end of the file (", size, " bytes)");
-  json header;
-  try {
-    header = json::parse(file_.data() + 8, file_.data() + 8 + n);
-  } catch (const json::parse_error& e) {
-    fail(path, ": header is not valid JSON: ", e.what());
-  }
+  if (n > size - 8) fail(path, ": header length ", n, " runs past the end of the file (", size, " bytes)");
+  const json header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(file_.data()) + 8, size_t(n)), path + " (header)");
   if (!header.is_object()) fail(path, ": header is not a JSON object");
   const uint8_t* base = file_.data() + 8 + n;
   const size_t data_size = size - 8 - n;
+  struct Span {
+    uint64_t begin, end;
+    size_t index;  // in tensors_
+    bool operator<(const Span& o) const { return begin != o.begin ? begin < o.begin : end < o.end; }
+  };
+  std::vector<Span> spans;
 
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
@@ -53,16 +58,25 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     t.source = path;
     std::string dt = e["dtype"].get<std::string>();
     if (!dtype_from_name(dt, &t.dtype)) bad("unsupported dtype '" + dt + "'");
-    uint64_t numel = 1;
+    if (e["shape"].size() > kMaxRank) bad(cat("shape has more than ", kMaxRank, " dimensions"));
+    // The product of the non-zero dimensions is bounded, so every partial product of the shape
+    // (numel() in any order) fits in int64 even when a zero dimension makes the tensor empty.
+    uint64_t nonzero = 1;
+    bool empty = false;
     for (const json& d : e["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) bad("shape has a non-integer or negative dimension");
-      t.shape.push_back(d.get<int64_t>());
-      numel *= uint64_t(t.shape.back());
-      if (numel > (1ull << 48)) bad("shape is implausibly large");
+      if (!d.is_number_unsigned()) bad("shape has a non-integer or negative dimension");
+      const uint64_t v = d.get<uint64_t>();
+      if (v > kMaxElements || (v && nonzero > kMaxElements / v))
+        bad(cat("shape ", e["shape"].dump(), " has more than 2^48 elements (corrupt header?)"));
+      t.shape.push_back(int64_t(v));
+      if (v)
+        nonzero *= v;
+      else
+        empty = true;
     }
+    const uint64_t numel = empty ? 0 : nonzero;
     const json& off = e["data_offsets"];
-    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      bad("data_offsets must be non-negative integers");
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) bad("data_offsets must be non-negative integers");
     uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
     if (b > en) bad(cat("data_offsets [", b, ", ", en, "] are reversed"));
     if (en > data_size)
@@ -70,17 +84,24 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     uint64_t want = numel * dtype_size(t.dtype);
     if (en - b != want)
       bad(cat("byte size ", en - b, " does not match dtype ", dt, " x shape ", shape_str(t.shape), " = ", want));
+    spans.push_back({b, en, tensors_.size()});
     t.data = base + b;
     t.nbytes = size_t(want);
+    // Readers access elements in place (int32 g_idx, fp16 scales, ...): a tensor not aligned to
+    // its element size (an odd header length, or odd-sized tensors before it) is copied once.
+    if (t.nbytes && reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+      aligned_copies_.emplace_back((t.nbytes + 7) / 8);
+      std::memcpy(aligned_copies_.back().data(), t.data, t.nbytes);
+      t.data = reinterpret_cast<const uint8_t*>(aligned_copies_.back().data());
+    }
     tensors_.push_back(std::move(t));
   }
-  // No two tensors may share bytes.
-  std::vector<const TensorView*> order;
-  for (const auto& t : tensors_) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->data < b->data; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    if (order[i - 1]->data + order[i - 1]->nbytes > order[i]->data)
-      fail(path, ": tensors '", order[i - 1]->name, "' and '", order[i]->name, "' overlap");
+  // No two tensors may share bytes (compared by file offset: copies live elsewhere).
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) {
+    if (spans[i - 1].end > spans[i].begin)
+      fail(path, ": tensors '", tensors_[spans[i - 1].index].name, "' and '", tensors_[spans[i].index].name,
+           "' overlap");
   }
 }
 

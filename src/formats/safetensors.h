@@ -26,6 +26,7 @@ class SafetensorsFile {
   MappedFile file_;
   std::vector<TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
+  std::vector<std::vector<uint64_t>> aligned_copies_;  // tensors that were misaligned in the file
 };
 
 // Streaming writer: declare every tensor first (header is written before the data), then write

@@ -49,31 +49,39 @@ int64_t TensorView::numel() const {
   return n;
 }
 
+namespace {
+// File bytes need not be aligned to the element size: read each element through memcpy.
+template <class T>
+T load(const uint8_t* p, int64_t i) {
+  T v;
+  std::memcpy(&v, p + size_t(i) * sizeof(T), sizeof(T));
+  return v;
+}
+}  // namespace
+
 void tensor_rows_to_f32(const TensorView& t, int64_t row0, int64_t rows, float* out) {
   int64_t cols = t.shape.empty() ? 1 : t.shape.back();
   int64_t begin = row0 * cols, n = rows * cols;
   MH_CHECK(begin + n <= t.numel(), t.name, ": row range out of bounds");
+  if (!dtype_is_float(t.dtype))
+    fail(t.source, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected a float type");
+  if (n == 0) return;  // `out` and `t.data` may be null
+  const uint8_t* p = t.data + size_t(begin) * dtype_size(t.dtype);
   switch (t.dtype) {
     case DType::F32:
-      std::memcpy(out, t.as<float>() + begin, size_t(n) * 4);
+      std::memcpy(out, p, size_t(n) * 4);
       break;
-    case DType::F16: {
-      const uint16_t* p = t.as<uint16_t>() + begin;
-      for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(p[i]);
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(load<uint16_t>(p, i));
       break;
-    }
-    case DType::BF16: {
-      const uint16_t* p = t.as<uint16_t>() + begin;
-      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(p[i]);
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(load<uint16_t>(p, i));
       break;
-    }
-    case DType::F64: {
-      const double* p = t.as<double>() + begin;
-      for (int64_t i = 0; i < n; ++i) out[i] = float(p[i]);
+    case DType::F64:
+      for (int64_t i = 0; i < n; ++i) out[i] = float(load<double>(p, i));
       break;
-    }
     default:
-      fail(t.source, ": tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected a float type");
+      break;
   }
 }
 

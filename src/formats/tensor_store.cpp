@@ -9,6 +9,7 @@
 #include "formats/torch_checkpoint.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 
 namespace metharme {
 
@@ -50,19 +51,14 @@ void add_safetensors_file(TensorStore& store, const std::string& path) {
 namespace {
 
 void open_safetensors_index(TensorStore& store, const fs::path& dir, const fs::path& index_path) {
-  json idx;
-  try {
-    idx = json::parse(read_text_file(index_path.string()));
-  } catch (const json::parse_error& e) {
-    fail(index_path.string(), ": not valid JSON: ", e.what());
-  }
+  const json idx = parse_json(read_text_file(index_path.string()), index_path.string());
   if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
     fail(index_path.string(), ": no 'weight_map' object");
   std::map<std::string, std::vector<std::string>> by_shard;
   for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
     if (!it.value().is_string()) fail(index_path.string(), ": weight_map entry '", it.key(), "' is not a file name");
     std::string shard = it.value().get<std::string>();
-    if (shard.find('/') != std::string::npos || shard == "..")
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
       fail(index_path.string(), ": shard name '", shard, "' must be a plain file name");
     by_shard[shard].push_back(it.key());
   }

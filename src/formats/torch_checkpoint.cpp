@@ -6,11 +6,13 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 
 #include "formats/torch_pickle.h"
 #include "formats/zip_reader.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/mapped_file.h"
 
 namespace metharme {
@@ -23,6 +25,9 @@ using K = PyObj::Kind;
 // torch.save's legacy magic number 0x1950a86a20f9469cfc6c as the bytes of its LONG1 opcode.
 constexpr uint8_t kLegacyMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 constexpr int64_t kLegacyProtocol = 1001;
+// A state dict's pickle is a few hundred bytes per tensor; a bigger one is refused before it is
+// inflated (a deflated entry may claim ~1000x its compressed size).
+constexpr uint64_t kMaxPickleBytes = 256ull << 20;
 
 // Files a training run leaves beside the weights; they are not state dicts of the model.
 bool is_trainer_file(const std::string& name) {
@@ -85,7 +90,7 @@ std::map<std::string, const PyObj*> storages_by_key(const Unpickler& up, const s
 
 // A tensor view over its root storage; copies when strided, misaligned or not in the mapping.
 TensorView make_view(const std::string& name, const PyObj* t, const RootStorage& root, const std::string& path,
-                     std::vector<std::shared_ptr<void>>& keep) {
+                     std::vector<std::shared_ptr<void>>& keep, uint64_t& copy_budget) {
   const PyObj* st = t->items[0];
   const std::string what = cat(path, ": tensor '", name, "'");
   const size_t es = dtype_size(st->dtype);
@@ -123,6 +128,10 @@ TensorView make_view(const std::string& name, const PyObj* t, const RootStorage&
     v.data = p;
     return v;
   }
+  if (v.nbytes > copy_budget)
+    fail(what, ": copying the strided or misaligned tensors would take more memory than the storages they view "
+               "(", v.nbytes, " bytes over the remaining ", copy_budget, "); the file is corrupt or crafted");
+  copy_budget -= v.nbytes;
   auto buf = std::make_shared<std::vector<uint8_t>>(v.nbytes);
   if (contiguous) {
     std::memcpy(buf->data(), p, v.nbytes);
@@ -152,10 +161,29 @@ TensorView make_view(const std::string& name, const PyObj* t, const RootStorage&
   return v;
 }
 
+// Views for every tensor of the state dict. A pickle's memo can reference one tensor object many
+// times for a few bytes each, so repeated names are refused and repeated objects share one view,
+// both before anything is copied; copies of strided tensors together may take at most twice the
+// bytes of the file's storages.
 void build_views(TorchFile& f, const PyObj* root, const std::map<std::string, RootStorage>& roots,
                  const std::string& path, const std::string& what) {
-  for (const auto& [name, t] : state_dict_tensors(root, what))
-    f.tensors.push_back(make_view(name, t, roots.at(t->items[0]->s), path, f.keep));
+  const auto named = state_dict_tensors(root, what);
+  std::set<std::string_view> names;
+  for (const auto& [name, t] : named)
+    if (!names.insert(name).second) fail(what, ": tensor '", name, "' appears more than once in the state dict");
+  uint64_t copy_budget = 0;
+  for (const auto& [key, r] : roots) copy_budget += 2 * uint64_t(r.numel) * dtype_size(r.dtype);
+  std::map<const PyObj*, size_t> first_view;  // tensor object -> index of its view in f.tensors
+  for (const auto& [name, t] : named) {
+    auto [it, fresh] = first_view.emplace(t, f.tensors.size());
+    if (!fresh) {
+      TensorView v = f.tensors[it->second];
+      v.name = name;
+      f.tensors.push_back(std::move(v));
+      continue;
+    }
+    f.tensors.push_back(make_view(name, t, roots.at(t->items[0]->s), path, f.keep, copy_budget));
+  }
 }
 
 TorchFile read_zip(const std::string& path) {
@@ -173,10 +201,13 @@ TorchFile read_zip(const std::string& path) {
   if (!pkl) fail(path, ": zip archive has no data.pkl, so it is not a torch.save checkpoint");
   const std::string prefix = pkl->name.substr(0, pkl->name.size() - 8);  // "archive/"
   if (const ZipEntry* bo = zip->find(prefix + "byteorder")) {
+    if (bo->size > 16) fail(path, ": entry '", bo->name, "' is ", bo->size, " bytes (expected \"little\" or \"big\")");
     std::vector<uint8_t> b;
     zip->extract(*bo, b);
     if (std::string(b.begin(), b.end()) != "little") fail(path, ": big-endian checkpoints are not supported");
   }
+  if (pkl->size > kMaxPickleBytes)
+    fail(path, ": ", pkl->name, " is ", pkl->size, " bytes, more than any state dict needs (limit ", kMaxPickleBytes, ")");
   std::vector<uint8_t> bytes;
   zip->extract(*pkl, bytes);
   const std::string what = cat(path, " (", pkl->name, ")");
@@ -272,12 +303,7 @@ void add_all(TensorStore& store, TorchFile&& f, const std::string& path) {
 }
 
 void open_torch_index(TensorStore& store, const fs::path& dir, const fs::path& index) {
-  nlohmann::json idx;
-  try {
-    idx = nlohmann::json::parse(read_text_file(index.string()));
-  } catch (const nlohmann::json::parse_error& e) {
-    fail(index.string(), ": not valid JSON: ", e.what());
-  }
+  const nlohmann::json idx = parse_json(read_text_file(index.string()), index.string());
   if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
     fail(index.string(), ": no 'weight_map' object");
   std::map<std::string, std::vector<std::string>> by_shard;

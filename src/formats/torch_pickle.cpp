@@ -58,6 +58,9 @@ constexpr DtypeName kDtypes[] = {
 };
 
 constexpr size_t kMaxObjects = 1u << 20;  // a LLaMA-65B state dict needs ~20k; refuse pickle bombs
+// Item references copied out of existing containers (OrderedDict(list)): each REDUCE costs a few
+// bytes of pickle but copies the whole list, so the total is bounded separately.
+constexpr size_t kMaxCopiedItems = 1u << 24;
 constexpr int kMaxRank = 16;
 
 uint64_t rd_le(const uint8_t* p, int n) {
@@ -178,6 +181,9 @@ PyObj* Unpickler::call(PyObj* fn, PyObj* args, size_t at) {
     case kOrderedDict: {
       PyObj* d = make(K::Dict);
       if (a.size() == 1 && (a[0]->is(K::List) || a[0]->is(K::Tuple))) {
+        copied_items_ += 2 * a[0]->items.size();
+        if (copied_items_ > kMaxCopiedItems)
+          bad(at, cat("OrderedDict: more than ", kMaxCopiedItems, " items copied in all; not a state dict"));
         for (PyObj* kv : a[0]->items) {
           if (!kv->is(K::Tuple) || kv->items.size() != 2) bad(at, "OrderedDict: items are not (key, value) pairs");
           d->items.push_back(kv->items[0]);

@@ -79,6 +79,7 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, PyObj*> memo_;
   std::vector<const PyObj*> storages_;
+  size_t copied_items_ = 0;  // references copied out of existing lists, over all loads
 };
 
 }  // namespace metharme

@@ -260,7 +260,7 @@ XorDecodeResult xor_decode(const std::string& base_dir, const std::string& paylo
     res.files.push_back(std::move(r));
   }
   for (const auto& [name, le] : expected)
-    if (std::none_of(plan.begin(), plan.end(), [&](const Planned& p) { return p.name == name; }))
+    if (std::none_of(plan.begin(), plan.end(), [&name = name](const Planned& p) { return p.name == name; }))
       say(cat(name, ": listed in ", le.first, " but not in the payload folder"));
   if (res.mismatched) {
     std::string names;

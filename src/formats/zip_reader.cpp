@@ -47,8 +47,10 @@ void ZipReader::read_directory() {
   uint64_t cd_offset = rd32(d + eocd + 16);
   uint64_t cd_limit = eocd;
   if (eocd >= kLocatorSize && rd32(d + eocd - kLocatorSize) == kZip64LocatorSig) {
-    uint64_t z = rd64(d + eocd - kLocatorSize + 8);
-    if (z + kZip64EocdSize > eocd - kLocatorSize || rd32(d + z) != kZip64EocdSig)
+    // The ZIP64 record must end before the locator; `z` comes from the file, so compare without
+    // adding to it (a value near 2^64 would wrap).
+    const uint64_t z = rd64(d + eocd - kLocatorSize + 8), z_end = eocd - kLocatorSize;
+    if (z_end < kZip64EocdSize || z > z_end - kZip64EocdSize || rd32(d + z) != kZip64EocdSig)
       fail(path, ": ZIP64 end-of-central-directory record is missing or corrupt");
     n_entries = rd64(d + z + 32);
     cd_size = rd64(d + z + 40);
@@ -104,9 +106,9 @@ void ZipReader::read_directory() {
       fail(path, ": entry '", e.name, "' uses compression method ", e.method, " (only stored and deflate are supported)");
     if (e.method == 0 && e.compressed != e.size)
       fail(path, ": stored entry '", e.name, "' has compressed size ", e.compressed, " != size ", e.size);
-    if (e.method == 8 && e.size / 1032 > e.compressed + 1)  // deflate cannot expand more than ~1032:1
+    if (e.method == 8 && e.size / 1032 > 1 && e.size / 1032 - 1 > e.compressed)  // deflate expands <= ~1032:1
       fail(path, ": entry '", e.name, "' claims ", e.size, " bytes from ", e.compressed, " compressed (corrupt)");
-    if (local + kLocalSize > size || rd32(d + local) != kLocalSig)
+    if (size < kLocalSize || local > size - kLocalSize || rd32(d + local) != kLocalSig)
       fail(path, ": entry '", e.name, "': local header missing at offset ", local, " (truncated or corrupt file)");
     e.data_offset = local + kLocalSize + rd16(d + local + 26) + rd16(d + local + 28);
     if (e.data_offset > size || e.compressed > size - e.data_offset)

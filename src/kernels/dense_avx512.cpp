@@ -4,8 +4,10 @@
 // SwiGLU gate are the AVX2 ones. Compiled with -mavx512{f,bw,vl,dq,vnni} (CMakeLists.txt); only
 // called when the CPU has them (kernels/isa.cpp).
 // GCC 12's own AVX-512 headers trip -W(maybe-)uninitialized (their _mm512_undefined_* helpers).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstring>

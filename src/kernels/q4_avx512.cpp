@@ -3,7 +3,9 @@
 // accumulates in one instruction. Compiled with -mavx512{f,bw,vl,dq,vnni}; only called when the
 // CPU has them (kernels/isa.cpp).
 // GCC 12's own AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstring>

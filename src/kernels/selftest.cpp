@@ -82,12 +82,14 @@ FamilyReport run_self_test(KernelFamily& f, Isa isa, bool simulate_mismatch) {
 namespace {
 
 std::mutex g_selftest_mutex;
+std::atomic<double> g_selftest_seconds{0};  // sum of the test_once runs
 
 // Runs the self-test of f at isa once; returns whether it passed. Caller holds g_selftest_mutex.
 bool test_once(KernelFamily& f, Isa isa) {
   std::atomic<int>& v = f.verdict[int(isa)];
   if (int s = v.load(std::memory_order_acquire)) return s == 1;
   const FamilyReport r = run_self_test(f, isa, simulated_mismatch(f, isa));
+  g_selftest_seconds.fetch_add(r.micros * 1e-6);
   if (!r.pass) {
     const KernelCheck* bad = nullptr;
     for (const auto& c : r.checks)
@@ -106,6 +108,8 @@ bool test_once(KernelFamily& f, Isa isa) {
 }
 
 }  // namespace
+
+double self_test_seconds() { return g_selftest_seconds.load(); }
 
 Isa checked_isa(KernelFamily& f) {
   Isa isa = active_isa();

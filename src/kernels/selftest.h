@@ -1,6 +1,6 @@
 // Known-answer self-test of the dispatched kernels. The first time a kernel family (one dispatch
 // table: int4, dense, ...) is used at an ISA above scalar, its kernels run once on a small fixed
-// problem beside their scalar twins (tens of microseconds). A mismatch prints one warning naming
+// problem beside their scalar twins (well under a millisecond). A mismatch prints one warning naming
 // the family and the ISA, and that family falls back to the next lower ISA (AVX-512 -> AVX2 ->
 // scalar), which is tested in turn.
 //
@@ -10,7 +10,9 @@
 //
 // Adding a family: write a `void run(Isa isa, SelfTest& t)` that computes the family's outputs
 // with kernels(isa) and kernels(kScalar) and calls t.compare / t.compare_exact on each pair, give
-// it a KernelFamily, and list that family in kernel_families() (kernels/selftest.cpp).
+// it a KernelFamily, and list that family in kernel_families() (kernels/selftest.cpp). Its
+// dispatch then asks for the checked ISA, as q4_kernels() does (kernels/q4_scalar.cpp):
+//   const FooKernels& foo_kernels() { return foo_kernels(checked_isa(foo_family())); }
 #pragma once
 
 #include <atomic>
@@ -69,6 +71,8 @@ struct FamilyReport {
   double micros = 0;  // wall time of the run, optimized and scalar kernels together
   bool pass = true;
 };
+// Wall time of the self-tests checked_isa has run so far, all families (serve's /metrics).
+double self_test_seconds();
 // Runs family f at isa now (no caching, no fallback), with the mismatch simulation when asked.
 FamilyReport run_self_test(KernelFamily& f, Isa isa, bool simulate_mismatch);
 // Whether METHARME_SELFTEST_SIMULATE_MISMATCH names family f at isa.

@@ -32,7 +32,7 @@ std::vector<std::string> parse_jsonl_texts(const std::string& content, const std
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {
       fail(path, ": line ", line_no, " is not valid JSON");
     }
     if (!j.is_object() || !j.contains("text") || !j["text"].is_string())

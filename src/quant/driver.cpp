@@ -173,7 +173,7 @@ void run_quantize(const QuantizeOptions& opt_in) {
   if (o.resume) {
     try {
       state = json::parse(read_text_file(partial + "/state.json"));
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
       fail(partial, "/state.json is corrupt; delete ", partial, " and start over");
     }
     MH_CHECK(state.value("version", 0) == kStateVersion, partial, "/state.json is from another version");

@@ -14,7 +14,7 @@ template <class T>
 OwnedTensor make_tensor(const std::string& name, DType dt, std::vector<int64_t> shape, const std::vector<T>& v) {
   OwnedTensor t{name, dt, std::move(shape), {}};
   t.data.resize(v.size() * sizeof(T));
-  std::memcpy(t.data.data(), v.data(), t.data.size());
+  if (!v.empty()) std::memcpy(t.data.data(), v.data(), t.data.size());  // memcpy(NULL, ..., 0) is undefined
   return t;
 }
 

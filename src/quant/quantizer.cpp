@@ -24,7 +24,7 @@ Grid make_grid(float lo, float hi, const QuantConfig& c) {
   if (c.sym) {
     g.zero = (maxq + 1) / 2;
   } else {
-    g.zero = __builtin_roundevenf(-xmin / g.scale);
+    g.zero = std::nearbyint(-xmin / g.scale);
     if (c.zero_at_least_one && g.zero < 1) g.zero = 1;
   }
   return g;

@@ -2,6 +2,7 @@
 // the quantized-matrix container, round-to-nearest (RTN) and dequantization.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -44,9 +45,10 @@ struct Grid {
 };
 Grid make_grid(float lo, float hi, const QuantConfig& c);
 
-// The integer code of x on a grid: clamp(round_half_even(x / scale) + zero, 0, maxq).
+// The integer code of x on a grid: clamp(round_half_even(x / scale) + zero, 0, maxq). nearbyint
+// rounds half to even in the default rounding mode, with GCC and clang alike.
 inline int quant_code(float x, Grid g, int maxq) {
-  float q = __builtin_roundevenf(x / g.scale) + g.zero;
+  float q = std::nearbyint(x / g.scale) + g.zero;
   q = q < 0.0f ? 0.0f : q;
   q = q > float(maxq) ? float(maxq) : q;
   return int(q);

@@ -1,22 +1,20 @@
 #include "serve/metrics.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
+
+#include "kernels/selftest.h"
 
 namespace metharme::serve {
 
 namespace {
 
-// Shortest decimal that reads back as the same double ("%.17g" is exact but noisy).
+// The shortest decimal that reads back as the same double.
 std::string num(double v) {
   char buf[32];
-  for (int prec = 6; prec <= 17; ++prec) {
-    std::snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (std::strtod(buf, nullptr) == v) break;
-  }
-  return buf;
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 void head(std::string& out, const std::string& name, const char* type, const std::string& help) {
@@ -177,8 +175,9 @@ std::string Metrics::render(const EngineGauges& g) const {
       double(step_tokens_.load()));
   one(out, "metharme_model_load_seconds", "gauge", "Time taken to load the model and build the runtime.",
       load_s_.load());
-  one(out, "metharme_self_test_seconds", "gauge", "Time taken by the start-up self-test (0 when none ran).",
-      self_test_s_.load());
+  // The kernels test themselves on first use; a start-up self-test may add its own time.
+  one(out, "metharme_self_test_seconds", "gauge", "Time taken by kernel self-tests (0 while none ran).",
+      kernels::self_test_seconds() + self_test_s_.load());
   ttft_.render(out, "metharme_time_to_first_token_seconds", "From arrival to the first output token (queue included).");
   tpot_.render(out, "metharme_time_per_output_token_seconds", "Decode time per output token after the first.");
   e2e_.render(out, "metharme_request_duration_seconds", "From arrival to the end of generation.");

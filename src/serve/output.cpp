@@ -10,7 +10,7 @@ char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c
 
 OutputText::OutputText(const Tokenizer& tok, bool at_start, std::vector<std::string> stop, bool trim_stop,
                        std::vector<std::string> banned)
-    : tok_(&tok), at_start_(at_start), stops_(std::move(stop)), trim_stop_(trim_stop), dec_(tok, at_start),
+    : at_start_(at_start), stops_(std::move(stop)), trim_stop_(trim_stop), dec_(tok, at_start),
       stop_(stops_, trim_stop) {
   for (auto& b : banned) {
     if (b.empty()) continue;

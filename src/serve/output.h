@@ -41,7 +41,6 @@ class OutputText {
  private:
   void append_token_text(int id);
 
-  const Tokenizer* tok_;
   bool at_start_;
   std::vector<std::string> stops_;
   bool trim_stop_;

@@ -11,6 +11,7 @@
 #include "serve/http.h"
 #include "serve/metrics.h"
 #include "serve/ops.h"
+#include "serve/route_match.h"
 #include "util/error.h"
 
 namespace metharme::serve {
@@ -56,7 +57,7 @@ bool authorized(const ServerState& st, const httplib::Request& req) {
 struct Server::Impl {
   httplib::Server http;
   std::vector<Route> routes;
-  std::vector<std::regex> patterns;  // routes[i]'s compiled pattern, for 405 answers
+  PathPatterns patterns;  // routes[i]'s pattern, for 405 answers
   std::atomic<bool> run_called{false};
 };
 
@@ -115,11 +116,10 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
     bool api_path = api == Api::kOpenAI || req.path.rfind("/api", 0) == 0;
     if (res.status == 404) {
       std::string allow;
-      for (size_t i = 0; i < impl_->routes.size(); ++i)
-        if (std::regex_match(req.path, impl_->patterns[i])) {
-          std::string m = impl_->routes[i].method;
-          if (allow.find(m) == std::string::npos) allow += (allow.empty() ? "" : ", ") + m;
-        }
+      for (size_t i : impl_->patterns.matching(req.path)) {
+        std::string m = impl_->routes[i].method;
+        if (allow.find(m) == std::string::npos) allow += (allow.empty() ? "" : ", ") + m;
+      }
       if (!allow.empty()) {
         res.status = 405;
         res.set_header("Allow", allow);
@@ -191,7 +191,7 @@ Server::Server(const ServerOptions& opt) : st_(std::make_unique<ServerState>()),
   impl_->routes = kobold_routes();
   for (auto& r : openai_routes()) impl_->routes.push_back(std::move(r));
   for (const Route& r : impl_->routes) {
-    impl_->patterns.emplace_back(r.pattern);
+    impl_->patterns.add(r.pattern);
     const Route* route = &r;
     auto label = std::make_shared<std::string>(route_label(r.pattern));
     auto handler = [&st, route, label](const httplib::Request& req, httplib::Response& res,

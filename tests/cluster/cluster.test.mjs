@@ -101,6 +101,43 @@ for (let t = 0; t < 2; ++t) {
 say('affinity: every chat kept its replica;', 'chats per replica:',
   JSON.stringify(Object.fromEntries(replicas.map((r) => [r.name, chats.filter((c) => c.replicas.at(-1) === r.name).length]))));
 
+// KoboldAI Lite's polling: /api/extra/generate/check by genkey reaches the replica that ran the
+// request (HAProxy's stick table), although the check has no prompt to hash.
+{
+  for (let k = 0; k < 4; ++k) {
+    const genkey = `KCPP${1000 + k}`;
+    const prompt = L.newChat(20 + k, 'kobold').card + 'Once upon a time';
+    const r = await fetch(`${lb}/api/v1/generate`, {
+      method: 'POST', body: JSON.stringify({ prompt, max_length: 12, top_k: 1, genkey }),
+    });
+    assert.equal(r.status, 200);
+    const text = (await r.json()).results[0].text;
+    const c = await fetch(`${lb}/api/extra/generate/check`, { method: 'POST', body: JSON.stringify({ genkey }) });
+    assert.equal(c.headers.get('x-metharme-replica'), r.headers.get('x-metharme-replica'), `genkey ${genkey}`);
+    assert.equal((await c.json()).results[0].text, text, `genkey ${genkey}: /check text`);
+  }
+  say('genkey: /check reached the replica of its request, 4 of 4');
+}
+
+// A full replica sheds work: 20 requests of one conversation at once (one hash key) exceed its 4
+// slots + 8 queue places; it answers the rest 503 at once and HAProxy retries them elsewhere.
+{
+  const c = L.newChat(30, 'kobold');
+  const rs = await Promise.all(Array.from({ length: 20 }, () => L.send(lb, L.turnRequest(c, 48))));
+  rs.forEach((x, k) => assert.ok(x.ok, `burst request ${k}: ${x.error}`));
+  const by = {};
+  for (const x of rs) by[x.replica] = (by[x.replica] ?? 0) + 1;
+  assert.ok(Object.keys(by).length >= 2, `the burst all went to one replica: ${JSON.stringify(by)}`);
+  let refused = 0;
+  for (const r of replicas) {
+    const text = await (await fetch(`${direct(r)}/metrics`)).text();
+    const m = /^metharme_http_requests_total\{route="\/api\/extra\/generate\/stream",status="503"\} (\S+)$/m.exec(text);
+    refused += m ? Number(m[1]) : 0;
+  }
+  assert.ok(refused >= 1, 'no replica answered 503');
+  say(`full replica: 20 requests of one chat, ${refused} refused with 503 and retried; served by ${JSON.stringify(by)}`);
+}
+
 // ---- (a) SIGTERM one replica under load ----------------------------------------------------------
 {
   let target = null;
@@ -210,6 +247,43 @@ let killed = null;
     .catch(() => assert.equal(seen, before + received, 'Prometheus generated tokens vs clients'));
   assert.equal(up.length, 3);
   say(`prometheus: sum(metharme_generation_tokens_total) grew by ${received}, the tokens the clients received`);
+}
+
+// ---- nginx with the shipped deploy/nginx/metharme.conf (addresses rewritten: nginx has no
+// environment variables): each chat's next turn stays on one replica and reuses its prefix.
+if (L.which('nginx')) {
+  const ngDir = path.join(work, 'nginx');
+  fs.mkdirSync(ngDir);
+  const ngPort = await L.freePort();
+  let conf = fs.readFileSync(path.join(REPO, 'deploy/nginx/metharme.conf'), 'utf8');
+  replicas.forEach((r, k) => (conf = conf.replace(`127.0.0.1:${5001 + k}`, `127.0.0.1:${r.port}`)));
+  conf = conf.replace('listen 8080;', `listen 127.0.0.1:${ngPort};`);
+  fs.writeFileSync(path.join(ngDir, 'metharme.conf'), conf);
+  fs.writeFileSync(path.join(ngDir, 'nginx.conf'), `pid ${ngDir}/nginx.pid;\nerror_log ${ngDir}/error.log;\n` +
+    `daemon off;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path ${ngDir}/b;\n  proxy_temp_path ${ngDir}/p;\n` +
+    `  fastcgi_temp_path ${ngDir}/f;\n  uwsgi_temp_path ${ngDir}/u;\n  scgi_temp_path ${ngDir}/s;\n` +
+    `  include ${ngDir}/metharme.conf;\n}\n`);
+  const ng = L.start('nginx', 'nginx', ['-e', `${ngDir}/error.log`, '-c', `${ngDir}/nginx.conf`], work);
+  const ngBase = `http://127.0.0.1:${ngPort}`;
+  await L.waitFor('nginx', async () => (await fetch(`${ngBase}/api/v1/model`)).ok);
+  let before = null;
+  for (let t = 0; t < 2; ++t) {
+    const sent = chats.map((c) => ({ chat: c, req: L.turnRequest(c, 16) }));
+    const rs = await Promise.all(sent.map((s) => L.send(ngBase, s.req)));
+    rs.forEach((res, k) => assert.ok(res.ok, `nginx: chat ${k}: ${res.error}`));
+    sent.forEach((s, k) => L.recordTurn(s.chat, s.req.user, rs[k]));
+    if (before)
+      rs.forEach((res, k) => {
+        assert.equal(res.replica, before[k], `nginx: chat ${k} moved`);
+        assert.ok(res.reused >= 0.8 * res.prompt, `nginx: chat ${k}: ${res.reused} of ${res.prompt} reused`);
+      });
+    before = rs.map((x) => x.replica);
+  }
+  ng.child.kill('SIGTERM');
+  await ng.exited;
+  say('nginx: every chat kept its replica and reused its prefix');
+} else {
+  say('nginx is not installed: its part is skipped (tools/deps.sh installs it)');
 }
 
 for (const r of replicas) {
