@@ -203,7 +203,42 @@ def main():
         "vocab_size": 512, "max_position_embeddings": 512, "head_dim": 8, "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": [2, 3],
         "torch_dtype": "float16", "rope_scaling": None, "quantization_config": {"bits": 4}}))
+    # GGUF: a tiny llama file with every metadata value type, a 4-token vocabulary and one tensor
+    # of each of a few ggml types (Q4_0, Q4_K, F16, F32).
+    put("gguf_fuzz", "tiny.gguf", gguf_tiny())
     return 0
+
+
+def gguf_tiny():
+    def s(v):
+        b = v.encode()
+        return struct.pack("<Q", len(b)) + b
+    kv = [
+        (s("general.architecture") + struct.pack("<I", 8) + s("llama")),
+        (s("llama.embedding_length") + struct.pack("<II", 4, 256)),
+        (s("llama.feed_forward_length") + struct.pack("<II", 4, 256)),
+        (s("llama.block_count") + struct.pack("<II", 4, 1)),
+        (s("llama.attention.head_count") + struct.pack("<II", 4, 4)),
+        (s("llama.attention.layer_norm_rms_epsilon") + struct.pack("<If", 6, 1e-5)),
+        (s("llama.rope.freq_base") + struct.pack("<Id", 12, 10000.0)),
+        (s("t.i8") + struct.pack("<Ib", 1, -3)), (s("t.u16") + struct.pack("<IH", 2, 7)),
+        (s("t.i16") + struct.pack("<Ih", 3, -7)), (s("t.u64") + struct.pack("<IQ", 10, 9)),
+        (s("t.i64") + struct.pack("<Iq", 11, -9)), (s("t.u8") + struct.pack("<IB", 0, 9)),
+        (s("tokenizer.ggml.model") + struct.pack("<I", 8) + s("llama")),
+        (s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 4) + s("<unk>") + s("<s>") + s("</s>") + s("\u2581a")),
+        (s("tokenizer.ggml.scores") + struct.pack("<IIQ4f", 9, 6, 4, 0, 0, 0, -1)),
+        (s("tokenizer.ggml.token_type") + struct.pack("<IIQ4i", 9, 5, 4, 2, 3, 3, 1)),
+        (s("tokenizer.ggml.add_bos_token") + struct.pack("<IB", 7, 1)),
+    ]
+    tensors = [("a.q4_0", 2, [32, 2], 36), ("b.q4_k", 12, [256], 144), ("c.f16", 1, [4, 2], 16), ("d.f32", 0, [3], 12)]
+    infos, data = b"", b""
+    for name, ty, dims, nbytes in tensors:
+        data += b"\0" * (-len(data) % 32)
+        infos += s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        infos += struct.pack("<IQ", ty, len(data))
+        data += bytes((i * 37 + 11) % 251 for i in range(nbytes))
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)) + b"".join(kv) + infos
+    return head + b"\0" * (-len(head) % 32) + data
 
 
 if __name__ == "__main__":

@@ -19,6 +19,16 @@ add_test(NAME q4_ab_self COMMAND ${CMAKE_SOURCE_DIR}/bench/q4_ab/q4_ab.sh
   ${CMAKE_SOURCE_DIR}/src/kernels/q4_avx2.cpp ${CMAKE_SOURCE_DIR}/src/kernels/q4_avx2.cpp 77 384 7 3)
 set_tests_properties(q4_ab_self PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 
+# GGUF peer test (tests/gguf_node): llama.cpp through node-llama-cpp loads `metharme convert --to
+# gguf` output; gguf_node_deps installs node-llama-cpp once. The test reports SKIP (and ctest marks
+# it skipped) when node-llama-cpp could not be installed.
+add_test(NAME gguf_node_deps COMMAND ${CMAKE_SOURCE_DIR}/tests/gguf_node/run.sh --install)
+set_tests_properties(gguf_node_deps PROPERTIES FIXTURES_SETUP gguf_node_deps TIMEOUT 600)
+add_test(NAME gguf_node_peer COMMAND ${CMAKE_SOURCE_DIR}/tests/gguf_node/run.sh peer.test.mjs)
+set_tests_properties(gguf_node_peer PROPERTIES FIXTURES_REQUIRED gguf_node_deps TIMEOUT 300
+  SKIP_REGULAR_EXPRESSION "SKIP: node-llama-cpp"
+  ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>;METHARME_SHARED=${METHARME_SHARED_DIR}")
+
 # Scale-out (deploy/): the shipped configurations checked by the programs that read them, and a
 # cluster of three replicas behind HAProxy with Prometheus (tests/cluster). Both skip (77) only
 # when a program is missing; tools/deps.sh installs haproxy, nginx and prometheus.

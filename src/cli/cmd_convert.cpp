@@ -3,9 +3,11 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/command.h"
 #include "formats/convert.h"
+#include "quant/gguf_export.h"
 #include "util/error.h"
 
 namespace metharme::cli {
@@ -37,11 +39,35 @@ uint64_t parse_size(const std::string& s) {
 }
 
 struct Args {
-  std::string model, out, dtype, shard_size = "5GB";
+  std::string model, out, dtype, shard_size = "5GB", to = "safetensors", type = "auto";
   bool force = false, quiet = false;
 };
 
-Registrar reg("convert", "Write any model folder the loader reads (safetensors, PyTorch .bin/.pt) as a safetensors folder",
+// --to gguf: writes the file and prints, per tensor, its type, whether GPTQ codes were kept, and
+// the largest weight error against the source.
+int write_gguf(const Args& a) {
+  if (!a.dtype.empty()) fail("convert: --dtype applies to --to safetensors; use --type with --to gguf");
+  if (std::filesystem::exists(a.out) && !a.force) fail(a.out, ": exists (pass --force to replace it)");
+  GgufExportOptions o;
+  o.type = a.type;
+  o.quiet = a.quiet;
+  auto t0 = std::chrono::steady_clock::now();
+  GgufExportReport r = export_gguf(a.model, a.out, o);
+  double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  size_t kept = 0, exact = 0;
+  double worst = 0;
+  for (const auto& t : r.tensors) {
+    kept += t.codes_kept, exact += t.exact, worst = std::max(worst, t.max_err);
+    if (!a.quiet)
+      std::printf("%-28s %-5s %-12s max weight error %.3g\n", t.name.c_str(), t.type.c_str(),
+                  t.exact ? "exact" : t.codes_kept ? "codes kept" : "requantized", t.max_err);
+  }
+  std::printf("wrote %s: %zu tensors, %.1f MB, %zu exact, %zu with GPTQ codes kept, largest weight error %.3g, %.2f s\n",
+              a.out.c_str(), r.tensors.size(), double(r.bytes) / 1e6, exact, kept, worst, sec);
+  return 0;
+}
+
+Registrar reg("convert", "Write any model folder the loader reads (safetensors, PyTorch .bin/.pt) as a safetensors folder, or a GPTQ or 16-bit folder as one GGUF file (--to gguf)",
               [](CLI::App& app) {
   auto a = std::make_shared<Args>();
   app.add_option("-m,--model", a->model, "Input model folder")->required();
@@ -50,8 +76,14 @@ Registrar reg("convert", "Write any model folder the loader reads (safetensors, 
       ->check(CLI::IsMember({"f16", "bf16", "f32"}));
   app.add_option("--shard-size", a->shard_size, "Largest shard (tensor bytes), e.g. 5GB, 500MB, 2GiB (default 5GB)");
   app.add_flag("--force", a->force, "Replace the output folder if it exists");
+  app.add_option("--to", a->to, "Output format: safetensors (a folder, default) or gguf (one file for llama.cpp/KoboldCpp)")
+      ->check(CLI::IsMember({"safetensors", "gguf"}));
+  app.add_option("--type", a->type,
+                 "GGUF tensor type: auto (GPTQ codes kept as Q4_1 where exact), q4_1, q8_0, f16, f32 (default auto)");
   app.add_flag("-q,--quiet", a->quiet, "No progress bar");
   return [a] {
+    if (a->to == "gguf") return write_gguf(*a);
+    if (a->type != "auto") fail("convert: --type applies to --to gguf only");
     ConvertOptions o;
     if (a->dtype == "f16") o.dtype = DType::F16;
     if (a->dtype == "bf16") o.dtype = DType::BF16;

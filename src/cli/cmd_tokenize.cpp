@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/command.h"
+#include "formats/gguf_reader.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
@@ -23,7 +24,7 @@ Registrar reg("tokenize", "Print the token ids of TEXT, space-separated, on one 
   return [a] {
     namespace fs = std::filesystem;
     if (!fs::exists(a->model)) fail(a->model, ": no such model folder or tokenizer file");
-    Tokenizer tok = fs::is_directory(a->model) ? Tokenizer::from_folder(a->model) : Tokenizer(a->model);
+    Tokenizer tok = fs::is_directory(a->model) || is_gguf_file(a->model) ? Tokenizer::from_folder(a->model) : Tokenizer(a->model);
     auto ids = tok.encode(a->text, !a->no_bos);
     std::string line;
     for (size_t i = 0; i < ids.size(); ++i) {

@@ -23,12 +23,51 @@ void append_str(std::string& s, const std::string& v) {
 
 }  // namespace
 
+bool ggml_type_supported(uint32_t v) {
+  switch (GgmlType(v)) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K: return true;
+  }
+  return false;
+}
+
+std::string ggml_type_name(uint32_t v) {
+  // ggml's enum ggml_type; gaps are values ggml retired.
+  static const char* const names[] = {
+      "F32",     "F16",    "Q4_0",    "Q4_1",    nullptr,   nullptr, "Q5_0",    "Q5_1",     "Q8_0",     "Q8_1",
+      "Q2_K",    "Q3_K",   "Q4_K",    "Q5_K",    "Q6_K",    "Q8_K",  "IQ2_XXS", "IQ2_XS",   "IQ3_XXS",  "IQ1_S",
+      "IQ4_NL",  "IQ3_S",  "IQ2_S",   "IQ4_XS",  "I8",      "I16",   "I32",     "I64",      "F64",      "IQ1_M",
+      "BF16",    "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8",
+      "MXFP4"};
+  if (v < sizeof(names) / sizeof(names[0]) && names[v]) return names[v];
+  return cat("type ", v);
+}
+
 int ggml_block_elems(GgmlType t) {
   switch (t) {
     case GgmlType::kF32:
-    case GgmlType::kF16: return 1;
+    case GgmlType::kF16:
+    case GgmlType::kBF16: return 1;
     case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
     case GgmlType::kQ8_0: return 32;
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
     case GgmlType::kQ6_K: return 256;
   }
   return 1;
@@ -37,9 +76,17 @@ int ggml_block_elems(GgmlType t) {
 size_t ggml_block_bytes(GgmlType t) {
   switch (t) {
     case GgmlType::kF32: return 4;
-    case GgmlType::kF16: return 2;
-    case GgmlType::kQ4_0: return 2 + 16;           // fp16 d, 32 nibbles
-    case GgmlType::kQ8_0: return 2 + 32;           // fp16 d, 32 int8
+    case GgmlType::kF16:
+    case GgmlType::kBF16: return 2;
+    case GgmlType::kQ4_0: return 2 + 16;             // fp16 d, 32 nibbles
+    case GgmlType::kQ4_1: return 2 + 2 + 16;         // fp16 d, fp16 m, 32 nibbles
+    case GgmlType::kQ5_0: return 2 + 4 + 16;         // fp16 d, 32 high bits, 32 nibbles
+    case GgmlType::kQ5_1: return 2 + 2 + 4 + 16;     // fp16 d, fp16 m, 32 high bits, 32 nibbles
+    case GgmlType::kQ8_0: return 2 + 32;             // fp16 d, 32 int8
+    case GgmlType::kQ2_K: return 16 + 64 + 2 + 2;    // 4-bit scale|min pairs, 2-bit codes, fp16 d, dmin
+    case GgmlType::kQ3_K: return 32 + 64 + 12 + 2;   // high bits, 2-bit codes, 6-bit scales, fp16 d
+    case GgmlType::kQ4_K: return 2 + 2 + 12 + 128;   // fp16 d, dmin, 6-bit scales+mins, nibbles
+    case GgmlType::kQ5_K: return 2 + 2 + 12 + 32 + 128;  // ... plus 256 high bits
     case GgmlType::kQ6_K: return 128 + 64 + 16 + 2;  // ql, qh, int8 scales, fp16 d
   }
   return 0;

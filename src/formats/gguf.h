@@ -12,10 +12,30 @@
 
 namespace metharme {
 
-// ggml tensor types this writer knows (values are ggml's enum).
-enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kQ6_K = 14 };
+// ggml tensor types metharme reads and writes (values are ggml's enum). Other values of the enum
+// exist (IQ*, TQ*, Q8_K, integer types, ...); ggml_type_name names them so they can be refused.
+enum class GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kBF16 = 30,
+};
 
-// Elements per block and bytes per block of a ggml type.
+// Whether metharme reads tensors of ggml type value `v` (one of the enumerators above).
+bool ggml_type_supported(uint32_t v);
+// ggml's name of any type value ("Q4_K", "IQ2_XXS", ...), or "type <v>" for values ggml never used.
+std::string ggml_type_name(uint32_t v);
+
+// Elements per block and bytes per block of a supported ggml type.
 int ggml_block_elems(GgmlType t);
 size_t ggml_block_bytes(GgmlType t);
 size_t ggml_tensor_bytes(GgmlType t, const std::vector<int64_t>& dims);  // dims[0] is a multiple of the block

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "formats/gguf_llama.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -109,7 +110,8 @@ LlamaConfig parse_llama_config(const json& j, const std::string& origin) {
 
 LlamaConfig load_llama_config(const std::string& dir) {
   if (!fs::exists(dir)) fail(dir, ": model folder does not exist");
-  if (!fs::is_directory(dir)) fail(dir, ": is not a folder (pass the model folder, not a file)");
+  if (is_gguf_file(dir)) return gguf_llama_config(GgufFile(dir));
+  if (!fs::is_directory(dir)) fail(dir, ": is not a folder or a GGUF file (pass the model folder, not a file inside it)");
   std::string path = (fs::path(dir) / "config.json").string();
   if (!fs::exists(path)) fail(dir, ": no config.json in the model folder");
   const json j = parse_json(read_text_file(path), path);

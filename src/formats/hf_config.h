@@ -29,6 +29,7 @@ struct LlamaConfig {
   int q_dim() const { return num_attention_heads * head_dim; }
 };
 
+// A GGUF file gives its llama.* metadata instead (formats/gguf_llama.h).
 // Parses `<dir>/config.json` (and `<dir>/quantize_config.json` when present). Missing or
 // ill-typed required fields are errors naming the field.
 LlamaConfig load_llama_config(const std::string& dir);

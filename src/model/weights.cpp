@@ -5,6 +5,8 @@
 #include <cstring>
 #include <set>
 
+#include "formats/gguf_reader.h"
+#include "model/gguf_loader.h"
 #include "model/gptq_loader.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
@@ -60,6 +62,7 @@ size_t ModelWeights::bytes_per_token() const {
 }
 
 std::unique_ptr<ModelWeights> load_weights(const std::string& dir, const LoadOptions& opt) {
+  if (is_gguf_file(dir)) return load_gguf_weights(dir, opt);
   auto m = std::make_unique<ModelWeights>();
   m->dir = dir;
   m->config = load_llama_config(dir);

@@ -45,6 +45,7 @@ struct LoadOptions {
   bool quiet = false;
 };
 
+// `dir` is a model folder, or a GGUF file (model/gguf_loader.h).
 std::unique_ptr<ModelWeights> load_weights(const std::string& dir, const LoadOptions& opt = {});
 
 // Builds a linear from `<prefix>.weight` (dense) or the GPTQ tensors `<prefix>.qweight` & co.

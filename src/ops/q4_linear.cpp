@@ -237,16 +237,42 @@ std::vector<float> q4_dequantize(const Q4Weight& w) {
       int k = w.perm.empty() ? (j < w.n_in ? j : -1) : w.perm[size_t(j)];
       if (k >= 0) out[size_t(n) * size_t(w.n_in) + size_t(k)] = rows[size_t(n) * size_t(m.kp) + size_t(j)];
     }
+  if (!w.offsets.empty())
+    for (int n = 0; n < w.n_out; ++n)
+      for (int k = 0; k < w.n_in; ++k)
+        out[size_t(n) * size_t(w.n_in) + size_t(k)] += w.offsets[size_t(n) * size_t(w.n_in / 32) + size_t(k / 32)];
   return out;
+}
+
+std::vector<int32_t> q4_kernel_rows(const Q4Weight& w) {
+  std::vector<int32_t> rows(size_t(w.n_in));
+  for (int k = 0; k < w.n_in; ++k) rows[size_t(k)] = k;
+  if (!w.perm.empty())
+    for (int j = 0; j < int(w.perm.size()); ++j)
+      if (w.perm[size_t(j)] >= 0) rows[size_t(w.perm[size_t(j)])] = j;
+  return rows;
+}
+
+Q4Entry q4_entry(const Q4Weight& w, int n, int j) {
+  const auto& m = w.mat;
+  const int t = n / kQ4TileCols, c = n % kQ4TileCols;
+  const uint8_t byte = m.qs[size_t(t) * m.tile_qs_bytes() + byte_of(j, c)];
+  const size_t gi = (size_t(t) * size_t(m.n_groups) + size_t(j / m.gs)) * kQ4TileCols + size_t(c);
+  Q4Entry e;
+  e.code = uint8_t((j % 8) < 4 ? byte & 15 : byte >> 4);
+  e.zero = m.zeros[gi];
+  e.scale = m.scales_f32 ? m.scales_f32[gi] : fp16_to_f32(m.scales[gi]);
+  return e;
 }
 
 size_t q4_weight_bytes(const Q4Weight& w) {
   return w.qs.size() + w.scales.size() * sizeof(uint16_t) + w.scales_f32.size() * sizeof(float) + w.zeros.size() +
-         w.bias.size() * sizeof(float);
+         w.bias.size() * sizeof(float) + w.offsets.size() * sizeof(float);
 }
 
 std::string q4_describe(const Q4Weight& w) {
   std::string s = w.group_size >= w.n_in ? "q4" : cat("q4 g", w.group_size);
+  if (!w.offsets.empty()) s += " +offsets";
   if (w.act_order) s += " act-order";
   return s;
 }
@@ -387,6 +413,25 @@ void run_sgemm_panel(const Q4Weight& w, const float* xf, int M, int t0, int t1, 
   }
 }
 
+// y[m][n] += sum_b offsets[n][b] * (sum of x[m][32b .. 32b+31]): the dense f16 kernels on the
+// block sums. Buffers are the calling thread's and only grow.
+void add_block_offsets(const Q4Weight& w, const float* x, int M, float* y, ThreadPool& pool) {
+  const int K = w.n_in, N = w.n_out, B = K / 32;
+  thread_local std::vector<float> sums, tmp;
+  grow(sums, size_t(M) * size_t(B));
+  grow(tmp, size_t(M) * size_t(N));
+  for (int m = 0; m < M; ++m)
+    for (int b = 0; b < B; ++b) {
+      const float* xb = x + size_t(m) * size_t(K) + size_t(32 * b);
+      float s = 0;
+      for (int j = 0; j < 32; ++j) s += xb[j];
+      sums[size_t(m) * size_t(B) + size_t(b)] = s;
+    }
+  const Linear off = make_dense_linear(WType::kF32, w.offsets.data(), N, B);
+  linear(off, sums.data(), M, tmp.data(), pool);
+  for (size_t i = 0; i < size_t(M) * size_t(N); ++i) y[i] += tmp[i];
+}
+
 }  // namespace
 
 void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, ThreadPool& pool) {
@@ -451,6 +496,8 @@ void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, T
       kern.gemm_f32(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
     }
   });
+  for (int i = 0; i < n_outs; ++i)
+    if (!outs[i].w->q4->offsets.empty()) add_block_offsets(*outs[i].w->q4, x, M, outs[i].y, pool);
   for (int i = 0; i < n_outs; ++i) {
     const Q4Weight& w = *outs[i].w->q4;
     if (w.bias.empty()) continue;

@@ -46,10 +46,24 @@ struct Q4Weight {
   std::vector<float> scales_f32;     // fp32 checkpoint scales that fp16 cannot hold exactly
   std::vector<uint8_t> zeros;
   std::vector<float> bias;  // empty when the checkpoint has none (or all zeros)
+  // Per-block float offsets (GGUF Q4_1: w = d*q + m = d*(q - z) + (m + d*z), z the nearest
+  // integer zero point, so the offset is the small remainder): [N][K/32] fp32, added as
+  // W[n][k] += offsets[n][k/32]; empty for GPTQ weights. Only with the identity row order.
+  // Applied after the int4 product as a small dense product with the 32-wide sums of x.
+  std::vector<float> offsets;
 };
 
 // Repacks with `n_threads` threads. Errors (g_idx out of range, non-integer G0 zeros, ...) name src.name.
 std::shared_ptr<Q4Weight> q4_repack(const GptqSource& src, int n_threads);
+
+// One weight's parts: W[n][k] = scale * (code - zero), with k the checkpoint's input row.
+struct Q4Entry {
+  uint8_t code = 0, zero = 0;
+  float scale = 0;
+};
+// kernel_row[k] = the kernel-order row holding input row k (inverse of perm), for q4_entry.
+std::vector<int32_t> q4_kernel_rows(const Q4Weight& w);
+Q4Entry q4_entry(const Q4Weight& w, int n, int kernel_row);
 
 // W in fp32, [N][K] in the original input order (for tests and tools).
 std::vector<float> q4_dequantize(const Q4Weight& w);

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include "formats/gguf_reader.h"
+#include "tokenizer/sp_model.h"
 #include "util/error.h"
 
 namespace metharme {
@@ -41,6 +43,17 @@ Tokenizer::Tokenizer(const std::string& model_path) : sp_(std::make_unique<sente
   if (!std::filesystem::exists(model_path)) fail(model_path, ": tokenizer model not found");
   auto st = sp_->Load(model_path);
   if (!st.ok()) fail(model_path, ": cannot load SentencePiece model: ", st.ToString());
+  init_tables();
+}
+
+Tokenizer::Tokenizer(FromProto, const std::string& proto, const std::string& origin)
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+  auto st = sp_->LoadFromSerializedProto(absl::string_view(proto.data(), proto.size()));
+  if (!st.ok()) fail(origin, ": SentencePiece rejects the vocabulary: ", st.ToString());
+  init_tables();
+}
+
+void Tokenizer::init_tables() {
   bos_ = sp_->bos_id();
   eos_ = sp_->eos_id();
   int n = sp_->GetPieceSize();
@@ -71,7 +84,40 @@ Tokenizer::Tokenizer(const std::string& model_path) : sp_(std::make_unique<sente
 }
 
 Tokenizer Tokenizer::from_folder(const std::string& dir) {
+  if (is_gguf_file(dir)) return from_gguf(dir);
   return Tokenizer((std::filesystem::path(dir) / "tokenizer.model").string());
+}
+
+Tokenizer Tokenizer::from_gguf(const std::string& path) {
+  GgufFile f(path);
+  const std::string model = f.get_str("tokenizer.ggml.model", "");
+  if (model != "llama")
+    fail(path, ": tokenizer.ggml.model is '", model,
+         "'; only 'llama' (SentencePiece) vocabularies are supported, not GPT-2 style BPE or others");
+  SpVocab v;
+  v.pieces = f.get_str_array("tokenizer.ggml.tokens");
+  const size_t n = v.pieces.size();
+  v.scores = f.has("tokenizer.ggml.scores") ? f.get_f32_array("tokenizer.ggml.scores") : std::vector<float>(n, 0.0f);
+  v.types = f.has("tokenizer.ggml.token_type") ? f.get_i32_array("tokenizer.ggml.token_type")
+                                                : std::vector<int32_t>(n, int32_t(SpPieceType::kNormal));
+  auto id = [&](const char* key, int def) {
+    const int64_t x = f.get_int(key, def);
+    if (x < -1 || x >= int64_t(n)) fail(path, ": metadata '", key, "' = ", x, " is outside the vocabulary (", n, " tokens)");
+    return int(x);
+  };
+  v.unk_id = id("tokenizer.ggml.unknown_token_id", 0);
+  v.bos_id = id("tokenizer.ggml.bos_token_id", 1);
+  v.eos_id = id("tokenizer.ggml.eos_token_id", 2);
+  v.pad_id = id("tokenizer.ggml.padding_token_id", -1);
+  // A padding id that names an ordinary piece (some converters point it at <unk> or </s>) is not
+  // a SentencePiece pad piece.
+  if (v.pad_id >= 0 && (v.pad_id == v.unk_id || v.pad_id == v.bos_id || v.pad_id == v.eos_id)) v.pad_id = -1;
+  v.add_dummy_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", true);
+  v.remove_extra_whitespaces = f.get_bool("tokenizer.ggml.remove_extra_whitespaces", false);
+  Tokenizer t(FromProto{}, sp_model_proto(v, path), path);
+  t.add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", true);
+  t.add_eos_ = f.get_bool("tokenizer.ggml.add_eos_token", false);
+  return t;
 }
 
 Tokenizer::~Tokenizer() = default;

@@ -15,7 +15,10 @@ namespace metharme {
 class Tokenizer {
  public:
   explicit Tokenizer(const std::string& model_path);  // a tokenizer.model file
+  // `dir`'s tokenizer.model, or the vocabulary of a GGUF file when `dir` is one.
   static Tokenizer from_folder(const std::string& dir);
+  // A GGUF file's tokenizer.ggml.* vocabulary (model "llama") as a SentencePiece model.
+  static Tokenizer from_gguf(const std::string& path);
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -34,12 +37,19 @@ class Tokenizer {
   int byte_value(int id) const;         // 0..255 for byte pieces, else -1
   // Text of a piece with U+2581 turned into spaces; empty for control tokens.
   const std::string& piece_text(int id) const { return piece_text_[size_t(id)]; }
+  // What the model file asks for (GGUF add_bos_token / add_eos_token; tokenizer.model: true, false).
+  bool add_bos() const { return add_bos_; }
+  bool add_eos() const { return add_eos_; }
 
  private:
+  struct FromProto {};
+  Tokenizer(FromProto, const std::string& proto, const std::string& origin);  // serialized ModelProto
+  void init_tables();
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::vector<std::string> piece_text_;
   std::vector<int16_t> byte_value_;
   int bos_ = 1, eos_ = 2;
+  bool add_bos_ = true, add_eos_ = false;
 };
 
 // Turns a stream of token ids into text as it grows, so that the concatenated outputs equal
