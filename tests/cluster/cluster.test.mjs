@@ -151,7 +151,9 @@ say('affinity: every chat kept its replica;', 'chats per replica:',
       say(`(a) SIGTERM ${target.name} while its first stream starts`);
       // New requests once it drains (its /health says 503): the balancer must place them elsewhere.
       extra.push((async () => {
-        await L.waitFor('the drain to begin', async () => (await fetch(`${direct(target)}/health`)).status === 503, 5000);
+        // On a quiet machine the drain may finish (and the replica exit) before the first poll.
+        const gone = () => target.proc.child.exitCode !== null || target.proc.child.signalCode !== null;
+        await L.waitFor('the drain to begin', async () => gone() || (await fetch(`${direct(target)}/health`)).status === 503, 5000);
         const sent = [];
         for (let i = 0; i < 3; ++i) sent.push(L.send(lb, L.turnRequest(L.newChat(10 + i, i % 2 ? 'openai' : 'kobold'), 16)));
         return Promise.all(sent);
@@ -232,7 +234,10 @@ let killed = null;
     const v = await L.promQuery(prom, 'sum(metharme_generation_tokens_total)');
     return v.length ? Number(v[0].value[1]) : -1;
   };
-  const up = await L.promQuery(prom, 'up{job="metharme"}');
+  // Prometheus's first scrape of every replica may not have happened yet on a quick run.
+  let up = [];
+  await L.waitFor('Prometheus to scrape all three replicas', async () => (up = await L.promQuery(prom, 'up{job="metharme"}')).length === 3, 20000)
+    .catch(() => {});
   let before = await direct_sum();
   await L.waitFor('Prometheus to catch up with the replicas', async () => (await promSum()) === before, 20000);
   // OpenAI chats report the tokens they were sent (usage.completion_tokens).
