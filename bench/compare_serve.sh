@@ -8,9 +8,11 @@
 # metharme, ...) so a slow spell of a shared machine hits both; each figure is the median round.
 #
 # Usage: bench/compare_serve.sh [--shape 1b|7b|tiny] [--streams 1,4,8] [--tokens 64] [--threads 2]
-#                               [--rounds 3] [--quant q4_0|q8_0] [--work DIR] [--build DIR] [--nlc DIR]
+#                               [--rounds 3] [--quant q4_0|q8_0] [--work DIR] [--build DIR] [--bin FILE]
+#                               [--nlc DIR]
 #   --work  where the random models are kept between runs (default ${TMPDIR:-/tmp}/metharme-compare,
 #           shared with bench/compare_llamacpp.sh)
+#   --bin   the metharme binary (default BUILD/metharme, BUILD from --build, default ./build)
 #   --nlc   a folder where node-llama-cpp@3.21.1 is already installed (default: install it into a
 #           temporary folder with npm, removed at exit)
 set -euo pipefail
@@ -25,6 +27,7 @@ ROUNDS=3
 QUANT=q4_0
 WORK=${TMPDIR:-/tmp}/metharme-compare
 BUILD=build
+BIN=
 NLC=
 NLC_VERSION=3.21.1
 while (($#)); do
@@ -37,8 +40,9 @@ while (($#)); do
     --quant) QUANT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
     --nlc) NLC=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,16 +51,14 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $THREADS =~ ^[1-9][0-9]*$ && $TOKENS =~ ^[1-9][0-9]*$ ]] ||
   { echo "--rounds, --threads and --tokens take positive integers" >&2; exit 2; }
 
-METHARME=$REPO/$BUILD/metharme
+METHARME=${BIN:-$REPO/$BUILD/metharme}
 TOKENIZER=${METHARME_TOKENIZER:-$REPO/../shared/fixtures/tokenizer/llama/tokenizer.model}
 [[ -x $METHARME ]] || { echo "no $METHARME: build first" >&2; exit 1; }
 [[ -f $TOKENIZER ]] || { echo "no LLaMA tokenizer at $TOKENIZER (set METHARME_TOKENIZER)" >&2; exit 1; }
 command -v node >/dev/null || { echo "node is needed (apt-get install nodejs npm)" >&2; exit 1; }
 
 OWN_NLC=0
-DRIVER=
 cleanup() {
-  [[ -n $DRIVER ]] && rm -f "$DRIVER"
   ((OWN_NLC)) && rm -rf "$NLC"
   return 0
 }
@@ -70,9 +72,6 @@ if [[ -z $NLC ]]; then
       "node-llama-cpp@$NLC_VERSION" "@node-llama-cpp/linux-x64@$NLC_VERSION" >/dev/null)
 fi
 [[ -d $NLC/node_modules/node-llama-cpp ]] || { echo "no node-llama-cpp under $NLC/node_modules" >&2; exit 1; }
-# The driver must sit beside node_modules for its import to resolve; a private copy per run.
-DRIVER=$NLC/llamacpp_parallel.$$.mjs
-cp "$REPO/bench/llamacpp_parallel.mjs" "$DRIVER"
 
 mkdir -p "$WORK"
 GPTQ=$WORK/$SHAPE-gptq
@@ -88,8 +87,8 @@ for ((r = 1; r <= ROUNDS; ++r)); do
   node "$REPO/bench/serve_load.mjs" --bin "$METHARME" --model "$GPTQ" --streams "$STREAMS" --tokens "$TOKENS" \
     --threads "$THREADS" --repeat 1 --json >>"$RESULTS"
   echo "== round $r/$ROUNDS: llama.cpp $QUANT, parallel sequences" >&2
-  (cd "$NLC" && node "$DRIVER" --model "$GGUF" --streams "$STREAMS" --tokens "$TOKENS" --threads "$THREADS" \
-    --repeat 1 --json) >>"$RESULTS"
+  node "$REPO/bench/llamacpp_parallel.mjs" --nlc "$NLC" --model "$GGUF" --streams "$STREAMS" --tokens "$TOKENS" \
+    --threads "$THREADS" --repeat 1 --json >>"$RESULTS"
 done
 
 echo

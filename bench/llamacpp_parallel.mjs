@@ -6,19 +6,29 @@
 // to the last token. llama.cpp is driven through node-llama-cpp (3.21.1), whose context holds
 // several sequences and decodes the pending tokens of all of them in one llama_decode batch per
 // step (its "maximumParallelism" batching), as llama-server does with --parallel N.
-//   node llamacpp_parallel.mjs --model X.gguf [--streams 1,4,8] [--tokens 64] [--threads 2] [--repeat 3] [--json]
-// Run from the folder where node-llama-cpp is installed (or with NODE_PATH). --json prints one JSON
-// line per round and stream count instead of the table.
-import {getLlama, LlamaLogLevel} from "node-llama-cpp";
+//   node llamacpp_parallel.mjs --model X.gguf [--streams 1,4,8] [--tokens 64] [--threads 2] [--repeat 3]
+//                              [--nlc DIR] [--json]
+// --nlc: the folder whose node_modules holds node-llama-cpp (default: resolved from this file's
+// folder). --json prints one JSON line per round and stream count instead of the table.
+import {readFileSync} from "node:fs";
+import {join} from "node:path";
+import {pathToFileURL} from "node:url";
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
   if (a.startsWith("--")) acc.push([a.slice(2), all[i + 1] && !all[i + 1].startsWith("--") ? all[i + 1] : "true"]);
   return acc;
 }, []));
 if (!args.model) {
-  console.error("usage: node llamacpp_parallel.mjs --model X.gguf [--streams 1,4,8] [--tokens 64] [--threads 2] [--repeat 3] [--json]");
+  console.error("usage: node llamacpp_parallel.mjs --model X.gguf [--streams 1,4,8] [--tokens 64] [--threads 2] [--repeat 3] [--nlc DIR] [--json]");
   process.exit(2);
 }
+async function loadNodeLlamaCpp(dir) {
+  if (!dir) return import("node-llama-cpp");
+  const pkg = join(dir, "node_modules", "node-llama-cpp");
+  const main = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).main || "index.js";
+  return import(pathToFileURL(join(pkg, main)).href);
+}
+const {getLlama, LlamaLogLevel} = await loadNodeLlamaCpp(args.nlc);
 const streams = (args.streams || "1,4,8").split(",").map(Number);
 const tokens = Number(args.tokens || 64);
 const repeat = Math.max(1, Number(args.repeat || 3));
