@@ -1,6 +1,6 @@
 // Int4 products by row count, as the engine runs them (ops::linear: activation gather and int8
 // quantization, then the dispatched kernel over tile pieces on a thread pool). For each matrix
-// shape and thread count it times M = 1, 2, 4, 8 (decode and continuous-batching steps, speculative
+// shape and thread count it times M = 1, 2, 4, 5, 8 (decode, continuous-batching steps, speculative
 // verification) and the prefill M, and prints G multiply-adds/s per thread, each as a share of the
 // prefill rate, and each step's time against the one-row step.
 //
@@ -9,7 +9,7 @@
 // product runs on one copy. The row counts alternate within each round (M = 1, 2, 4, 8, prefill,
 // then again), so the drift of a shared machine hits them alike; each figure is the median round.
 //
-//   build/bench/q4_rows_bench [--shapes 7b|1b|NxK,...] [--threads 1,2] [--rows 1,2,4,8]
+//   build/bench/q4_rows_bench [--shapes 7b|1b|NxK,...] [--threads 1,2] [--rows 1,2,4,5,8]
 //                             [--prefill 512] [--rounds 5] [--isa avx2|avx512|scalar]
 //                             [--group-size 128] [--act-order] [--mem-mb 384] [--clock wall|cpu]
 // --clock cpu times with the process's CPU time instead of the wall clock (per thread: CPU
@@ -39,7 +39,7 @@ namespace {
 
 struct Options {
   std::vector<std::pair<int, int>> shapes;  // N, K
-  std::vector<int> threads{1, 2}, rows{1, 2, 4, 8};
+  std::vector<int> threads{1, 2}, rows{1, 2, 4, 5, 8};
   int prefill = 512, rounds = 5, group_size = 128, mem_mb = 384;
   bool act_order = false;
   bool cpu_clock = false;  // --clock cpu: process CPU time (threads x wall on an idle machine)
@@ -48,7 +48,7 @@ struct Options {
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
-               "q4_rows_bench: %s\nusage: q4_rows_bench [--shapes 7b|1b|NxK,...] [--threads 1,2] [--rows 1,2,4,8]\n"
+               "q4_rows_bench: %s\nusage: q4_rows_bench [--shapes 7b|1b|NxK,...] [--threads 1,2] [--rows 1,2,4,5,8]\n"
                "       [--prefill 512] [--rounds 5] [--isa avx2|avx512|scalar] [--group-size 128] [--act-order]\n"
                "       [--mem-mb 384] [--clock wall|cpu]\n",
                why);

@@ -256,14 +256,76 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                    : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16) \
                    : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",   \
                      "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc")
+// Five rows do not fit the layout above (10 sums + 4 codes + 3 scratch > 16 registers), so a
+// 5-row step takes one 32-byte column half at a time: ymm0-9 sums (row r: ymm(2r) columns 0-7,
+// ymm(2r+1) columns 8-15), ymm10/11 the half's low and high nibbles, ymm12 the mask, ymm13/14
+// the activations (broadcast once per half), ymm15 a product. One unpack per step serves all
+// five rows, where 3 + 2 groups unpack twice.
+#define MH_Q8_HROW(XL, XH, S)                     \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"              \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"
+#define MH_Q8_HROW_FIRST(XL, XH, S)               \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm10, " S "\n\t"        \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"
+#define MH_Q8_HALF(OFF, ROW, S0, S1, S2, S3, S4)                  \
+  "vmovdqu " OFF "(%[q]), %%ymm10\n\t"                            \
+  "vpsrlw $4, %%ymm10, %%ymm11\n\t"                               \
+  "vpand %%ymm12, %%ymm10, %%ymm10\n\t"                           \
+  "vpand %%ymm12, %%ymm11, %%ymm11\n\t"                           \
+  ROW("(%[x0])", "4(%[x0])", S0)                                  \
+  ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", S1)                \
+  ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", S2)                \
+  ROW("(%[x3])", "4(%[x3])", S3)                                  \
+  ROW("(%[x3],%[ldx],1)", "4(%[x3],%[ldx],1)", S4)
+#define MH_Q8_ROWS5(ROW)                                                         \
+  MH_Q8_HALF("0", ROW, "%%ymm0", "%%ymm2", "%%ymm4", "%%ymm6", "%%ymm8")        \
+  MH_Q8_HALF("32", ROW, "%%ymm1", "%%ymm3", "%%ymm5", "%%ymm7", "%%ymm9")
+#define MH_Q8_STEP5(ROW)      \
+  MH_Q8_ROWS5(ROW)            \
+  "add $64, %[q]\n\t"         \
+  "add $8, %[x0]\n\t"         \
+  "add $8, %[x3]\n\t"
+#define MH_Q8_CHUNK5                \
+  MH_Q8_STEP5(MH_Q8_HROW_FIRST)     \
+  ".rept 3\n\t"                     \
+  MH_Q8_STEP5(MH_Q8_HROW)           \
+  ".endr\n\t"                       \
+  "vmovdqa %[ones], %%ymm13\n\t"
+#define MH_Q8_SET5 MH_Q8_SET4 MH_Q8_WIDEN_SET(8, 256) MH_Q8_WIDEN_SET(9, 288)
+#define MH_Q8_ADD5 MH_Q8_ADD4 MH_Q8_WIDEN(8, 256) MH_Q8_WIDEN(9, 288)
+#define MH_Q8_BLOCK5         \
+  "vmovdqa %[low], %%ymm12\n\t" \
+  MH_Q8_CHUNK5               \
+  MH_Q8_SET5                 \
+  "dec %[n]\n\t"             \
+  "jz 2f\n\t"                \
+  "1:\n\t"                   \
+  MH_Q8_CHUNK5               \
+  MH_Q8_ADD5                 \
+  "dec %[n]\n\t"             \
+  "jnz 1b\n\t"               \
+  "2:\n\t"
 // Every row group unpacks the codes itself: keeping the first group's unpacked codes in a
 // scratch buffer for the next groups ran 4-15% slower (the stores and reloads cost more than the
 // shift and masks they save).
 template <int R>
 inline void q8_block_rows(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
-  static_assert(R >= 2 && R <= 4);
-  const int8_t* x3 = xk + (R == 4 ? 3 * ldx : 0);
+  static_assert(R >= 2 && R <= 5);
+  const int8_t* x3 = xk + (R >= 4 ? 3 * ldx : 0);
   size_t chunks = size_t(steps) / 4;
+  if constexpr (R == 5)
+    __asm__ volatile(MH_Q8_BLOCK5
+                     : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)
+                     : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                       "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
   if constexpr (R == 4) MH_Q8_ASM(MH_Q8_ROWS4, MH_Q8_SET4, MH_Q8_ADD4);
   if constexpr (R == 3) MH_Q8_ASM(MH_Q8_ROWS3, MH_Q8_SET3, MH_Q8_ADD3);
   if constexpr (R == 2) MH_Q8_ASM(MH_Q8_ROWS2, MH_Q8_SET2, MH_Q8_ADD2);
@@ -286,6 +348,15 @@ inline void q8_block_rows(const uint8_t* q, int steps, const int8_t* xk, size_t 
 #undef MH_Q8_ADD4
 #undef MH_Q8_BLOCK
 #undef MH_Q8_ASM
+#undef MH_Q8_HROW
+#undef MH_Q8_HROW_FIRST
+#undef MH_Q8_HALF
+#undef MH_Q8_ROWS5
+#undef MH_Q8_STEP5
+#undef MH_Q8_CHUNK5
+#undef MH_Q8_SET5
+#undef MH_Q8_ADD5
+#undef MH_Q8_BLOCK5
 
 // Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows.
 constexpr int kRowsPerPass = 64;
@@ -301,10 +372,11 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
   for (int b = 0; b < nb; ++b) {
     const uint8_t* q = qs + size_t(b) * size_t(steps) * kQ4StepBytes;
     for (int i = 0; i < steps; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes + i * 64), _MM_HINT_T0);
-    // Groups of 4 rows; a remainder of 5 runs as 3 + 2, so no group has one row (M >= 2).
+    // Groups of 4 rows; a remainder of 5 runs as one group of 5, so no group has one row (M >= 2).
     for (int m = 0; m < M;) {
-      const int rest = M - m, take = rest == 5 ? 3 : std::min(rest, 4);
+      const int rest = M - m, take = rest == 5 ? 5 : std::min(rest, 4);
       const int8_t* xk = x.q + size_t(m) * x.kp + size_t(b) * x.block;
+      if (take == 5) q8_block_rows<5>(q, steps, xk, size_t(x.kp), acc + m);
       if (take == 4) q8_block_rows<4>(q, steps, xk, size_t(x.kp), acc + m);
       if (take == 3) q8_block_rows<3>(q, steps, xk, size_t(x.kp), acc + m);
       if (take == 2) q8_block_rows<2>(q, steps, xk, size_t(x.kp), acc + m);
