@@ -21,10 +21,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <numeric>
 #include <random>
-#include <ctime>
 #include <string>
 #include <vector>
 
@@ -100,16 +100,26 @@ Options parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage(("missing value after " + a).c_str());
     const std::string v = argv[++i];
-    if (a == "--shapes") add_shapes(o, v);
-    else if (a == "--threads") { o.threads.clear(); for (auto& s : split(v)) o.threads.push_back(parse_int(s, 1, 256)); }
-    else if (a == "--rows") { o.rows.clear(); for (auto& s : split(v)) o.rows.push_back(parse_int(s, 1, 64)); }
-    else if (a == "--prefill") o.prefill = parse_int(v, 0, 4096);
-    else if (a == "--rounds") o.rounds = parse_int(v, 1, 1000);
-    else if (a == "--group-size") o.group_size = parse_int(v, 32, 1 << 16);
-    else if (a == "--mem-mb") o.mem_mb = parse_int(v, 1, 1 << 16);
+    if (a == "--shapes")
+      add_shapes(o, v);
+    else if (a == "--threads") {
+      o.threads.clear();
+      for (auto& s : split(v)) o.threads.push_back(parse_int(s, 1, 256));
+    } else if (a == "--rows") {
+      o.rows.clear();
+      for (auto& s : split(v)) o.rows.push_back(parse_int(s, 1, 64));
+    } else if (a == "--prefill")
+      o.prefill = parse_int(v, 0, 4096);
+    else if (a == "--rounds")
+      o.rounds = parse_int(v, 1, 1000);
+    else if (a == "--group-size")
+      o.group_size = parse_int(v, 32, 1 << 16);
+    else if (a == "--mem-mb")
+      o.mem_mb = parse_int(v, 1, 1 << 16);
     else if (a == "--isa") {
       if (!kernels::parse_isa(v.c_str(), &o.isa)) usage(("unknown ISA '" + v + "'").c_str());
-    } else usage(("unknown option " + a).c_str());
+    } else
+      usage(("unknown option " + a).c_str());
   }
   if (o.shapes.empty()) add_shapes(o, "7b");
   for (auto [n, k] : o.shapes)
@@ -236,11 +246,15 @@ int main(int argc, char** argv) {
     return 77;
   }
   kernels::set_active_isa(o.isa);
-  std::printf("int4 products by rows: ISA %s, group size %d%s, %d round(s), median round, %s time; small-M products "
-              "stream %d MB of copies from DRAM, prefill runs on one copy\n",
-              kernels::isa_name(o.isa), o.group_size, o.act_order ? ", act-order" : "", o.rounds,
-              o.cpu_clock ? "process CPU" : "wall", o.mem_mb);
-  std::printf("| N x K | threads | M | ms per product | G multiply-adds/s per thread | of prefill | time vs M=1 | weight GB/s |\n");
+  std::printf(
+      "int4 products by rows: ISA %s, group size %d%s, %d round(s), median round, %s time; small-M products "
+      "stream %d MB of copies from DRAM, prefill runs on one copy\n",
+      kernels::isa_name(o.isa), o.group_size, o.act_order ? ", act-order" : "", o.rounds,
+      o.cpu_clock ? "process CPU" : "wall", o.mem_mb);
+  std::printf(
+      "| N x K | threads | M | %s per product | G multiply-adds/s per thread | of prefill | time vs M=1 | weight "
+      "GB/s%s |\n",
+      o.cpu_clock ? "CPU ms (all threads)" : "ms", o.cpu_clock ? " per CPU second" : "");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (auto [n, k] : o.shapes)
     for (int t : o.threads) run_shape(o, n, k, t);
