@@ -173,9 +173,10 @@ struct Synth {
     for (const auto& x : ts) {
       std::vector<float> v(size_t(x.rows) * size_t(x.cols));
       ggml_dequantize(x.type, x.bytes.data(), int64_t(v.size()), v.data());
-      // The loader keeps Q4_0 and Q4_1 linears exact (int4 kernels) and stores other quantized types as f16;
-      // the embedding of a quantized type is always f16.
-      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1 || x.type == GgmlType::kQ4_K) &&
+      // The loader keeps Q4_0, Q4_1, Q4_K (int4 kernels), Q8_0, Q5_K and Q6_K (int8-code kernels) linears
+      // exact and stores other quantized types as f16; the embedding of a quantized type is always f16.
+      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1 || x.type == GgmlType::kQ4_K ||
+                              x.type == GgmlType::kQ8_0 || x.type == GgmlType::kQ5_K || x.type == GgmlType::kQ6_K) &&
                              x.gguf != "token_embd.weight";
       if (x.rows > 1 && !exact_kind && !q4_linear)
         for (float& f : v) f = fp16_to_f32(f32_to_fp16(f));
@@ -214,6 +215,10 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   test::Loaded r = test::load_model(dir / "ref");
   if (GetParam() == GgmlType::kQ4_0 || GetParam() == GgmlType::kQ4_1 || GetParam() == GgmlType::kQ4_K) {
     EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4);
+  }
+  if (GetParam() == GgmlType::kQ8_0 || GetParam() == GgmlType::kQ5_K || GetParam() == GgmlType::kQ6_K) {
+    EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kI8);
+    EXPECT_EQ(g.weights->lm_head.kind, ops::Linear::Kind::kI8);
   }
   const std::vector<int> ids = {1, 17, 300, 42, 42, 7, 199, 383, 0, 250};
   const std::vector<float> a = test::all_logits(*g.rt, ids), b = test::all_logits(*r.rt, ids);
