@@ -37,13 +37,32 @@ void ggml_k4_put_scale_min(int j, uint8_t sc, uint8_t mn, uint8_t* q) {
 
 namespace {
 
+// The fp16 grid step d for values v[0..8) >= 0 stored as d * round(v / d) with integers 0..63: the
+// candidate max(v) / a (a = 1..63) with the smallest squared error. For a GPTQ g128 superblock (two
+// distinct scales) this finds a near-rational pair, far closer than d = max / 63 alone.
+float best_step(const float* v, uint8_t* out_h) {
+  float vmax = 0;
+  for (int j = 0; j < 8; ++j) vmax = std::max(vmax, v[j]);
+  float best = 0, best_err = INFINITY;
+  for (int a = 63; a >= 1 && vmax > 0; --a) {
+    uint8_t h[2];
+    const float d = put_h(h, vmax / float(a));
+    if (!(d > 0)) continue;
+    float err = 0;
+    for (int j = 0; j < 8; ++j) {
+      const float e = v[j] - d * float(std::clamp(nearest(v[j] / d), 0, 63));
+      err += e * e;
+    }
+    if (err < best_err) best_err = err, best = d;
+  }
+  return put_h(out_h, best);
+}
+
 // One Q4_K block (256 values) from x; scale[j] / mn[j] are the wanted sub-block scale and min
 // (x ~= scale * q - mn, q in 0..15).
 void q4_k_block(const float* x, const float* scale, const float* mn, uint8_t* b) {
   std::memset(b, 0, 144);
-  float smax = 0, mmax = 0;
-  for (int j = 0; j < 8; ++j) smax = std::max(smax, scale[j]), mmax = std::max(mmax, mn[j]);
-  const float d = put_h(b, smax / 63.0f), dmin = put_h(b + 2, mmax / 63.0f);
+  const float d = best_step(scale, b), dmin = best_step(mn, b + 2);
   uint8_t* qs = b + 16;
   for (int j = 0; j < 8; ++j) {
     const uint8_t sc = uint8_t(d > 0 ? std::clamp(nearest(scale[j] / d), 0, 63) : 0);

@@ -233,8 +233,11 @@ std::vector<Planned> plan_tensors(Ctx& c) {
   const int d = cfg.hidden_size, ffn = cfg.intermediate_size, hd = cfg.head_dim, V = cfg.vocab_size;
   const std::string& t = c.opt.type;
   const GgmlType big = t == "q8_0" ? GgmlType::kQ8_0 : float_type(t);
-  // Q4_K files: embedding Q4_K and output Q6_K, as llama-quantize writes them.
-  const GgmlType embed_type = k_quant(t) ? GgmlType::kQ4_K : big, out_type = k_quant(t) ? GgmlType::kQ6_K : big;
+  // Q4_K files: output Q6_K, embedding Q4_K, or Q6_K when it is also the output (tied), as
+  // llama-quantize writes them.
+  const bool tied = cfg.tie_word_embeddings || !c.store.find("lm_head.weight");
+  const GgmlType out_type = k_quant(t) ? GgmlType::kQ6_K : big;
+  const GgmlType embed_type = k_quant(t) ? (tied ? GgmlType::kQ6_K : GgmlType::kQ4_K) : big;
   std::vector<Planned> v;
   v.push_back(plan_dense(c, "model.embed_tokens.weight", "token_embd.weight", {V, d}, embed_type));
   for (int i = 0; i < cfg.num_hidden_layers; ++i) {
