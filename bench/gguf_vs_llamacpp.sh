@@ -12,8 +12,11 @@
 #
 # Usage: bench/gguf_vs_llamacpp.sh [--shape 7b|1b|tiny] [--threads "2"] [--types "q4_0 q4_k_m"]
 #                                  [-p 512] [-n 128] [-r 3] [--work DIR] [--build DIR] [--nlc DIR]
+#                                  [--synth-args "ARGS"]
 #   --work   where the GGUF files are kept between runs (default ${TMPDIR:-/tmp}/metharme-gguf-bench;
 #            7B: Q4_0 3.8 GB, Q4_K_M 4.1 GB)
+#   --synth-args  extra `metharme synth` options (e.g. "--intermediate 768" for the tiny shape, whose
+#            704 is no whole number of Q4_K super-blocks); they name the files, so runs do not mix
 #   --nlc    a folder whose node_modules already holds node-llama-cpp 3.21.1 (e.g. tests/gguf_node
 #            after its --install); default: install it with npm into a temporary folder
 # Prints a markdown table and writes the raw JSON lines to WORK/gguf-results-*.jsonl.
@@ -30,6 +33,7 @@ REPS=3
 WORK=${TMPDIR:-/tmp}/metharme-gguf-bench
 BUILD=build
 NLC_DIR=
+SYNTH_ARGS=
 NLC_VERSION=3.21.1
 while (($#)); do
   case $1 in
@@ -42,7 +46,8 @@ while (($#)); do
     --work) WORK=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
     --nlc) NLC_DIR=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --synth-args) SYNTH_ARGS=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,9 +77,12 @@ cp "$REPO/bench/llamacpp_bench.mjs" "$NLC/"
 
 # ---- files --------------------------------------------------------------------------------------------
 mkdir -p "$WORK"
+NAME=$SHAPE$(echo "$SYNTH_ARGS" | tr -c 'A-Za-z0-9\n' '_' | sed 's/^_*/_/;s/_$//')
+[[ -z $SYNTH_ARGS ]] && NAME=$SHAPE
 for q in $TYPES; do
-  f=$WORK/$SHAPE-$q.gguf
-  [[ -f $f ]] || "$METHARME" synth -o "$f" --shape "$SHAPE" --gguf "$q" --seed 1 --tokenizer "$TOKENIZER"
+  f=$WORK/$NAME-$q.gguf
+  # shellcheck disable=SC2086  # SYNTH_ARGS is a list of options
+  [[ -f $f ]] || "$METHARME" synth -o "$f" --shape "$SHAPE" $SYNTH_ARGS --gguf "$q" --seed 1 --tokenizer "$TOKENIZER"
 done
 
 # ---- runs ---------------------------------------------------------------------------------------------
@@ -85,11 +93,11 @@ tag() {  # adds engine/shape/quant to the JSON line on stdin
 }
 for t in $THREADS; do
   for q in $TYPES; do
-    f=$WORK/$SHAPE-$q.gguf
+    f=$WORK/$NAME-$q.gguf
     echo "== $SHAPE $q, $t thread(s): metharme" >&2
-    "$METHARME" bench -m "$f" -p "$PP" -n "$TG" -r "$REPS" -t "$t" --json | tag metharme "$SHAPE" "$q" >>"$RESULTS"
+    "$METHARME" bench -m "$f" -p "$PP" -n "$TG" -r "$REPS" -t "$t" --json | tag metharme "$NAME" "$q" >>"$RESULTS"
     echo "== $SHAPE $q, $t thread(s): llama.cpp" >&2
-    (cd "$NLC" && node llamacpp_bench.mjs "$f" "$t" "$PP" "$TG" "$REPS") | tag llama.cpp "$SHAPE" "$q" >>"$RESULTS"
+    (cd "$NLC" && node llamacpp_bench.mjs "$f" "$t" "$PP" "$TG" "$REPS") | tag llama.cpp "$NAME" "$q" >>"$RESULTS"
   done
 done
 
