@@ -81,7 +81,8 @@ void BM_GgufLinear(benchmark::State& st) {
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % n_mats;
   }
-  st.counters["wGB/s"] = benchmark::Counter(double(mats[0].weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["wGB/s"] =
+      benchmark::Counter(double(mats[0].weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["GMAC/s"] = benchmark::Counter(double(M) * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["B/weight"] = double(mats[0].weight_bytes()) / (double(N) * K);
   ops::set_q4_act(ops::Q4Act::kAuto);
@@ -95,7 +96,11 @@ void args(benchmark::internal::Benchmark* b) {
         b->Args({kind, isa, 64, N, K, 1});
       }
 }
-BENCHMARK(BM_GgufLinear)->Apply(args)->ArgNames({"kind", "isa", "M", "N", "K", "mats"})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GgufLinear)
+    ->Apply(args)
+    ->ArgNames({"kind", "isa", "M", "N", "K", "mats"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace metharme

@@ -3,6 +3,8 @@
 // with fresh random blocks match a double-precision product at every ISA this CPU has, for one row
 // (decode) and many rows (prefill), with int8 activations and in the exact fp32 mode. Also
 // `metharme info` on a GGUF file.
+#include "model/gguf_i8.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +17,6 @@
 #include "formats/gguf_llama.h"
 #include "kernels/isa.h"
 #include "kernels/q4.h"
-#include "model/gguf_i8.h"
 #include "ops/q4_linear.h"
 #include "support/test_util.h"
 #include "util/half.h"
@@ -134,7 +135,7 @@ TEST_P(GgufI8, LinearMatchesDoubleProductAtEveryIsa) {
             worst = std::max(worst, err);
             // fp32 accumulation over K terms: a few ulps of the sum of magnitudes.
             ASSERT_LE(err, 1e-5 * mag + 1e-6) << kernels::isa_name(isa) << " " << ops::q4_act_name(mode) << " M=" << M
-                                               << " row " << m << " col " << n;
+                                              << " row " << m << " col " << n;
           }
       }
     }
@@ -143,14 +144,15 @@ TEST_P(GgufI8, LinearMatchesDoubleProductAtEveryIsa) {
   ops::set_q4_act(ops::Q4Act::kAuto);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    OddShapes, GgufI8,
-    ::testing::Values(Case{GgmlType::kQ8_0, 37, 96}, Case{GgmlType::kQ8_0, 64, 352}, Case{GgmlType::kQ6_K, 37, 256},
-                      Case{GgmlType::kQ6_K, 48, 512}, Case{GgmlType::kQ5_K, 50, 256}, Case{GgmlType::kQ5_K, 17, 768}),
-    [](const auto& info) {
-      return ggml_type_name(uint32_t(std::get<0>(info.param))) + "_" + std::to_string(std::get<1>(info.param)) + "x" +
-             std::to_string(std::get<2>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(OddShapes, GgufI8,
+                         ::testing::Values(Case{GgmlType::kQ8_0, 37, 96}, Case{GgmlType::kQ8_0, 64, 352},
+                                           Case{GgmlType::kQ6_K, 37, 256}, Case{GgmlType::kQ6_K, 48, 512},
+                                           Case{GgmlType::kQ5_K, 50, 256}, Case{GgmlType::kQ5_K, 17, 768}),
+                         [](const auto& info) {
+                           return ggml_type_name(uint32_t(std::get<0>(info.param))) + "_" +
+                                  std::to_string(std::get<1>(info.param)) + "x" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
 
 // `metharme info` counts a GGUF file's tensors (it printed "0 tensors": the store indexes none).
 TEST(GgufInfo, CountsTensors) {

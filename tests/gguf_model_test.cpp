@@ -230,11 +230,12 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
 }
 
 // The int8-activation design on the int4 paths (Q4_0, Q4_1 with its offsets, Q4_K) and the
-// int8-code paths (Q8_0, Q5_K, Q6_K) stays close to the exact reference (it quantizes activations, so not to fp32 rounding).
+// int8-code paths (Q8_0, Q5_K, Q6_K) stays close to the exact reference (it quantizes activations,
+// so not to fp32 rounding).
 TEST(GgufModel, Q4TypesWithInt8Activations) {
   ops::set_q4_act(ops::Q4Act::kQ8);
-  for (GgmlType t : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ8_0, GgmlType::kQ5_K,
-                     GgmlType::kQ6_K}) {
+  for (GgmlType t :
+       {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ8_0, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     test::TempDir dir;
     Synth s;
     s.write(t, dir / "m.gguf", dir / "ref");

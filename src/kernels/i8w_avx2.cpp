@@ -93,7 +93,8 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
       }
     }
     if (ad) {
-      const __m256 a0 = _mm256_loadu_ps(ad + size_t(b) * kI8TileCols), a1 = _mm256_loadu_ps(ad + size_t(b) * kI8TileCols + 8);
+      const __m256 a0 = _mm256_loadu_ps(ad + size_t(b) * kI8TileCols),
+                   a1 = _mm256_loadu_ps(ad + size_t(b) * kI8TileCols + 8);
       for (int r = 0; r < R; ++r) {
         const int32_t* s16 = x.s16 + size_t(m0 + r) * size_t(2 * nb) + size_t(2 * b);
         const __m256 xs = _mm256_set1_ps(float(s16[0] + s16[1]));
@@ -117,8 +118,10 @@ void gemm_t(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, 
 }
 
 void gemm(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
-  if (w.small) gemm_t<true>(w, x, M, t0, t1, y, ldy);
-  else gemm_t<false>(w, x, M, t0, t1, y, ldy);
+  if (w.small)
+    gemm_t<true>(w, x, M, t0, t1, y, ldy);
+  else
+    gemm_t<false>(w, x, M, t0, t1, y, ldy);
 }
 
 }  // namespace

@@ -72,9 +72,12 @@ const I8Kernels& i8_kernels_scalar() {
 
 const I8Kernels& i8_kernels(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: return i8_kernels_avx512();
-    case Isa::kAvx2: return i8_kernels_avx2();
-    case Isa::kScalar: break;
+    case Isa::kAvx512:
+      return i8_kernels_avx512();
+    case Isa::kAvx2:
+      return i8_kernels_avx2();
+    case Isa::kScalar:
+      break;
   }
   return i8_kernels_scalar();
 }

@@ -77,9 +77,12 @@ ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
       const uint8_t* row = t.data + size_t(src) * row_bytes;
       for (int i = 0; i < K / be; ++i) {
         const uint8_t* b = row + size_t(i) * bb;
-        if (t.type == GgmlType::kQ8_0) put_q8_0(*w, n, i * be, b);
-        else if (t.type == GgmlType::kQ6_K) put_q6_k(*w, n, i * be, b);
-        else put_q5_k(*w, n, i * be, b);
+        if (t.type == GgmlType::kQ8_0)
+          put_q8_0(*w, n, i * be, b);
+        else if (t.type == GgmlType::kQ6_K)
+          put_q6_k(*w, n, i * be, b);
+        else
+          put_q5_k(*w, n, i * be, b);
       }
     }
   });

@@ -57,7 +57,8 @@ void i8_set_code(I8Weight& w, int n, int k, int8_t code) { w.qs.data()[code_inde
 
 float& i8_scale(I8Weight& w, int n, int k) {
   const int ns = w.mat.kp / w.mat.sb;
-  return w.scales[(size_t(n / kI8TileCols) * size_t(ns) + size_t(k / w.mat.sb)) * kI8TileCols + size_t(n % kI8TileCols)];
+  return w
+      .scales[(size_t(n / kI8TileCols) * size_t(ns) + size_t(k / w.mat.sb)) * kI8TileCols + size_t(n % kI8TileCols)];
 }
 
 float& i8_add(I8Weight& w, int n, int k) {
@@ -80,9 +81,7 @@ std::vector<float> i8_dequantize(const I8Weight& w) {
   return rows;
 }
 
-size_t i8_weight_bytes(const I8Weight& w) {
-  return w.qs.size() + (w.scales.size() + w.adds.size()) * sizeof(float);
-}
+size_t i8_weight_bytes(const I8Weight& w) { return w.qs.size() + (w.scales.size() + w.adds.size()) * sizeof(float); }
 
 std::string i8_describe(const I8Weight& w) { return w.kind + " (int8 codes)"; }
 
@@ -133,8 +132,8 @@ void run_exact(const I8Weight& w, const float* x, int M, int t0, int t1, float* 
     const int p1 = std::min(t1, p0 + kPanelTiles);
     kernels::i8_dequant(m, p0, p1, panel.data());
     const int n0 = p0 * kI8TileCols, cols = std::min(w.n_out, p1 * kI8TileCols) - n0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, cols, m.kp, 1.0f, x, m.kp, panel.data(), m.kp, 0.0f,
-                y + n0, w.n_out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, cols, m.kp, 1.0f, x, m.kp, panel.data(), m.kp, 0.0f, y + n0,
+                w.n_out);
   }
 }
 

@@ -165,8 +165,8 @@ Planned plan_linear(Ctx& c, const std::string& prefix, const std::string& name, 
   const std::string& t = c.opt.type;
   GgmlType type;
   if (k_quant(t)) {
-    const bool six = t == "q4_k_m" && (name.find("attn_v") != std::string::npos ||
-                                       name.find("ffn_down") != std::string::npos) &&
+    const bool six = t == "q4_k_m" &&
+                     (name.find("attn_v") != std::string::npos || name.find("ffn_down") != std::string::npos) &&
                      more_bits(layer, c.cfg.num_hidden_layers);
     type = six ? GgmlType::kQ6_K : GgmlType::kQ4_K;
     if (K % 256) type = GgmlType::kQ8_0;  // as llama-quantize, a row of partial super-blocks takes another type
@@ -325,7 +325,12 @@ GgufExportReport export_gguf(const std::string& dir, const std::string& out_path
   bool any_q4 = false, any_q8 = false;
   for (const auto& p : plan) any_q4 |= p.type == GgmlType::kQ4_1, any_q8 |= p.type == GgmlType::kQ8_0;
   // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q4_K_S 14, MOSTLY_Q4_K_M 15.
-  const uint32_t ftype = opt.type == "q4_k_m" ? 15 : opt.type == "q4_k" ? 14 : any_q4 ? 3 : any_q8 ? 7 : opt.type == "f32" ? 0 : 1;
+  const uint32_t ftype = opt.type == "q4_k_m" ? 15
+                         : opt.type == "q4_k" ? 14
+                         : any_q4             ? 3
+                         : any_q8             ? 7
+                         : opt.type == "f32"  ? 0
+                                              : 1;
   GgufExportReport report;
   report.path = out_path;
   GgufWriter w(out_path);
