@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cli/command.h"
+#include "cli/runtime_flags.h"
 #include "kernels/bandwidth.h"
 #include "model/llama.h"
 #include "ops/q4_linear.h"
@@ -23,8 +24,9 @@ namespace {
 using json = nlohmann::json;
 
 struct Args {
-  std::string model, kv = "f32", act = "auto";
-  int p = 512, n = 128, threads = 0, reps = 3, probe_mb = 1024;
+  std::string model, act = "auto";
+  std::shared_ptr<RuntimeFlags> rt_flags;
+  int p = 512, n = 128, reps = 3, probe_mb = 1024;
   bool json_out = false, no_probe = false;
   uint64_t seed = 1;
 };
@@ -89,16 +91,15 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
   app.add_option("-p,--n-prompt", a->p, "Prompt tokens per pp run (0 = skip)")->check(CLI::Range(0, 1 << 16));
   app.add_option("-n,--n-gen", a->n, "Generated tokens per tg run (0 = skip)")->check(CLI::Range(0, 1 << 16));
   app.add_option("-r,--repetitions", a->reps, "Runs of each test; the median is reported")->check(CLI::Range(1, 100));
-  app.add_option("--kv", a->kv, "KV cache type")->check(CLI::IsMember({"f32", "f16"}));
   app.add_option("--q4-act", a->act, "Activations for int4 layers: auto, q8 (int8 dot products), f32")
       ->check(CLI::IsMember({"auto", "q8", "f32"}));
   app.add_option("--probe-mb", a->probe_mb, "Bandwidth probe buffer (MiB)")->check(CLI::Range(64, 1 << 16));
   app.add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe");
   app.add_option("--seed", a->seed, "Seed of the random token ids");
   app.add_flag("--json", a->json_out, "Print one JSON object instead of the table");
-  add_threads_option(app, a->threads);
+  a->rt_flags = add_runtime_flags(app, "f32");
   return [a] {
-    const int threads = a->threads > 0 ? a->threads : default_thread_count();
+    const int threads = a->rt_flags->threads > 0 ? a->rt_flags->threads : default_thread_count();
     kernels::BandwidthResult bw;
     if (!a->no_probe) bw = probe_bandwidth(threads, size_t(a->probe_mb) << 20);
     ops::Q4Act act = ops::Q4Act::kAuto;
@@ -111,9 +112,9 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     auto w = load_weights(a->model, lo);
     const double load_s = seconds_since(t_load);
     RuntimeOptions ro;
+    apply_runtime_flags(*a->rt_flags, *w, ro);
     ro.n_threads = threads;
     ro.n_ctx = std::max({a->p, a->n, 1});
-    ro.kv_type = a->kv == "f16" ? kernels::WType::kF16 : kernels::WType::kF32;
     LlamaRuntime rt(*w, ro);
     const LlamaConfig& c = w->config;
 
@@ -153,7 +154,7 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
               {"isa", kernels::isa_name(kernels::active_isa())},
               {"threads", threads},
               {"q4_act", {{"decode", ops::q4_act_name(dec)}, {"prefill", ops::q4_act_name(pre)}}},
-              {"kv_type", a->kv},
+              {"kv_type", a->rt_flags->kv_type},
               {"load_seconds", load_s},
               {"weights_bytes", weights},
               {"bytes_per_token", per_tok},
@@ -174,7 +175,7 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     }
     std::printf("model: %s (%s), %s, %d threads, %s, int4 activations %s (decode) / %s (prefill), KV %s\n",
                 a->model.c_str(), w->format.c_str(), cpu_model_name().c_str(), threads,
-                kernels::isa_name(kernels::active_isa()), ops::q4_act_name(dec), ops::q4_act_name(pre), a->kv.c_str());
+                kernels::isa_name(kernels::active_isa()), ops::q4_act_name(dec), ops::q4_act_name(pre), a->rt_flags->kv_type.c_str());
     std::printf("| test   |          t/s | runs |\n|--------|--------------|------|\n");
     if (a->p > 0) std::printf("| pp%-4d | %7.2f ± %4.2f | %4d |\n", a->p, pp.median(), pp.stdev(), a->reps);
     if (a->n > 0) std::printf("| tg%-4d | %7.2f ± %4.2f | %4d |\n", a->n, tg.median(), tg.stdev(), a->reps);

@@ -10,6 +10,7 @@
 
 #include "chat/session.h"
 #include "cli/command.h"
+#include "cli/runtime_flags.h"
 #include "cli/sampler_flags.h"
 #include "model/llama.h"
 #include "util/error.h"
@@ -75,7 +76,7 @@ class LineReader {
 
 struct Args {
   std::string model, system, system_file, memory, memory_file, load;
-  int ctx = 2048, n = 200, threads = 0;
+  int ctx = 2048, n = 200;
   bool no_shift = false, stats = false;
 };
 
@@ -261,15 +262,15 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
   app.add_flag("--no-context-shift", a->no_shift,
                "When old turns scroll out, re-evaluate the kept ones instead of shifting the cache (exact, slower)");
   app.add_flag("--stats", a->stats, "Print token counts and speed after each reply (stderr)");
-  add_threads_option(app, a->threads);
+  auto rf = add_runtime_flags(app, "f32");
   auto sf = add_sampler_flags(app, kobold_lite_defaults());
-  return [a, sf] {
+  return [a, sf, rf] {
     if (!a->system_file.empty()) a->system = file_text(a->system_file);
     if (!a->memory_file.empty()) a->memory = file_text(a->memory_file);
     auto w = load_weights(a->model);
     Tokenizer tok = Tokenizer::from_folder(a->model);
     RuntimeOptions ro;
-    ro.n_threads = a->threads;
+    apply_runtime_flags(*rf, *w, ro);
     ro.n_ctx = a->ctx;
     LlamaRuntime rt(*w, ro);
     if (a->n >= rt.n_ctx()) fail("--max-reply (", a->n, ") must be smaller than the context (", rt.n_ctx(), ")");

@@ -3,6 +3,7 @@
 
 #include "chat/generate.h"
 #include "cli/command.h"
+#include "cli/runtime_flags.h"
 #include "cli/sampler_flags.h"
 #include "model/llama.h"
 #include "util/error.h"
@@ -12,7 +13,7 @@ namespace {
 
 struct Args {
   std::string model, prompt;
-  int n = 128, threads = 0, ctx = 0;
+  int n = 128, ctx = 0;
   bool echo = false, keep_stop = false;
 };
 
@@ -25,13 +26,13 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
   app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(model maximum, 4096))");
   app.add_flag("--echo", a->echo, "Print the prompt before the generated text");
   app.add_flag("--keep-stop", a->keep_stop, "Print the stop string that ended the text");
-  add_threads_option(app, a->threads);
+  auto rf = add_runtime_flags(app, "f32");
   auto sf = add_sampler_flags(app, SamplerParams{});
-  return [a, sf] {
+  return [a, sf, rf] {
     auto w = load_weights(a->model);
     Tokenizer tok = Tokenizer::from_folder(a->model);
     RuntimeOptions ro;
-    ro.n_threads = a->threads;
+    apply_runtime_flags(*rf, *w, ro);
     ro.n_ctx = a->ctx;
     LlamaRuntime rt(*w, ro);
     auto ids = tok.encode(a->prompt, true);

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "cli/command.h"
+#include "cli/runtime_flags.h"
 #include "eval/checkpoint.h"
 #include "eval/corpus.h"
 #include "eval/eval_set.h"
@@ -25,7 +26,8 @@ using namespace metharme::eval;
 struct Args {
   std::vector<std::string> models, datasets, data;
   std::string protocol = "gptq", kld_base, q4_act, checkpoint;
-  int seqlen = 2048, ctx = 512, limit = 0, threads = 0;
+  int seqlen = 2048, ctx = 512, limit = 0;
+  std::shared_ptr<RuntimeFlags> rt_flags;
   bool json = false, no_progress = false;
   CLI::Option *seqlen_opt = nullptr, *ctx_opt = nullptr;
 };
@@ -48,7 +50,7 @@ std::string canonical(const std::string& p) {
   return ec ? p : c.string();
 }
 
-Loaded load(const std::string& path, int n_ctx, int threads) {
+Loaded load(const std::string& path, int n_ctx, const RuntimeFlags& flags) {
   Loaded l;
   l.path = path;
   l.weights = load_weights(path);
@@ -56,8 +58,8 @@ Loaded load(const std::string& path, int n_ctx, int threads) {
     std::fprintf(stderr, "warning: %s: windows of %d tokens exceed the model's max_position_embeddings (%d)\n",
                  path.c_str(), n_ctx, l.weights->config.max_position_embeddings);
   RuntimeOptions ro;
+  apply_runtime_flags(flags, *l.weights, ro);
   ro.n_ctx = n_ctx;
-  ro.n_threads = threads;
   l.rt = std::make_unique<LlamaRuntime>(*l.weights, ro);
   return l;
 }
@@ -142,7 +144,7 @@ int run(const Args& a) {
   if (a.kld_base.empty()) {
     // One model in memory at a time.
     for (size_t m = 0; m < a.models.size(); ++m) {
-      Loaded l = load(a.models[m], window, a.threads);
+      Loaded l = load(a.models[m], window, *a.rt_flags);
       report.models.push_back({label_of(l.path), l.path, l.weights->format, false});
       for (size_t si = 0; si < sets.size(); ++si) {
         EvalResult r = eval_with_progress(sets[si], {l.rt.get()}, nullptr, report.models.back().name,
@@ -153,7 +155,7 @@ int run(const Args& a) {
   } else {
     // Every model walks the windows together with the base, so the base's logits are never stored.
     // A -m naming the base shares its runtime (and logits); otherwise the base gets a row of its own, first.
-    Loaded base = load(a.kld_base, window, a.threads);
+    Loaded base = load(a.kld_base, window, *a.rt_flags);
     report.kld_base = label_of(base.path);
     bool base_listed = false;
     for (const std::string& p : a.models) base_listed |= canonical(p) == canonical(a.kld_base);
@@ -167,7 +169,7 @@ int run(const Args& a) {
       if (is_base) {
         rts.push_back(base.rt.get());
       } else {
-        loaded.push_back(load(p, window, a.threads));
+        loaded.push_back(load(p, window, *a.rt_flags));
         rts.push_back(loaded.back().rt.get());
       }
       const ModelWeights& w = is_base ? *base.weights : *loaded.back().weights;
@@ -223,7 +225,7 @@ Registrar reg("perplexity",
   app.add_flag("--no-progress", a->no_progress, "No progress lines on stderr");
   app.add_option("--q4-act", a->q4_act,
                  "Activations meeting 4-bit weights: auto (as served), q8 (int8) or f32 (exact; GPTQ-for-LLaMa-like)");
-  add_threads_option(app, a->threads);
+  a->rt_flags = add_runtime_flags(app, "f32");
   return [a] { return run(*a); };
 });
 

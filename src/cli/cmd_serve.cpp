@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cli/command.h"
+#include "cli/runtime_flags.h"
 #include "formats/hf_config.h"
 #include "model/llama.h"
 #include "serve/engine.h"
@@ -21,8 +22,9 @@ namespace metharme::cli {
 namespace {
 
 struct Args {
-  std::string model, host = "127.0.0.1", api_key, name, kv = "f16";
-  int port = 5001, ctx = 0, parallel = 4, queue = 8, threads = 0, batch = 128;
+  std::string model, host = "127.0.0.1", api_key, name;
+  std::shared_ptr<RuntimeFlags> rt_flags;
+  int port = 5001, ctx = 0, parallel = 4, queue = 8, batch = 128;
   std::vector<std::string> cors;
   bool no_shift = false;
   // Hostile-client limits (README "Limits").
@@ -113,11 +115,10 @@ int run_serve(const Args& a) {
     auto w = load_weights(a.model);
     Tokenizer tok = Tokenizer::from_folder(a.model);
     RuntimeOptions ro;
+    apply_runtime_flags(*a.rt_flags, *w, ro);
     ro.n_ctx = ctx;
     ro.n_seq = a.parallel;
-    ro.n_threads = a.threads;
     ro.max_batch = std::max(a.batch + a.parallel, 64);
-    ro.kv_type = a.kv == "f32" ? kernels::WType::kF32 : kernels::WType::kF16;
     LlamaRuntime rt(*w, ro);
     serve::EngineOptions eo;
     eo.max_queue = a.queue;
@@ -168,11 +169,10 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
   app.add_option("--cors", a->cors, "Origin allowed to call the API from a browser page ('*' for any); repeatable");
   app.add_option("-b,--batch", a->batch, "Prompt tokens evaluated per step, shared by all prompts being read")
       ->check(CLI::Range(1, 8192));
-  app.add_option("--kv-type", a->kv, "KV cache precision")->check(CLI::IsMember({"f16", "f32"}));
   app.add_flag("--no-context-shift", a->no_shift,
                "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
   app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
-  add_threads_option(app, a->threads);
+  a->rt_flags = add_runtime_flags(app, "f16");
   app.add_option("--max-connections", a->connections, "Connections served at once (default: parallel + queue + 64)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--max-pending", a->http.max_pending, "Connections that may wait for those; more get 503 (default 64)")
