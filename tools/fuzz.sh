@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, -DMETHARME_FUZZ=ON, in build-fuzz/), makes each one's seed
+# Builds the libFuzzer targets (clang, -DMETHARME_FUZZ=ON, in build-asan/ which ./test.sh --sanitize
+# shares: tools/sanitize_build.sh), makes each one's seed
 # corpus from fuzz/seeds/ and the fixtures, and runs every target (or the named ones) in turn.
 #
 #   tools/fuzz.sh [-t SECONDS] [-r RUNS] [TARGET...]    e.g. tools/fuzz.sh -t 15
 #
 # -t: time per target (default 60 s); -r: stop after this many executions instead. The corpus
-# grows in build-fuzz/corpus/<target>/; a crash leaves build-fuzz/crash-<target>-* and makes the
+# grows in build-asan/corpus/<target>/; a crash leaves build-asan/crash-<target>-* and makes the
 # script exit non-zero after the other targets ran. Extra libFuzzer flags: FUZZ_FLAGS="...".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${METHARME_SHARED:-$ROOT/../shared}
-BUILD=${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
+BUILD=${FUZZ_BUILD_DIR:-$ROOT/build-asan}
 SECONDS_EACH=60
 RUNS=""
 while getopts "t:r:" o; do
@@ -23,9 +24,7 @@ while getopts "t:r:" o; do
 done
 shift $((OPTIND - 1))
 
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETHARME_FUZZ=ON \
-  -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang >/dev/null
-cmake --build "$BUILD" --target fuzz_targets -j "${FUZZ_JOBS:-$(nproc)}"
+./tools/sanitize_build.sh "$BUILD" fuzz_targets
 
 TARGETS=("$@")
 if ((${#TARGETS[@]} == 0)); then
