@@ -296,7 +296,7 @@ TEST(SpecServe, GreedyEqualsRunCAcrossSlotsWithDrafts) {
     serve::EngineOptions eo;
     eo.max_queue = 16;
     eo.prefill_chunk = 7;
-    eo.spec = SpecConfig{4, true, 1, 3, with_model ? m.draft.rt.get() : nullptr};
+    eo.spec = SpecConfig{4, !with_model, 1, 3, with_model ? m.draft.rt.get() : nullptr};
     serve::Engine engine(*m.target.rt, m.tok, eo);
     auto g = test::read_json(dir + "/golden_generate.json");
     std::vector<serve::GenSpec> specs;
@@ -326,7 +326,9 @@ TEST(SpecServe, GreedyEqualsRunCAcrossSlotsWithDrafts) {
     }
     auto st = engine.stats();
     EXPECT_GT(st.spec.accepted, 0);
-    if (with_model) EXPECT_EQ(st.spec.accepted, st.spec.drafted);
+    if (with_model) {
+      EXPECT_EQ(st.spec.accepted, st.spec.drafted);
+    }
   }
 }
 
