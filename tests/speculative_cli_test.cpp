@@ -13,7 +13,8 @@ using json = nlohmann::json;
 
 TEST(SpecCli, GenerateWithDraftsPrintsThePlainText) {
   const std::string model = test::fixture("models/stories260k");
-  std::vector<std::string> base{"generate", "-m", model, "-p", "Once upon a time", "-n", "80", "--temp", "0", "-t", "1"};
+  std::vector<std::string> base{"generate", "-m", model, "-p", "Once upon a time", "-n", "80",
+                                "--temp",   "0",  "-t",  "1"};
   auto plain = test::run_cli(base);
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   ASSERT_GT(plain.out.size(), 40u);

@@ -1,6 +1,8 @@
 // Speculative decoding: prompt lookup, the draft-model drafter, KvContext::extend/truncate, the
 // rejection rule of Sampler::sample_draft (statistically, against the plain sampler), and greedy
 // output token for token equal to plain decoding in generate, chat and the serving engine.
+#include "chat/speculative.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +10,6 @@
 
 #include "chat/generate.h"
 #include "chat/session.h"
-#include "chat/speculative.h"
 #include "serve/engine.h"
 #include "support/model_util.h"
 #include "support/test_util.h"
@@ -19,7 +20,8 @@ namespace metharme {
 namespace {
 
 std::vector<int> ids_of(const nlohmann::json& j) {
-  return j.is_string() ? nlohmann::json::parse(j.get<std::string>()).get<std::vector<int>>() : j.get<std::vector<int>>();
+  return j.is_string() ? nlohmann::json::parse(j.get<std::string>()).get<std::vector<int>>()
+                       : j.get<std::vector<int>>();
 }
 
 TEST(SpecLookup, CopiesWhatFollowedTheLatestMatchOfTheLongestSuffix) {
@@ -176,7 +178,8 @@ GenerateResult run(LlamaRuntime& rt, const Tokenizer& tok, const std::vector<int
 TEST(SpecGenerate, GreedyEqualsRunCTokenForToken) {
   Models m("models/stories260k", "models/stories260k");
   auto g = test::read_json(test::fixture("models/stories260k/golden_generate.json"));
-  SpecConfig lookup{5, true, 1, 3, nullptr}, model{5, false, 2, 4, m.draft.rt.get()}, both{3, true, 2, 4, m.draft.rt.get()};
+  SpecConfig lookup{5, true, 1, 3, nullptr}, model{5, false, 2, 4, m.draft.rt.get()},
+      both{3, true, 2, 4, m.draft.rt.get()};
   SpecStats lookup_stats, model_stats;
   for (const auto& p : g["prompts"]) {
     auto prompt = ids_of(p["prompt_ids"]), want = ids_of(p["generated_ids"]);

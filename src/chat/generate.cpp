@@ -39,7 +39,12 @@ class Generation {
  public:
   Generation(KvContext& ctx, const Tokenizer& tok, const std::vector<int>& prompt_ids, const GenerateOptions& opt,
              const TextSink& on_text)
-      : ctx_(ctx), tok_(tok), opt_(opt), on_text_(on_text), history_(prompt_ids), dec_(tok, !has_text(tok, prompt_ids)),
+      : ctx_(ctx),
+        tok_(tok),
+        opt_(opt),
+        on_text_(on_text),
+        history_(prompt_ids),
+        dec_(tok, !has_text(tok, prompt_ids)),
         stops_(opt.stop, opt.trim_stop) {
     max_tokens_ = std::max(0, opt.max_tokens);
     res_.prompt_tokens = int(prompt_ids.size());
@@ -101,7 +106,7 @@ bool Generation::take(int next) {
     return false;
   }
   if (int(res_.tokens.size()) == max_tokens_) return false;  // the last token is never fed back
-  if (int(history_.size()) - 1 >= ctx_.runtime().n_ctx()) {    // no position left to feed it at
+  if (int(history_.size()) - 1 >= ctx_.runtime().n_ctx()) {  // no position left to feed it at
     res_.finish = FinishReason::kContextFull;
     return false;
   }

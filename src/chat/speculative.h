@@ -18,10 +18,10 @@
 namespace metharme {
 
 struct SpecConfig {
-  int draft_max = 0;        // tokens drafted per step at most; 0: speculation off
-  bool lookup = false;      // prompt-lookup (n-gram) drafting from the context
-  int ngram_min = 2;        // shortest context suffix looked up
-  int ngram_max = 4;        // longest, tried first
+  int draft_max = 0;                    // tokens drafted per step at most; 0: speculation off
+  bool lookup = false;                  // prompt-lookup (n-gram) drafting from the context
+  int ngram_min = 2;                    // shortest context suffix looked up
+  int ngram_max = 4;                    // longest, tried first
   LlamaRuntime* draft_model = nullptr;  // draft model with one KV sequence per slot, or null
   bool enabled() const { return draft_max > 0 && (lookup || draft_model); }
 };

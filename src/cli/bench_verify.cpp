@@ -97,27 +97,35 @@ int run_verify_bench(const VerifyBenchArgs& a, const RuntimeFlags& rf) {
     const int k = r["k"].get<int>();
     const double ratio = r["ms"].get<double>() / base_ms;
     r["ratio"] = ratio;
-    for (double acc : {0.5, 0.7, 0.9}) r["speedup_at_" + std::to_string(int(acc * 100))] = tokens_per_pass(k, acc) / ratio;
+    for (double acc : {0.5, 0.7, 0.9})
+      r["speedup_at_" + std::to_string(int(acc * 100))] = tokens_per_pass(k, acc) / ratio;
   }
-  nlohmann::json j = {{"model", a.model},  {"format", w->format}, {"cpu", cpu_model_name()},
+  nlohmann::json j = {{"model", a.model},
+                      {"format", w->format},
+                      {"cpu", cpu_model_name()},
                       {"isa", kernels::isa_name(kernels::active_isa())},
-                      {"threads", rt.pool().size()}, {"kv_type", rf.kv_type}, {"depth", a.depth},
-                      {"steps", a.steps},  {"reps", a.reps},      {"verify", rows}};
+                      {"threads", rt.pool().size()},
+                      {"kv_type", rf.kv_type},
+                      {"depth", a.depth},
+                      {"steps", a.steps},
+                      {"reps", a.reps},
+                      {"verify", rows}};
   if (a.json) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
   std::printf("model: %s (%s), %s, %d threads, %s, KV %s, cache depth %d\n", a.model.c_str(), w->format.c_str(),
-              cpu_model_name().c_str(), rt.pool().size(), kernels::isa_name(kernels::active_isa()),
-              rf.kv_type.c_str(), a.depth);
+              cpu_model_name().c_str(), rt.pool().size(), kernels::isa_name(kernels::active_isa()), rf.kv_type.c_str(),
+              a.depth);
   std::printf("| k (tokens per pass) | ms per pass | x decode step | speed-up at acceptance 0.5 / 0.7 / 0.9 |\n");
   std::printf("|---|---|---|---|\n");
   for (const auto& r : rows)
     std::printf("| %d | %.3f | %.3f | %.2f / %.2f / %.2f |\n", r["k"].get<int>(), r["ms"].get<double>(),
                 r["ratio"].get<double>(), r["speedup_at_50"].get<double>(), r["speedup_at_70"].get<double>(),
                 r["speedup_at_90"].get<double>());
-  std::printf("A pass over k tokens verifies k - 1 drafts; speed-up = expected tokens per pass "
-              "(1 + a + ... + a^(k-1)) / its cost in decode steps, drafting cost not counted.\n");
+  std::printf(
+      "A pass over k tokens verifies k - 1 drafts; speed-up = expected tokens per pass "
+      "(1 + a + ... + a^(k-1)) / its cost in decode steps, drafting cost not counted.\n");
   return 0;
 }
 

@@ -69,8 +69,8 @@ std::unique_ptr<SpecSetup> setup_speculation(const RuntimeFlags& f, const Tokeni
   }
   s->cfg.draft_max = f.draft_max;
   if (s->cfg.enabled())
-    std::fprintf(stderr, "speculative decoding: %s%s%s, up to %d drafts per step\n",
-                 f.lookup ? "prompt lookup" : "", f.lookup && s->cfg.draft_model ? " then " : "",
+    std::fprintf(stderr, "speculative decoding: %s%s%s, up to %d drafts per step\n", f.lookup ? "prompt lookup" : "",
+                 f.lookup && s->cfg.draft_model ? " then " : "",
                  s->cfg.draft_model ? ("draft model " + f.draft).c_str() : "", f.draft_max);
   return s;
 }

@@ -17,9 +17,9 @@ struct RuntimeFlags {
   int threads = 0;      // 0 = the CPUs this process may use
   std::string kv_type;  // KV cache element type: f32 | f16
   // Speculative decoding (README "Speculative decoding").
-  std::string draft;    // --draft DIR: draft model folder ("" none)
-  bool lookup = false;  // --lookup: prompt-lookup drafting
-  int draft_max = 8;    // --draft-max
+  std::string draft;                 // --draft DIR: draft model folder ("" none)
+  bool lookup = false;               // --lookup: prompt-lookup drafting
+  int draft_max = 8;                 // --draft-max
   int ngram_min = 2, ngram_max = 4;  // --lookup-ngram-min/-max
 };
 

@@ -25,20 +25,7 @@ Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)
   opt_.prefill_chunk = std::max(1, opt_.prefill_chunk);
   opt_.max_queue = std::max(0, opt_.max_queue);
   stats_.slots = n_slots();
-  const int rows = opt_.spec.enabled() ? opt_.spec.draft_max + 1 : 1;  // logits rows per slot and step
-  if (opt_.spec.enabled()) {
-    if (opt_.spec.draft_model)
-      MH_CHECK(opt_.spec.draft_model->kv().n_seq() >= n_slots(), "the draft model has ",
-               opt_.spec.draft_model->kv().n_seq(), " sequences for ", n_slots(), " slots");
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      slots_[i].drafter = std::make_unique<Drafter>(opt_.spec, int(i));
-      slots_[i].drafts.resize(size_t(opt_.spec.draft_max));
-    }
-  }
-  for (Slot& sl : slots_) {
-    sl.drawn.reserve(size_t(rows));
-    sl.drawn_lps.resize(size_t(rows));
-  }
+  const int rows = init_spec();  // logits rows per slot and step
   batch_.reserve(size_t(opt_.prefill_chunk + n_slots() * rows));
   row_slot_.reserve(size_t(n_slots()));
   drawn_.reserve(size_t(n_slots()));

@@ -2,11 +2,30 @@
 // pending token and up to draft_max drafts go into the shared batch with logits at every one;
 // draw_step() verifies them in order (Sampler::sample_draft) and take_step() handles the kept
 // tokens exactly as plain decoding would, then drops the rejected drafts' KV positions.
-#include "serve/engine.h"
-
 #include <algorithm>
 
+#include "serve/engine.h"
+#include "util/error.h"
+
 namespace metharme::serve {
+
+int Engine::init_spec() {
+  const int rows = opt_.spec.enabled() ? opt_.spec.draft_max + 1 : 1;
+  if (opt_.spec.enabled()) {
+    if (opt_.spec.draft_model)
+      MH_CHECK(opt_.spec.draft_model->kv().n_seq() >= n_slots(), "the draft model has ",
+               opt_.spec.draft_model->kv().n_seq(), " sequences for ", n_slots(), " slots");
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      slots_[i].drafter = std::make_unique<Drafter>(opt_.spec, int(i));
+      slots_[i].drafts.resize(size_t(opt_.spec.draft_max));
+    }
+  }
+  for (Slot& sl : slots_) {
+    sl.drawn.reserve(size_t(rows));
+    sl.drawn_lps.resize(size_t(rows));
+  }
+  return rows;
+}
 
 void Engine::feed_decode(Slot& s, int seq) {
   const GenSpec& spec = s.job->spec();
