@@ -29,6 +29,20 @@ TEST(SpecCli, GenerateWithDraftsPrintsThePlainText) {
   }
 }
 
+TEST(SpecCli, ChatWithDraftsPrintsThePlainReplies) {
+  const std::string model = test::fixture("models/stories260k");
+  const std::string turns = "Tell me a story.\nWhat did the dog do?\n/retry\nAnd then?\n";
+  std::vector<std::string> base{"chat", "-m", model, "-t", "1", "--temp", "0", "-n", "48", "--stats"};
+  auto plain = test::run_cli(base, turns);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  auto args = base;
+  for (const char* f : {"--lookup", "--lookup-ngram-min", "1", "--draft", model.c_str()}) args.push_back(f);
+  auto spec = test::run_cli(args, turns);
+  ASSERT_EQ(spec.exit_code, 0) << spec.err;
+  EXPECT_EQ(spec.out, plain.out);
+  EXPECT_NE(spec.err.find("[speculative: "), std::string::npos) << spec.err;
+}
+
 TEST(SpecCli, RefusesADraftWithAnotherVocabulary) {
   auto r = test::run_cli({"generate", "-m", test::fixture("models/stories260k"), "-p", "Once", "-n", "4", "--draft",
                           test::fixture("models/llama-rand-h256")});
