@@ -12,7 +12,6 @@ namespace metharme {
 namespace {
 
 constexpr int kQK = 32;    // values per small block
-constexpr int kQKK = 256;  // values per K-quant super-block
 
 float h2f(const uint8_t* p) {
   uint16_t h;
