@@ -36,11 +36,13 @@ int Drafter::draft(std::span<const int> history, int k, int* out) {
   }
   if (!ctx_) return 0;
   // The draft cache follows the context: only what it does not hold yet (the tokens accepted
-  // since the last draft) is evaluated, then k greedy steps.
+  // since the last draft) is evaluated, then k greedy steps. When a chat's oldest turns scroll
+  // out it shifts like the target's cache; drafts are only proposals, so that approximation
+  // costs acceptance at most, never correctness.
   const int room = ctx_->runtime().n_ctx() - int(history.size());
   k = std::min(k, room);
   if (k <= 0) return 0;
-  const float* logits = ctx_->sync(history, false);
+  const float* logits = ctx_->sync(history, true);
   const int V = ctx_->runtime().n_vocab();
   for (int i = 0; i < k; ++i) {
     out[i] = argmax(logits, V);
