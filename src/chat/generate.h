@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "chat/kv_context.h"
+#include "chat/speculative.h"
 #include "grammar/matcher.h"
 #include "model/llama.h"
 #include "sampling/sampler.h"
@@ -23,6 +24,10 @@ struct GenerateOptions {
   bool trim_stop = true;          // the text ends before the stop string (false: after it)
   bool context_shift = true;      // reuse a cache whose front was dropped (see KvContext)
   const std::atomic<bool>* abort = nullptr;  // checked before every token: true stops (kAborted)
+  // Speculative decoding: drafts verified in one forward pass each (null: plain decoding). The
+  // output's distribution is unchanged; greedy output is the same token for token.
+  Drafter* drafter = nullptr;
+  int draft_max = 8;  // drafts per verification pass at most
 };
 
 enum class FinishReason { kLength, kEos, kStop, kAborted, kContextFull };
@@ -36,6 +41,7 @@ struct GenerateResult {
   int prompt_reused = 0;    // prompt tokens taken from the cache instead of evaluated
   double prompt_seconds = 0, gen_seconds = 0;
   bool hit_eos = false;
+  SpecStats spec;  // speculation figures (all zero without a drafter)
 };
 
 // on_text receives text as it becomes showable (whole UTF-8 characters, no stop-string

@@ -74,4 +74,21 @@ const float* KvContext::append(int id) {
   return logits;
 }
 
+const float* KvContext::extend(std::span<const int> ids) {
+  MH_CHECK(!ids.empty(), "extend: no tokens");
+  MH_CHECK(size() + int(ids.size()) <= rt_->n_ctx(), "the context is full (", rt_->n_ctx(), " tokens)");
+  batch_.clear();
+  for (size_t i = 0; i < ids.size(); ++i) batch_.push_back({ids[i], int32_t(size() + int(i)), int32_t(seq_), true});
+  const size_t need = ids.size() * size_t(rt_->n_vocab());
+  if (rows_.size() < need) rows_.resize(need);
+  rt_->forward(batch_, rows_.data());
+  tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+  return rows_.data();
+}
+
+void KvContext::truncate(int n) {
+  MH_CHECK(n >= 0 && n <= size(), "truncate: ", n, " is outside the cached tokens (", size(), ")");
+  tokens_.resize(size_t(n));
+}
+
 }  // namespace metharme

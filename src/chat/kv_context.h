@@ -48,6 +48,12 @@ class KvContext {
   const float* sync(std::span<const int> prompt, bool allow_shift = true, const std::atomic<bool>* abort = nullptr);
   // Evaluates one more token at position size().
   const float* append(int id);
+  // Evaluates ids at positions size().. in one forward pass with the logits of every one:
+  // returns [ids.size()][n_vocab] (valid until the next extend). Speculative verification.
+  const float* extend(std::span<const int> ids);
+  // Forgets the tokens from position n on (rejected drafts); their cache rows are simply
+  // overwritten by the next evaluation, attention never reads past a token's own position.
+  void truncate(int n);
   const KvPlan& last_plan() const { return plan_; }
 
  private:
@@ -55,6 +61,8 @@ class KvContext {
   int seq_;
   std::vector<int> tokens_;  // reserved for n_ctx: append() does not allocate
   KvPlan plan_;
+  std::vector<BatchToken> batch_;  // extend(): grows to the longest draft once
+  std::vector<float> rows_;        // extend(): [tokens][n_vocab]
 };
 
 }  // namespace metharme

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "cli/bench_verify.h"
 #include "cli/command.h"
 #include "cli/runtime_flags.h"
 #include "kernels/bandwidth.h"
@@ -29,6 +30,8 @@ struct Args {
   int p = 512, n = 128, reps = 3, probe_mb = 1024;
   bool json_out = false, no_probe = false;
   uint64_t seed = 1;
+  std::string verify_k;  // --verify-k (bench_verify.h)
+  int verify_depth = 512;
 };
 
 struct Stat {
@@ -98,7 +101,17 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
   app.add_option("--seed", a->seed, "Seed of the random token ids");
   app.add_flag("--json", a->json_out, "Print one JSON object instead of the table");
   a->rt_flags = add_runtime_flags(app, "f32");
+  app.add_option("--verify-k", a->verify_k,
+                 "Instead of pp/tg: time one pass over k tokens (speculative verification) for each k, e.g. 1,2,4,8");
+  app.add_option("--verify-depth", a->verify_depth, "Cache positions before the --verify-k passes")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
   return [a] {
+    if (!a->verify_k.empty()) {
+      VerifyBenchArgs v{a->model, parse_verify_ks(a->verify_k), a->verify_depth, 16, a->reps,
+                        a->rt_flags->threads, a->json_out, a->seed};
+      return run_verify_bench(v, *a->rt_flags);
+    }
     const int threads = a->rt_flags->threads > 0 ? a->rt_flags->threads : default_thread_count();
     kernels::BandwidthResult bw;
     if (!a->no_probe) bw = probe_bandwidth(threads, size_t(a->probe_mb) << 20);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 #include <cstring>
 
 #include "chat/session.h"
@@ -236,6 +237,10 @@ class ChatRepl {
                    r.prompt_tokens, r.prompt_reused, r.prompt_tokens - r.prompt_reused, r.prompt_seconds, n,
                    r.gen_seconds, n > 1 ? (n - 1) / std::max(r.gen_seconds, 1e-9) : 0.0, finish_reason_name(r.finish),
                    r.first_message);
+      if (r.spec.steps > 0)
+        std::fprintf(stderr, "[speculative: %lld steps, %lld of %lld drafts accepted, %.2f tokens per step]\n",
+                     static_cast<long long>(r.spec.steps), static_cast<long long>(r.spec.accepted),
+                     static_cast<long long>(r.spec.drafted), r.spec.tokens_per_step());
     }
   }
 
@@ -263,6 +268,7 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
                "When old turns scroll out, re-evaluate the kept ones instead of shifting the cache (exact, slower)");
   app.add_flag("--stats", a->stats, "Print token counts and speed after each reply (stderr)");
   auto rf = add_runtime_flags(app, "f32");
+  add_speculative_flags(app, *rf);
   auto sf = add_sampler_flags(app, kobold_lite_defaults());
   return [a, sf, rf] {
     if (!a->system_file.empty()) a->system = file_text(a->system_file);
@@ -282,6 +288,13 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
     go.trim_stop = true;
     go.context_shift = !a->no_shift;
     go.abort = &g_interrupted;
+    auto spec = setup_speculation(*rf, tok, rt, ro);
+    std::optional<Drafter> drafter;  // its draft-model cache follows the chat across turns
+    if (spec->cfg.enabled()) {
+      drafter.emplace(spec->cfg, 0);
+      go.drafter = &*drafter;
+      go.draft_max = spec->cfg.draft_max;
+    }
     ChatSession chat(rt, tok);
     if (!a->load.empty()) chat.conversation() = load_conversation(a->load);
     if (!a->system.empty() || a->load.empty()) chat.conversation().system = a->system;

@@ -1,5 +1,6 @@
 // metharme generate: continue a prompt, streaming the new text to stdout.
 #include <cstdio>
+#include <optional>
 
 #include "chat/generate.h"
 #include "cli/command.h"
@@ -27,6 +28,7 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
   app.add_flag("--echo", a->echo, "Print the prompt before the generated text");
   app.add_flag("--keep-stop", a->keep_stop, "Print the stop string that ended the text");
   auto rf = add_runtime_flags(app, "f32");
+  add_speculative_flags(app, *rf);
   auto sf = add_sampler_flags(app, SamplerParams{});
   return [a, sf, rf] {
     auto w = load_weights(a->model);
@@ -43,6 +45,13 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
     go.sampler = sf->resolve(rt.n_vocab(), tok, rt.n_ctx());
     go.stop = sf->stops;
     go.trim_stop = !a->keep_stop;
+    auto spec = setup_speculation(*rf, tok, rt, ro);
+    std::optional<Drafter> drafter;
+    if (spec->cfg.enabled()) {
+      drafter.emplace(spec->cfg, 0);
+      go.drafter = &*drafter;
+      go.draft_max = spec->cfg.draft_max;
+    }
     if (a->echo) {
       std::fputs(a->prompt.c_str(), stdout);
       std::fflush(stdout);
@@ -61,6 +70,12 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
                  res.prompt_tokens, res.prompt_seconds, res.prompt_tokens / std::max(res.prompt_seconds, 1e-9), n_gen,
                  res.gen_seconds, n_gen > 1 ? (n_gen - 1) / std::max(res.gen_seconds, 1e-9) : 0.0, rt.pool().size(),
                  w->format.c_str(), static_cast<unsigned long long>(go.sampler.seed), finish_reason_name(res.finish));
+    if (go.drafter)
+      std::fprintf(stderr,
+                   "speculative: %lld verification steps, %lld of %lld drafts accepted (%.1f%%), %.2f tokens per "
+                   "step\n",
+                   static_cast<long long>(res.spec.steps), static_cast<long long>(res.spec.accepted),
+                   static_cast<long long>(res.spec.drafted), 100.0 * res.spec.acceptance(), res.spec.tokens_per_step());
     return 0;
   };
 });

@@ -124,6 +124,8 @@ int run_serve(const Args& a) {
     eo.max_queue = a.queue;
     eo.prefill_chunk = a.batch;
     eo.metrics = &server.metrics();
+    auto spec = setup_speculation(*a.rt_flags, tok, rt, ro);
+    eo.spec = spec->cfg;
     server.metrics().set_model_load_seconds(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
     server.metrics().set_model_info(so.model_name, w->format, ctx, a.parallel);
@@ -173,6 +175,7 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
                "Evaluate kept turns again instead of shifting the KV cache when a chat's front was cut");
   app.add_option("--name", a->name, "Model name reported by the APIs (default: the folder's name)");
   a->rt_flags = add_runtime_flags(app, "f16");
+  add_speculative_flags(app, *a->rt_flags);
   app.add_option("--max-connections", a->connections, "Connections served at once (default: parallel + queue + 64)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--max-pending", a->http.max_pending, "Connections that may wait for those; more get 503 (default 64)")

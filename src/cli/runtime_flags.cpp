@@ -1,5 +1,7 @@
 #include "cli/runtime_flags.h"
 
+#include <cstdio>
+
 #include "cli/command.h"
 #include "util/error.h"
 
@@ -27,6 +29,50 @@ void apply_runtime_flags(const RuntimeFlags& f, const ModelWeights& w, RuntimeOp
   (void)w;  // RoPE scaling and offload plans will read the model's config here
   ro.n_threads = f.threads;
   ro.kv_type = kv_type_of(f.kv_type);
+}
+
+void add_speculative_flags(CLI::App& app, RuntimeFlags& f) {
+  app.add_option("--draft,--model-draft", f.draft,
+                 "Speculative decoding with this draft model folder (a smaller LLaMA, same tokenizer)");
+  app.add_flag("--lookup", f.lookup, "Speculative decoding with prompt-lookup drafts (n-grams of the context)");
+  app.add_option("--draft-max", f.draft_max, "Draft tokens verified per step at most (0: speculation off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 32));
+  app.add_option("--lookup-ngram-min", f.ngram_min, "Shortest context suffix prompt lookup matches")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
+  app.add_option("--lookup-ngram-max", f.ngram_max, "Longest context suffix prompt lookup matches (tried first)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
+}
+
+std::unique_ptr<SpecSetup> setup_speculation(const RuntimeFlags& f, const Tokenizer& tok, const LlamaRuntime& target,
+                                             const RuntimeOptions& target_opt) {
+  auto s = std::make_unique<SpecSetup>();
+  if (f.ngram_min > f.ngram_max)
+    fail("--lookup-ngram-min (", f.ngram_min, ") is larger than --lookup-ngram-max (", f.ngram_max, ")");
+  s->cfg.lookup = f.lookup;
+  s->cfg.ngram_min = f.ngram_min;
+  s->cfg.ngram_max = f.ngram_max;
+  if (!f.draft.empty() && f.draft_max > 0) {
+    s->weights = load_weights(f.draft);
+    Tokenizer dtok = Tokenizer::from_folder(f.draft);
+    std::vector<std::string> a, b;
+    for (int i = 0; i < tok.vocab_size(); ++i) a.push_back(tok.piece(i));
+    for (int i = 0; i < dtok.vocab_size(); ++i) b.push_back(dtok.piece(i));
+    check_draft_vocab(target.n_vocab(), s->weights->config.vocab_size, a, b);
+    RuntimeOptions ro = target_opt;
+    ro.n_ctx = target.n_ctx();
+    ro.max_batch = std::max(ro.max_batch, 64);
+    s->runtime = std::make_unique<LlamaRuntime>(*s->weights, ro);
+    s->cfg.draft_model = s->runtime.get();
+  }
+  s->cfg.draft_max = f.draft_max;
+  if (s->cfg.enabled())
+    std::fprintf(stderr, "speculative decoding: %s%s%s, up to %d drafts per step\n", f.lookup ? "prompt lookup" : "",
+                 f.lookup && s->cfg.draft_model ? " then " : "",
+                 s->cfg.draft_model ? ("draft model " + f.draft).c_str() : "", f.draft_max);
+  return s;
 }
 
 }  // namespace metharme::cli

@@ -7,19 +7,43 @@
 #include <memory>
 #include <string>
 
+#include "chat/speculative.h"
 #include "model/llama.h"
+#include "tokenizer/tokenizer.h"
 
 namespace metharme::cli {
 
 struct RuntimeFlags {
   int threads = 0;      // 0 = the CPUs this process may use
   std::string kv_type;  // KV cache element type: f32 | f16
+  // Speculative decoding (README "Speculative decoding").
+  std::string draft;                 // --draft DIR: draft model folder ("" none)
+  bool lookup = false;               // --lookup: prompt-lookup drafting
+  int draft_max = 8;                 // --draft-max
+  int ngram_min = 2, ngram_max = 4;  // --lookup-ngram-min/-max
+};
+
+// The drafting set up from the flags: the draft model (if any) with its own runtime, and the
+// SpecConfig that points at it. cfg.enabled() is false when no drafting was asked for.
+struct SpecSetup {
+  std::unique_ptr<ModelWeights> weights;
+  std::unique_ptr<LlamaRuntime> runtime;
+  SpecConfig cfg;
 };
 
 // Registers the flags on `app`; `default_kv` is this command's KV type when none is given.
 std::shared_ptr<RuntimeFlags> add_runtime_flags(CLI::App& app, const std::string& default_kv);
 
+// The speculative-decoding flags (--draft, --lookup, --draft-max, --lookup-ngram-min/-max), for
+// the commands that generate: generate, chat, serve.
+void add_speculative_flags(CLI::App& app, RuntimeFlags& f);
+
 // Fills the RuntimeOptions fields these flags own; n_ctx, n_seq and max_batch stay the caller's.
 void apply_runtime_flags(const RuntimeFlags& f, const ModelWeights& w, RuntimeOptions& ro);
+
+// Loads --draft (refusing a vocabulary other than tok's) with n_seq sequences of target's
+// context size and the target's threads and KV type; describes the drafting on stderr.
+std::unique_ptr<SpecSetup> setup_speculation(const RuntimeFlags& f, const Tokenizer& tok, const LlamaRuntime& target,
+                                             const RuntimeOptions& target_opt);
 
 }  // namespace metharme::cli

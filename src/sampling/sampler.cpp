@@ -326,9 +326,33 @@ size_t Sampler::draw() {
   return c.items.size() - 1;
 }
 
-int Sampler::sample(const float* logits, const std::vector<int>& history) {
+size_t Sampler::draw_verify(int draft) {
+  Candidates& c = cand_;
+  if (c.items.size() == 1) return 0;  // p is one-hot: the draft is kept iff it is that token
+  size_t d = c.items.size();
+  for (size_t i = 0; i < c.items.size(); ++i)
+    if (c.items[i].id == draft) d = i;
+  if (d == c.items.size()) return draw();  // p(draft) = 0: always rejected, and p - q is p
+  c.softmax();
+  const double pd = c.p[d];
+  if (uniform() < pd) return d;
+  // Rejected: draw from p with the draft removed, renormalized (its mass is 1 - pd).
+  double r = uniform() * (1.0 - pd);
+  for (size_t i = 0; i < c.items.size(); ++i) {
+    if (i == d) continue;
+    r -= c.p[i];
+    if (r < 0) return i;
+  }
+  for (size_t i = c.items.size(); i-- > 0;)
+    if (i != d && c.p[i] > 0) return i;
+  return d;  // p(draft) was 1 up to rounding
+}
+
+int Sampler::sample(const float* logits, const std::vector<int>& history) { return sample_draft(logits, history, -1); }
+
+int Sampler::sample_draft(const float* logits, const std::vector<int>& history, int draft) {
   filter(logits, history);
-  const size_t i = draw();
+  const size_t i = draft < 0 ? draw() : draw_verify(draft);
   if (p_.mirostat != 0) {
     // mu moves by eta times how far the drawn token's surprise (bits, in the cut set) was from tau.
     const double p = cand_.items.size() == 1 ? 1.0 : cand_.p[i];

@@ -110,6 +110,14 @@ class Sampler {
   // (prompt and generated) for the repetition penalty. Allocates nothing.
   int sample(const float* logits, const std::vector<int>& history);
 
+  // Speculative verification of `draft`, a token proposed by a deterministic drafter (its
+  // distribution q is one-hot). With p the distribution sample() would draw from here, the draft
+  // is kept with probability min(1, p/q) = p(draft); otherwise the token is drawn from
+  // norm(max(p - q, 0)), p without the draft. The result is distributed exactly as sample()'s and
+  // the sampler's state (Mirostat, grammar, log-probabilities) follows it the same way; a greedy
+  // p keeps the draft iff it is the most likely token and uses no randomness. draft < 0: sample().
+  int sample_draft(const float* logits, const std::vector<int>& history, int draft);
+
   // The distribution sample() draws from: surviving {id, probability}, most likely first.
   std::vector<std::pair<int, double>> distribution(const float* logits, const std::vector<int>& history);
 
@@ -131,6 +139,7 @@ class Sampler {
   void apply_slot(int id, Candidates& c, const std::vector<int>& history);  // one sampler_order id
   void temperature_slot(Candidates& c);  // sampler_order slot 5: temperature or dynatemp, smoothing, nsigma
   size_t draw();                         // an index into cand_ by the softmax of its logits
+  size_t draw_verify(int draft);         // sample_draft()'s accept-or-resample, an index into cand_
   double uniform() { return double(rng_() >> 11) * 0x1.0p-53; }  // [0, 1), same on every platform
   void load(const float* logits, bool grammar_first);  // the unbanned (grammar: allowed) tokens into cand_
   void run_chain(const std::vector<int>& history);     // the samplers on cand_

@@ -28,10 +28,11 @@ Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)
   opt_.prefill_chunk = std::max(1, opt_.prefill_chunk);
   opt_.max_queue = std::max(0, opt_.max_queue);
   stats_.slots = n_slots();
-  batch_.reserve(size_t(opt_.prefill_chunk + n_slots()));
+  const int rows = init_spec();  // logits rows per slot and step
+  batch_.reserve(size_t(opt_.prefill_chunk + n_slots() * rows));
   row_slot_.reserve(size_t(n_slots()));
   drawn_.reserve(size_t(n_slots()));
-  logits_.resize(size_t(n_slots()) * size_t(rt.n_vocab()));
+  logits_.resize(size_t(n_slots()) * size_t(rows) * size_t(rt.n_vocab()));
   draw_error_.resize(size_t(n_slots()));
   draw_status_.resize(size_t(n_slots()));
   if (const char* f = std::getenv("METHARME_TEST_ENGINE_FAULT")) fault_after_ = std::max(0, std::atoi(f));
@@ -220,6 +221,11 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   s.committed = 0;
   s.t_start = clock::now();
   s.has_first = false;
+  // Speculation keeps every sampler's history exact; only Mirostat with banned phrases is left
+  // out, as a rewind would leave mu moved by drafts drawn after the banned token.
+  s.spec_on = s.drafter && !(spec.sampler.mirostat != 0 && !spec.banned_phrases.empty());
+  s.spec = SpecStats{};
+  s.n_draft = 0;
   JobStats st;
   st.prompt_tokens = P;
   st.cached_tokens = reuse;
@@ -261,6 +267,10 @@ void Engine::finish(Slot& s, Finish f, const std::string& error, int status) {
     std::fprintf(stderr, "serve: request %llu: %d prompt tokens (%d cached) in %.2f s, %d tokens in %.2f s, %s\n",
                  static_cast<unsigned long long>(job->id()), st.prompt_tokens, st.cached_tokens, st.prompt_s,
                  st.generated, st.gen_s, finish_name(f));
+  if (!job->spec().quiet && s.spec.steps > 0)
+    std::fprintf(stderr, "serve: request %llu: speculative: %lld steps, %lld of %lld drafts accepted\n",
+                 static_cast<unsigned long long>(job->id()), static_cast<long long>(s.spec.steps),
+                 static_cast<long long>(s.spec.accepted), static_cast<long long>(s.spec.drafted));
   {
     std::lock_guard<std::mutex> lk(mu_);
     s.job.reset();
@@ -270,6 +280,7 @@ void Engine::finish(Slot& s, Finish f, const std::string& error, int status) {
     stats_.total_tokens += uint64_t(st.generated);
     stats_.last = st;
     stats_.last_finish = f;
+    stats_.spec.add(s.spec);
   }
   store_kv_used();  // before the end: a client that sees it may read /metrics at once
   if (opt_.metrics)
@@ -290,15 +301,15 @@ void Engine::store_kv_used() {
   kv_used_.store(used, std::memory_order_relaxed);
 }
 
-int Engine::draw(Slot& s, float* logits) {
-  size_t at = size_t(s.out->size());
+int Engine::draw(Slot& s, float* logits, int j, int draft) {
+  size_t at = size_t(s.out->size() + j);
   if (at < s.bans.size())
     for (int id : s.bans[at]) logits[id] = -INFINITY;
   if (int(at) < s.job->spec().min_tokens && s.job->spec().stop_at_eos) logits[tok_->eos()] = -INFINITY;
-  return s.sampler->sample(logits, s.history);
+  return s.sampler->sample_draft(logits, s.history, draft);
 }
 
-void Engine::sample(Slot& s, int tok) {
+void Engine::sample(Slot& s, int tok, const StepLogprobs* lp) {
   const GenSpec& spec = s.job->spec();
   if (fault_after_ > 0 && int(s.out->size()) + 1 == fault_after_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a stream has sent the first tokens
@@ -310,7 +321,7 @@ void Engine::sample(Slot& s, int tok) {
   }
   // With a grammar, EOS is drawn only where the text is a whole match (or nothing else fits).
   if (tok == tok_->eos() && (spec.stop_at_eos || s.sampler->has_grammar())) return finish(s, Finish::kEos);
-  if (spec.sampler.logprobs != SamplerParams::Logprobs::kOff) s.lps.push_back(s.sampler->last_logprobs());
+  if (spec.sampler.logprobs != SamplerParams::Logprobs::kOff) s.lps.push_back(*lp);
   s.history.push_back(tok);
   auto ev = s.out->push(tok);
   if (ev == OutputText::Event::kBanned && s.rewinds < kMaxRewinds) {
@@ -364,7 +375,6 @@ void Engine::recover(const std::string& why) {
 }
 
 void Engine::loop() {
-  const int V = rt_->n_vocab();
   std::vector<int> prefilling;
   prefilling.reserve(slots_.size());
   for (;;) {
@@ -396,15 +406,13 @@ void Engine::loop() {
     // One step: the next token of every decoding slot, then prompt tokens in fair shares.
     batch_.clear();
     row_slot_.clear();
+    n_rows_ = 0;
     prefilling.clear();
     for (size_t i = 0; i < slots_.size(); ++i) {
       Slot& s = slots_[i];
       if (!s.job) continue;
       if (s.pending >= 0) {
-        batch_.push_back({s.pending, int32_t(s.kv.size()), int32_t(i), true});
-        row_slot_.push_back(int(i));
-        s.kv.push_back(s.pending);
-        s.pending = -1;
+        feed_decode(s, int(i));
       } else if (s.prompt_done < int(s.job->spec().prompt.size())) {
         prefilling.push_back(int(i));
       }
@@ -426,7 +434,11 @@ void Engine::loop() {
             bool last = p + 1 == int(prompt.size());
             batch_.push_back({prompt[size_t(p)], int32_t(p), int32_t(seq), last});
             s.kv.push_back(prompt[size_t(p)]);
-            if (last) row_slot_.push_back(seq);
+            if (last) {
+              row_slot_.push_back(seq);
+              s.row = n_rows_++;
+              s.n_draft = 0;
+            }
           }
           budget -= take;
         }
@@ -442,7 +454,7 @@ void Engine::loop() {
       continue;
     }
     if (opt_.metrics) opt_.metrics->observe_step(int(batch_.size()));
-    // Each slot samples from its own row with its own sampler, so the draws run in parallel (a
+    // Each slot samples from its own rows with its own sampler, so the draws run in parallel (a
     // draw over 32000 fresh logits is ~0.25 ms: 2 ms per 8-slot step on one thread); the results
     // are then handled in row order.
     // A draw that fails (no token can be drawn) fails its own request only.
@@ -451,7 +463,8 @@ void Engine::loop() {
       Slot& s = slots_[size_t(row_slot_[size_t(r)])];
       if (!s.job) return;
       try {
-        drawn_[size_t(r)] = draw(s, logits_.data() + size_t(r) * size_t(V));
+        draw_step(s);
+        drawn_[size_t(r)] = 0;
       } catch (const SamplingError& e) {
         draw_error_[size_t(r)] = e.what();
         draw_status_[size_t(r)] = e.model_fault() ? 500 : 422;
@@ -467,7 +480,7 @@ void Engine::loop() {
         finish(s, Finish::kError, draw_error_[r].empty() ? "no token was drawn" : draw_error_[r], draw_status_[r]);
         draw_error_[r].clear();
       } else {
-        sample(s, drawn_[r]);
+        take_step(s);
       }
     }
     store_kv_used();

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "chat/speculative.h"
 #include "grammar/matcher.h"
 #include "model/llama.h"
 #include "serve/job.h"
@@ -30,6 +31,9 @@ struct EngineOptions {
   int prefill_chunk = 128;  // prompt tokens per step, shared by all prompts being read
   // Finished jobs and steps are reported here when set (/metrics).
   Metrics* metrics = nullptr;
+  // Speculative decoding for every request (README "Speculative decoding"); a draft model needs
+  // at least as many sequences as the engine has slots.
+  SpecConfig spec{};
 };
 
 // Counters for /api/extra/perf.
@@ -42,6 +46,7 @@ struct EngineStats {
   double idle_s = 0;         // seconds with nothing to do, since start
   // KV positions holding tokens (all slots, kept prefixes included) / slots x context.
   int64_t kv_used = 0, kv_total = 0;
+  SpecStats spec;  // speculative decoding, all jobs since start
 };
 
 class Engine {
@@ -94,6 +99,16 @@ class Engine {
     size_t lps_published = 0;
     Job::clock::time_point t_start, t_first;
     bool has_first = false;
+    // Speculative decoding (drafter null: off for the engine).
+    std::unique_ptr<Drafter> drafter;
+    bool spec_on = false;     // this job drafts (see start())
+    std::vector<int> drafts;  // [draft_max] this step's drafts, n_draft of them
+    int n_draft = 0;
+    int row = 0;                          // this step's first logits row (n_draft + 1 rows)
+    int base = 0;                         // the KV position of this step's first token
+    std::vector<int> drawn;               // this step's tokens: kept drafts, then one drawn token
+    std::vector<StepLogprobs> drawn_lps;  // their log-probabilities (when the job asks)
+    SpecStats spec;                       // this job's figures
   };
 
   void run();                            // the engine thread: loop(), restarted after any exception it lets through
@@ -101,8 +116,14 @@ class Engine {
   void recover(const std::string& why);  // after an exception in loop(): its running jobs fail
   void admit_locked();                   // moves queued jobs into free slots
   void start(Slot& s, std::shared_ptr<Job> job);
-  int draw(Slot& s, float* logits);      // the slot's next token from its logits row (thread-safe per slot)
-  void sample(Slot& s, int tok);         // handles that token: stop, stream, or feed it next
+  // The slot's token after `j` kept drafts from its logits row, verifying `draft` (-1: a plain
+  // draw). Thread-safe per slot.
+  int draw(Slot& s, float* logits, int j, int draft);
+  int init_spec();                     // drafters and per-slot buffers; logits rows per slot (engine_spec.cpp)
+  void draw_step(Slot& s);             // fills s.drawn from the slot's rows (engine_spec.cpp)
+  void feed_decode(Slot& s, int seq);  // puts pending and its drafts in the batch (engine_spec.cpp)
+  void take_step(Slot& s);             // handles s.drawn in order (engine_spec.cpp)
+  void sample(Slot& s, int tok, const StepLogprobs* lp);  // handles one token: stop, stream, or feed it next
   // status: the HTTP status of a kError (see Job::error_status).
   void finish(Slot& s, Finish f, const std::string& error = {}, int status = 500);
   void publish(Slot& s);
@@ -134,11 +155,12 @@ class Engine {
 
   // Step buffers, sized once.
   std::vector<BatchToken> batch_;
-  std::vector<int> row_slot_;  // logits row -> slot index
-  std::vector<int> drawn_;     // logits row -> sampled token
+  std::vector<int> row_slot_;            // slots with logits rows this step, in row order
+  std::vector<int> drawn_;               // row_slot_ entry -> 0 drawn, -1 failed
+  int n_rows_ = 0;                       // logits rows of this step
   std::vector<std::string> draw_error_;  // logits row -> why its draw failed ("" if it did not)
   std::vector<int> draw_status_;         // logits row -> HTTP status of that failure
-  std::vector<float> logits_;  // [n_slots][n_vocab]
+  std::vector<float> logits_;            // [n_slots * (draft_max + 1)][n_vocab]
   std::thread thread_;
 };
 

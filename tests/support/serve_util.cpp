@@ -22,6 +22,7 @@ TestServer::TestServer(const ServerSetup& s)
   serve::EngineOptions eo;
   eo.max_queue = s.queue;
   eo.prefill_chunk = s.prefill_chunk;
+  eo.spec = s.spec;
   eo.metrics = &server_->metrics();  // /metrics sees this engine's jobs, as under `metharme serve`
   engine_ = std::make_unique<serve::Engine>(*m_.rt, tok_, eo);
   port_ = server_->bind();

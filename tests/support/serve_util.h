@@ -27,6 +27,7 @@ struct ServerSetup {
   serve::HttpLimits limits;
   size_t max_prompt_bytes = 0;
   bool metrics_public = false;  // /metrics without the API key
+  SpecConfig spec{};            // speculative decoding (draft_model: a runtime with n_seq sequences)
 };
 
 class TestServer {
