@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/llama.h"
 
@@ -14,6 +15,9 @@ namespace metharme::cli {
 struct RuntimeFlags {
   int threads = 0;      // 0 = the CPUs this process may use
   std::string kv_type;  // KV cache element type: f32 | f16
+  // RoPE (README "Long context: RoPE scaling"); 0 = unset. --ropeconfig S [B] fills both.
+  double rope_freq_base = 0, rope_freq_scale = 0;
+  std::vector<double> ropeconfig;
 };
 
 // Registers the flags on `app`; `default_kv` is this command's KV type when none is given.
