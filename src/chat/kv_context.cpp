@@ -51,8 +51,7 @@ const float* KvContext::sync(std::span<const int> prompt, bool allow_shift, cons
   if (int(prompt.size()) > rt_->n_ctx())
     fail("the prompt (", prompt.size(), " tokens) is longer than the context (", rt_->n_ctx(), " tokens)");
   plan_ = plan_kv_reuse(tokens_, prompt, allow_shift ? kMinShift : 0);
-  if (plan_.shifted > 0)
-    rt_->kv().shift(seq_, plan_.keep + plan_.drop, plan_.keep, plan_.shifted, rt_->config().rope_theta);
+  if (plan_.shifted > 0) rt_->kv().shift(seq_, plan_.keep + plan_.drop, plan_.keep, plan_.shifted, rt_->rope());
   // The cache is only known to hold what has been evaluated so far.
   size_t done = size_t(plan_.keep + plan_.shifted);
   tokens_.assign(prompt.begin(), prompt.begin() + std::ptrdiff_t(done));

@@ -260,7 +260,9 @@ Registrar reg("chat", "Chat with a Metharme model: streams replies; one user tur
   auto* mem = app.add_option("--memory", a->memory, "Memory: text kept after the system prompt");
   app.add_option("--memory-file", a->memory_file, "Read the memory from a file")->excludes(mem);
   app.add_option("--load", a->load, "Start from a conversation saved with /save");
-  app.add_option("-c,--ctx", a->ctx, "Context size in tokens")->capture_default_str()->check(CLI::Range(16, 1 << 20));
+  app.add_option("-c,--ctx,--contextsize", a->ctx, "Context size in tokens (beyond the model's: automatic RoPE scaling)")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1 << 20));
   app.add_option("-n,--max-reply", a->n, "Tokens per reply at most (kept free in the context)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));

@@ -24,7 +24,9 @@ Registrar reg("generate", "Continue a prompt; the new text streams to stdout, ti
   app.add_option("-m,--model", a->model, "Model folder")->required();
   app.add_option("-p,--prompt", a->prompt, "Prompt text (empty: start from BOS alone)");
   app.add_option("-n,--n-predict", a->n, "Tokens to generate")->check(CLI::Range(0, 1 << 20));
-  app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(model maximum, 4096))");
+  app.add_option("-c,--ctx,--contextsize", a->ctx,
+                 "Context size in tokens (default: min(model maximum, 4096)); beyond the model's, RoPE scaling "
+                 "is chosen automatically unless a --rope flag is given");
   app.add_flag("--echo", a->echo, "Print the prompt before the generated text");
   app.add_flag("--keep-stop", a->keep_stop, "Print the stop string that ended the text");
   auto rf = add_runtime_flags(app, "f32");

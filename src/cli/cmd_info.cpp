@@ -65,6 +65,11 @@ Registrar reg("info", "Load a model folder and print its configuration, weight f
     std::printf("vocab:        %d\n", c.vocab_size);
     std::printf("context:      %d (rope_theta %g, rms_norm_eps %g)\n", c.max_position_embeddings, c.rope_theta,
                 c.rms_norm_eps);
+    if (c.rope_scaling.kind != RopeKind::kNone)
+      std::printf("rope scaling: %s x%g (original context %d)\n", rope_kind_name(c.rope_scaling.kind),
+                  c.rope_scaling.factor,
+                  c.rope_scaling.original_max_positions > 0 ? c.rope_scaling.original_max_positions
+                                                            : c.max_position_embeddings);
     std::printf("embeddings:   %s%s\n", dtype_name(w->embed.dtype), c.tie_word_embeddings ? " (tied lm_head)" : "");
     std::printf("linears:      %s, %.1f MiB\n", w->format.c_str(), double(w->linear_bytes()) / (1 << 20));
     std::printf("lm_head:      %s, %.1f MiB\n", w->lm_head.describe().c_str(),

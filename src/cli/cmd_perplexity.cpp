@@ -54,9 +54,6 @@ Loaded load(const std::string& path, int n_ctx, const RuntimeFlags& flags) {
   Loaded l;
   l.path = path;
   l.weights = load_weights(path);
-  if (n_ctx > l.weights->config.max_position_embeddings)
-    std::fprintf(stderr, "warning: %s: windows of %d tokens exceed the model's max_position_embeddings (%d)\n",
-                 path.c_str(), n_ctx, l.weights->config.max_position_embeddings);
   RuntimeOptions ro;
   apply_runtime_flags(flags, *l.weights, ro);
   ro.n_ctx = n_ctx;

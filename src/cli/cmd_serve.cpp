@@ -54,9 +54,6 @@ int run_serve(const Args& a) {
 
   LlamaConfig cfg = load_llama_config(a.model);
   int ctx = a.ctx > 0 ? a.ctx : std::min(2048, cfg.max_position_embeddings);
-  if (ctx > cfg.max_position_embeddings)
-    std::fprintf(stderr, "serve: warning: --ctx %d is beyond the model's trained context of %d\n", ctx,
-                 cfg.max_position_embeddings);
   serve::ServerOptions so;
   so.host = a.host;
   so.port = a.port;
@@ -158,7 +155,8 @@ Registrar reg("serve", "HTTP server: KoboldAI United, KoboldCpp and OpenAI APIs,
   app.add_option("--host", a->host, "Address to listen on (default 127.0.0.1: this machine only)");
   app.add_option("--port", a->port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535));
   app.add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on generating routes");
-  app.add_option("-c,--ctx", a->ctx, "Context size in tokens (default: min(2048, model maximum))")
+  app.add_option("-c,--ctx,--contextsize", a->ctx,
+                 "Context size in tokens (default: min(2048, model maximum); beyond it: automatic RoPE scaling)")
       ->check(CLI::Range(16, 1 << 20));
   app.add_option("--parallel", a->parallel, "Requests generated at once (KV cache slots)")->check(CLI::Range(1, 256));
   app.add_option("--queue,--max-queue", a->queue,

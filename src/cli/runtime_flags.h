@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "chat/speculative.h"
 #include "model/llama.h"
@@ -21,6 +22,9 @@ struct RuntimeFlags {
   bool lookup = false;               // --lookup: prompt-lookup drafting
   int draft_max = 8;                 // --draft-max
   int ngram_min = 2, ngram_max = 4;  // --lookup-ngram-min/-max
+  // RoPE (README "Long context: RoPE scaling"); 0 = unset. --ropeconfig S [B] fills both.
+  double rope_freq_base = 0, rope_freq_scale = 0;
+  std::vector<double> ropeconfig;
 };
 
 // The drafting set up from the flags: the draft model (if any) with its own runtime, and the

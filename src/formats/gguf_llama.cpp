@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "util/error.h"
 
@@ -14,6 +15,49 @@ int positive_int(const GgufFile& f, const std::string& key, int64_t def = -1) {
   const uint64_t v = f.get_uint(key, uint64_t(def < 0 ? 0 : def));
   if (v == 0 || v > (1u << 30)) fail(f.path(), ": metadata '", key, "' = ", v, " is out of range");
   return int(v);
+}
+
+double rope_float(const GgufFile& f, const std::string& key, double def, double lo, double hi) {
+  const double x = f.get_float(key, def);
+  if (!(x >= lo && x <= hi)) fail(f.path(), ": metadata '", key, "' = ", x, " is out of range (", lo, " to ", hi, ")");
+  return x;
+}
+
+// llama.rope.scaling.* as llama.cpp reads them: the factor applies as linear scaling unless the
+// type is yarn (a missing type or "none" with a factor still scales positions there).
+RopeScaling gguf_rope_scaling(const GgufFile& f) {
+  RopeScaling s;
+  const std::string type = f.get_str("llama.rope.scaling.type", "linear");
+  if (type != "none" && type != "linear" && type != "yarn")
+    fail(f.path(), ": llama.rope.scaling.type '", type, "' is not supported (none, linear or yarn)");
+  const std::string fkey = f.has("llama.rope.scaling.factor") ? "llama.rope.scaling.factor" : "llama.rope.scale_linear";
+  const double factor = f.has(fkey) ? f.get_float(fkey, 0) : 0.0;  // 0: no scaling, as in llama.cpp
+  if (factor != 0 && !(factor >= kMinRopeFactor && factor <= kMaxRopeFactor))
+    fail(f.path(), ": metadata '", fkey, "' = ", factor, " is out of range (", kMinRopeFactor, " to ", kMaxRopeFactor,
+         ")");
+  // Keys whose non-neutral values change the rotation in ways not implemented here
+  // (yarn_ext_factor: llama.cpp's -1 means "the scheme's own", 1 for YaRN).
+  const std::pair<const char*, double> neutral[] = {{"llama.rope.scaling.attn_factor", 1.0},
+                                                    {"llama.rope.scaling.yarn_attn_factor", 1.0},
+                                                    {"llama.rope.scaling.yarn_ext_factor", 1.0},
+                                                    {"llama.rope.scaling.yarn_log_multiplier", 0.0}};
+  for (const auto& [key, v] : neutral) {
+    const double x = f.has(key) ? f.get_float(key, v) : v;
+    if (x != v && !(v == 1.0 && x == -1.0 && std::string(key).ends_with("ext_factor")))
+      fail(f.path(), ": metadata '", key, "' = ", x, " is not supported (only ", v, ")");
+  }
+  if (type == "yarn") {
+    s.kind = RopeKind::kYarn;
+    s.factor = factor == 0 ? 1.0 : factor;
+    s.beta_fast = rope_float(f, "llama.rope.scaling.yarn_beta_fast", 32, 1e-3, 1e4);
+    s.beta_slow = rope_float(f, "llama.rope.scaling.yarn_beta_slow", 1, 1e-3, 1e4);
+  } else if (factor != 0 && factor != 1) {
+    s.kind = RopeKind::kLinear;
+    s.factor = factor;
+  }
+  if (f.has("llama.rope.scaling.original_context_length"))
+    s.original_max_positions = positive_int(f, "llama.rope.scaling.original_context_length");
+  return s;
 }
 
 }  // namespace
@@ -52,11 +96,7 @@ LlamaConfig gguf_llama_config(const GgufFile& f) {
   c.rope_theta = f.get_float("llama.rope.freq_base", 10000.0);
   if (!(c.rope_theta > 1 && std::isfinite(c.rope_theta)))
     fail(f.path(), ": llama.rope.freq_base = ", c.rope_theta, " is out of range");
-  // RoPE scaling: only "none" (or a factor of 1) runs as trained.
-  const std::string scaling = f.get_str("llama.rope.scaling.type", "none");
-  const double factor = f.get_float("llama.rope.scaling.factor", f.get_float("llama.rope.scale_linear", 1.0));
-  if ((scaling != "none" && factor != 1.0) || (scaling == "none" && factor != 1.0 && factor != 0.0))
-    fail(f.path(), ": llama.rope.scaling.type '", scaling, "' with factor ", factor, " is not supported");
+  c.rope_scaling = gguf_rope_scaling(f);
   if (f.find_tensor("rope_freqs.weight"))
     fail(f.path(), ": tensor 'rope_freqs.weight' (Llama 3.1 style RoPE frequency scaling) is not supported");
   // Vocabulary size: the token list, else llama.vocab_size, else the embedding's rows.

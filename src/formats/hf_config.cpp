@@ -1,5 +1,6 @@
 #include "formats/hf_config.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 
@@ -52,7 +53,76 @@ bool get_token_id(const json& v, const std::string& origin, const char* key, int
   return true;
 }
 
+// rope_scaling.<key>: a finite number in [lo, hi], or def when absent or null.
+double rope_num(const json& r, const std::string& origin, const char* key, double def, double lo, double hi) {
+  if (!r.contains(key) || r[key].is_null()) return def;
+  if (!r[key].is_number()) fail(origin, ": field 'rope_scaling.", key, "' must be a number, got ", r[key].dump());
+  const double x = r[key].get<double>();
+  if (!(x >= lo && x <= hi))
+    fail(origin, ": field 'rope_scaling.", key, "' = ", r[key].dump(), " is out of range (", lo, " to ", hi, ")");
+  return x;
+}
+
+RopeKind rope_kind_of(const json& r, const std::string& origin) {
+  std::string type;
+  for (const char* k : {"rope_type", "type"}) {
+    if (!r.contains(k) || r[k].is_null()) continue;
+    if (!r[k].is_string()) fail(origin, ": field 'rope_scaling.", k, "' must be a string, got ", r[k].dump());
+    const std::string t = r[k].get<std::string>();
+    if (!type.empty() && t != type)
+      fail(origin, ": rope_scaling gives two schemes, rope_type '", type, "' and type '", t, "'");
+    type = t;
+  }
+  if (type.empty()) fail(origin, ": rope_scaling has no 'rope_type' (or 'type')");
+  for (RopeKind k : {RopeKind::kLinear, RopeKind::kDynamic, RopeKind::kYarn, RopeKind::kLlama3})
+    if (type == rope_kind_name(k)) return k;
+  if (type == "default") return RopeKind::kNone;
+  fail(origin, ": rope_scaling type '", type, "' is not supported (default, linear, dynamic, yarn or llama3)");
+}
+
 }  // namespace
+
+RopeScaling parse_rope_scaling(const json& r, const std::string& origin) {
+  if (!r.is_object()) fail(origin, ": field 'rope_scaling' must be an object or null, got ", r.dump());
+  RopeScaling s;
+  s.kind = rope_kind_of(r, origin);
+  // Keys each scheme reads; "finetuned" (YaRN checkpoints) is informational everywhere.
+  std::vector<std::string> known = {"rope_type", "type", "finetuned", "factor", "original_max_position_embeddings"};
+  if (s.kind == RopeKind::kYarn)
+    known.insert(known.end(), {"beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate"});
+  if (s.kind == RopeKind::kLlama3) known.insert(known.end(), {"low_freq_factor", "high_freq_factor"});
+  for (const auto& [k, v] : r.items())
+    if (std::find(known.begin(), known.end(), k) == known.end())
+      fail(origin, ": field 'rope_scaling.", k, "' does not apply to rope_type '", rope_kind_name(s.kind), "'");
+  if (s.kind == RopeKind::kNone) return s;
+  if (!r.contains("factor") || r["factor"].is_null()) fail(origin, ": missing required field 'rope_scaling.factor'");
+  s.factor = rope_num(r, origin, "factor", 1, kMinRopeFactor, kMaxRopeFactor);
+  const bool need_orig = s.kind == RopeKind::kLlama3;
+  if (r.contains("original_max_position_embeddings") || need_orig)
+    s.original_max_positions =
+        get_int(r, origin + ": rope_scaling", "original_max_position_embeddings", need_orig, 0, kMaxPositions);
+  if (s.kind == RopeKind::kYarn) {
+    s.beta_fast = rope_num(r, origin, "beta_fast", 32, 1e-3, 1e4);
+    s.beta_slow = rope_num(r, origin, "beta_slow", 1, 1e-3, 1e4);
+    s.attention_factor = rope_num(r, origin, "attention_factor", 0, 1e-3, 100);
+    s.mscale = rope_num(r, origin, "mscale", 0, 0, 100);
+    s.mscale_all_dim = rope_num(r, origin, "mscale_all_dim", 0, 0, 100);
+    if (r.contains("truncate") && !r["truncate"].is_null()) {
+      if (!r["truncate"].is_boolean()) fail(origin, ": field 'rope_scaling.truncate' must be a boolean");
+      s.truncate = r["truncate"].get<bool>();
+    }
+  }
+  if (s.kind == RopeKind::kLlama3) {
+    for (const char* k : {"low_freq_factor", "high_freq_factor"})
+      if (!r.contains(k) || r[k].is_null()) fail(origin, ": missing required field 'rope_scaling.", k, "'");
+    s.low_freq_factor = rope_num(r, origin, "low_freq_factor", 1, 1e-3, 1e4);
+    s.high_freq_factor = rope_num(r, origin, "high_freq_factor", 4, 1e-3, 1e4);
+    if (!(s.high_freq_factor > s.low_freq_factor))
+      fail(origin, ": rope_scaling.high_freq_factor (", s.high_freq_factor, ") must be above low_freq_factor (",
+           s.low_freq_factor, ")");
+  }
+  return s;
+}
 
 LlamaConfig parse_llama_config(const json& j, const std::string& origin) {
   if (!j.is_object()) fail(origin, ": not a JSON object");
@@ -85,7 +155,7 @@ LlamaConfig parse_llama_config(const json& j, const std::string& origin) {
   c.rms_norm_eps = get_num(j, origin, "rms_norm_eps", 1e-6, 0.0, 1.0);
   c.rope_theta = get_num(j, origin, "rope_theta", 10000.0, 0.0, 1e12);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    fail(origin, ": rope_scaling ", j["rope_scaling"].dump(), " is not supported");
+    c.rope_scaling = parse_rope_scaling(j["rope_scaling"], origin);
   if (j.contains("tie_word_embeddings")) {
     if (!j["tie_word_embeddings"].is_boolean()) fail(origin, ": field 'tie_word_embeddings' must be a boolean");
     c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "util/rope_scaling.h"
+
 namespace metharme {
 
 struct LlamaConfig {
@@ -18,6 +20,7 @@ struct LlamaConfig {
   int head_dim = 0;               // d / n_heads unless given
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;       // config.json's rope_scaling (none when absent or null)
   bool tie_word_embeddings = false;
   int bos_token_id = 1;
   std::vector<int> eos_token_ids{2};
@@ -34,5 +37,12 @@ struct LlamaConfig {
 // ill-typed required fields are errors naming the field.
 LlamaConfig load_llama_config(const std::string& dir);
 LlamaConfig parse_llama_config(const nlohmann::json& j, const std::string& origin);
+// config.json's `rope_scaling` object as Hugging Face transformers reads it ("type" or
+// "rope_type": default, linear, dynamic, yarn, llama3); values out of range and keys that do not
+// belong to the scheme are errors naming `origin` and the field.
+RopeScaling parse_rope_scaling(const nlohmann::json& r, const std::string& origin);
+
+// Accepted ranges, shared with the GGUF reader and the command-line overrides.
+constexpr double kMinRopeFactor = 1.0 / 64, kMaxRopeFactor = 1024;
 
 }  // namespace metharme

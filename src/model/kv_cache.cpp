@@ -35,7 +35,7 @@ void KvCache::store(int layer, int seq, int pos, const float* k, const float* v)
   }
 }
 
-void KvCache::shift(int seq, int src, int dst, int count, double rope_theta) {
+void KvCache::shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) {
   MH_CHECK(dst <= src && src + count <= n_ctx_ && dst >= 0, "KV shift out of range");
   if (count <= 0 || src == dst) return;
   const auto& kern = kernels::dense_kernels();
@@ -47,7 +47,7 @@ void KvCache::shift(int seq, int src, int dst, int count, double rope_theta) {
   for (int l = 0; l < n_layers_; ++l) {
     for (int h = 0; h < n_kv_heads_; ++h) {
       kern.to_f32(type_, row(k_, l, seq, h, src), tmp.data(), int64_t(n));
-      ops::apply_rope_delta(tmp.data(), count, head_dim_, rope_theta, dst - src);
+      ops::apply_rope_delta(tmp.data(), count, rope, dst - src);
       kern.from_f32(type_, tmp.data(), row(k_, l, seq, h, dst), int64_t(n));
       std::memmove(row(v_, l, seq, h, dst), row(v_, l, seq, h, src), n * es_);
     }

@@ -6,6 +6,7 @@
 #include "formats/hf_config.h"
 #include "kernels/dense.h"
 #include "ops/attention.h"
+#include "ops/rope.h"
 #include "util/buffer.h"
 
 namespace metharme {
@@ -24,8 +25,9 @@ class KvCache {
   // Stores one position's keys (already rotated) and values, [n_kv_heads*head_dim] each.
   void store(int layer, int seq, int pos, const float* k, const float* v);
   // Moves positions [src, src+count) to start at dst (dst < src) in every layer, turning the keys
-  // by (dst - src) positions so they are exactly as if computed there (up to rounding).
-  void shift(int seq, int src, int dst, int count, double rope_theta);
+  // by (dst - src) positions with `rope`'s frequencies (the runtime's, scaling included) so they
+  // are exactly as if computed there (up to rounding).
+  void shift(int seq, int src, int dst, int count, const ops::RopeTable& rope);
   // Copies positions [0, count) of sequence `from` into sequence `to`.
   void copy_prefix(int from, int to, int count);
 

@@ -1,6 +1,7 @@
 #include "model/llama.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "ops/attention.h"
@@ -19,7 +20,9 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   if (opt_.n_ctx <= 0) opt_.n_ctx = std::min(c.max_position_embeddings, 4096);
   opt_.max_batch = std::max(1, opt_.max_batch);
   kv_ = KvCache(c, opt_.n_ctx, opt_.n_seq, opt_.kv_type);
-  rope_ = ops::RopeTable(c.head_dim, c.rope_theta, opt_.n_ctx);
+  rope_choice_ = choose_rope(c, opt_.rope, opt_.n_ctx);
+  rope_ = ops::RopeTable(rope_choice_.freqs, opt_.n_ctx);
+  if (opt_.log_rope && !rope_choice_.summary.empty()) std::fprintf(stderr, "%s\n", rope_choice_.summary.c_str());
   group_ = c.num_attention_heads / c.num_key_value_heads;
   const size_t B = size_t(opt_.max_batch);
   x_ = floats(B * size_t(c.hidden_size));

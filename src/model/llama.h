@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "model/kv_cache.h"
+#include "model/rope_setup.h"
 #include "model/weights.h"
 #include "ops/rope.h"
 #include "util/buffer.h"
@@ -29,6 +30,8 @@ struct RuntimeOptions {
   int max_batch = 512;   // tokens per internal step; longer batches are split
   int n_threads = 0;     // 0 = all CPUs this process may use
   kernels::WType kv_type = kernels::WType::kF32;
+  RopeOverrides rope = {};  // command-line RoPE settings (model/rope_setup.h); default: the model's own
+  bool log_rope = false;  // print the chosen RoPE scaling on stderr (one line, only when not plain)
 };
 
 // Where the inputs of a layer's linears appear (for quantization and analysis).
@@ -50,6 +53,9 @@ class LlamaRuntime {
   int n_ctx() const { return kv_.n_ctx(); }
   int n_vocab() const { return w_->config.vocab_size; }
   KvCache& kv() { return kv_; }
+  // The rotary table every position uses (prefill, decode and KvCache::shift), and its summary.
+  const ops::RopeTable& rope() const { return rope_; }
+  const RopeChoice& rope_choice() const { return rope_choice_; }
   ThreadPool& pool() { return pool_; }
   void set_observer(LinearObserver* o) { observer_ = o; }
 
@@ -79,6 +85,7 @@ class LlamaRuntime {
   RuntimeOptions opt_;
   ThreadPool pool_;
   KvCache kv_;
+  RopeChoice rope_choice_;
   ops::RopeTable rope_;
   LinearObserver* observer_ = nullptr;
   int group_ = 1;  // query heads per kv head

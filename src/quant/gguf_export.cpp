@@ -272,6 +272,24 @@ bool tokenizer_flag(const std::string& dir, const char* key, bool def) {
   return j.is_object() && j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : def;
 }
 
+// llama.rope.scaling.* for the schemes GGUF has keys for; the others would silently run unscaled.
+void write_rope_scaling(GgufWriter& w, const LlamaConfig& cfg, const std::string& dir) {
+  const RopeScaling& s = cfg.rope_scaling;
+  if (s.kind == RopeKind::kNone) return;
+  if (s.kind != RopeKind::kLinear && s.kind != RopeKind::kYarn)
+    fail(dir, ": rope_scaling type '", rope_kind_name(s.kind), "' has no GGUF equivalent (linear and yarn do)");
+  if (s.kind == RopeKind::kYarn && (s.attention_factor > 0 || s.mscale != 0 || s.mscale_all_dim != 0 || !s.truncate))
+    fail(dir, ": rope_scaling's attention_factor, mscale and truncate have no GGUF keys for llama");
+  w.set_str("llama.rope.scaling.type", rope_kind_name(s.kind));
+  w.set_f32("llama.rope.scaling.factor", float(s.factor));
+  w.set_u32("llama.rope.scaling.original_context_length",
+            uint32_t(s.original_max_positions > 0 ? s.original_max_positions : cfg.max_position_embeddings));
+  if (s.kind == RopeKind::kYarn) {
+    w.set_f32("llama.rope.scaling.yarn_beta_fast", float(s.beta_fast));
+    w.set_f32("llama.rope.scaling.yarn_beta_slow", float(s.beta_slow));
+  }
+}
+
 void write_metadata(GgufWriter& w, Ctx& c, uint32_t file_type) {
   const LlamaConfig& cfg = c.cfg;
   w.set_str("general.architecture", "llama");
@@ -288,6 +306,7 @@ void write_metadata(GgufWriter& w, Ctx& c, uint32_t file_type) {
   w.set_u32("llama.attention.head_count_kv", uint32_t(cfg.num_key_value_heads));
   w.set_f32("llama.attention.layer_norm_rms_epsilon", float(cfg.rms_norm_eps));
   w.set_f32("llama.rope.freq_base", float(cfg.rope_theta));
+  write_rope_scaling(w, cfg, c.dir);
   // Tokenizer: tokenizer.model's pieces, padded to the model's vocabulary with unused pieces.
   const std::string tm = (fs::path(c.dir) / "tokenizer.model").string();
   SpVocab v = sp_vocab_parse(read_text_file(tm), tm);

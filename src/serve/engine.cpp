@@ -204,7 +204,7 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
   // were cut) the following run of tokens, shifted down into place.
   KvPlan plan = plan_kv_reuse(s.kv, spec.prompt, spec.context_shift ? KvContext::kMinShift : 0);
   const int seq = int(&s - slots_.data());
-  if (plan.shifted > 0) rt_->kv().shift(seq, plan.keep + plan.drop, plan.keep, plan.shifted, rt_->config().rope_theta);
+  if (plan.shifted > 0) rt_->kv().shift(seq, plan.keep + plan.drop, plan.keep, plan.shifted, rt_->rope());
   int reuse = plan.keep + plan.shifted;
   s.kv.assign(spec.prompt.begin(), spec.prompt.begin() + reuse);
   s.kv.reserve(size_t(P + spec.max_new));
