@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/llama.h"
 
@@ -14,7 +15,16 @@ namespace metharme::cli {
 struct RuntimeFlags {
   int threads = 0;      // 0 = the CPUs this process may use
   std::string kv_type;  // KV cache element type: f32 | f16
+  // GPU offload (model/offload.h): "" (none), a layer count, "all" or "auto".
+  std::string gpu_layers;
+  int gpu_device = 0;
+  std::vector<int> usevulkan;  // KoboldCpp's --usevulkan [I]: set (maybe empty) when given
+  CLI::Option* usevulkan_opt = nullptr;
 };
+
+// KoboldCpp and llama.cpp users type -ngl, which CLI11 cannot declare (one-letter short names):
+// rewrites it to --gpu-layers in argv before parsing.
+void rewrite_runtime_aliases(int argc, char** argv);
 
 // Registers the flags on `app`; `default_kv` is this command's KV type when none is given.
 std::shared_ptr<RuntimeFlags> add_runtime_flags(CLI::App& app, const std::string& default_kv);
