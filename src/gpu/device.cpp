@@ -167,8 +167,8 @@ struct Context::Impl {
   void* mapped = nullptr;
   size_t cursor = 0;
   std::vector<PendingOut> outs;
-  bool recording = false, any_recorded = false;
-  long submits = 0, fail_at = 0;  // METHARME_VK_FAIL_SUBMIT: the submit that reports a lost device
+  bool recording = false, any_recorded = false, any_dispatch = false;
+  long steps = 0, fail_at = 0;  // METHARME_VK_FAIL_SUBMIT: the step that reports a lost device
 
   ~Impl() {
     if (dev) {
@@ -407,6 +407,7 @@ void Context::begin() {
   check(m.api.vkBeginCommandBuffer(m.cmd, &bi), "vkBeginCommandBuffer");
   m.recording = true;
   m.any_recorded = false;
+  m.any_dispatch = false;
   m.cursor = 0;
   m.outs.clear();
 }
@@ -484,6 +485,7 @@ void Context::dispatch(Shader shader, std::initializer_list<Buffer> bufs, const 
   const uint32_t x = std::min(gx, kMaxGroups), z = (gx + x - 1) / x;
   m.api.vkCmdDispatch(m.cmd, x, gy, z);
   m.any_recorded = true;
+  m.any_dispatch = true;
 }
 
 void Context::submit() {
@@ -492,9 +494,9 @@ void Context::submit() {
   m.barrier();
   m.recording = false;
   check(m.api.vkEndCommandBuffer(m.cmd), "vkEndCommandBuffer");
-  ++m.submits;
-  // A documented test hook: METHARME_VK_FAIL_SUBMIT=N makes the N-th submit report a lost device.
-  if (m.fail_at > 0 && m.submits == m.fail_at) fail("Vulkan: ", vk_result_name(VK_ERROR_DEVICE_LOST), " (simulated)");
+  // A documented test hook: METHARME_VK_FAIL_SUBMIT=N makes the N-th submit that runs shaders
+  // (a forward step; uploads do not count) report a lost device.
+  if (m.any_dispatch && ++m.steps == m.fail_at) fail("Vulkan: ", vk_result_name(VK_ERROR_DEVICE_LOST), " (simulated)");
   auto si = vk_struct<VkSubmitInfo>(VK_STRUCTURE_TYPE_SUBMIT_INFO);
   si.commandBufferCount = 1;
   si.pCommandBuffers = &m.cmd;

@@ -82,14 +82,15 @@ void free_linear(Context& ctx, DeviceLinear& l) {
 }
 
 void matmul(Context& ctx, const DeviceLinear& w, Buffer x, Buffer y, int M) {
-  const uint32_t row_blocks = uint32_t((M + 7) / 8);
+  // Workgroups of 8 columns x 4 rows (shaders/q4_matmul.comp, dense_matmul.comp).
+  const uint32_t row_blocks = uint32_t((M + 3) / 4), col_blocks = uint32_t((w.n + 7) / 8);
   if (w.q4) {
     const int32_t pc[8] = {w.n, w.kp, w.gs, w.n_groups, M, w.k, w.n, w.has_bias ? 1 : 0};
-    ctx.dispatch(Shader::kQ4Matmul, {w.qs, w.scales, w.zeros, w.perm, w.bias, x, y}, pc, sizeof pc, uint32_t(w.n),
+    ctx.dispatch(Shader::kQ4Matmul, {w.qs, w.scales, w.zeros, w.perm, w.bias, x, y}, pc, sizeof pc, col_blocks,
                  row_blocks);
   } else {
     const int32_t pc[7] = {w.n, w.k, M, w.k, w.k, w.n, w.wtype};
-    ctx.dispatch(Shader::kDenseMatmul, {w.w, x, y}, pc, sizeof pc, uint32_t(w.n), row_blocks);
+    ctx.dispatch(Shader::kDenseMatmul, {w.w, x, y}, pc, sizeof pc, col_blocks, row_blocks);
   }
 }
 

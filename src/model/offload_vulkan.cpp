@@ -16,7 +16,7 @@ namespace metharme {
 
 namespace {
 
-constexpr size_t kHeadChunkBytes = size_t(64) << 20;  // logits rows computed per head pass
+constexpr size_t kHeadChunkBytes = size_t(16) << 20;  // logits rows computed per head pass
 
 size_t layer_weight_bytes(const LayerWeights& L, int d) {
   size_t b = 2 * size_t(d) * 4;
