@@ -16,7 +16,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <nlohmann/json.hpp>
 
 #include "model/offload.h"
 #include "ops/q4_linear.h"
@@ -241,6 +243,65 @@ TEST_F(GpuOffloadTest, ServeSeveralSlotsOffloadedAndDeviceErrorFailsOneRequest) 
   }
   EXPECT_GE(failed, 1);
   EXPECT_EQ(s.post("/api/v1/generate", body).json()["results"][0]["text"], want[0]) << "the server kept working";
+}
+
+// The commands through their flags: perplexity, generate (greedy) and bench offloaded agree with
+// the CPU; no driver gives one line and the CPU result.
+TEST_F(GpuOffloadTest, CommandsTakeTheOffloadFlags) {
+  const std::string gptq = test::fixture("gptq/gptq-4bit-actorder-g32"), st = test::fixture("models/stories260k");
+  test::TempDir tmp;
+  std::ofstream(tmp / "text.txt") << "The quick brown fox jumps over the lazy dog. Once upon a time there was a cat "
+                                     "that lived in a small house by the river, and every day it went fishing.";
+  auto ppl = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"perplexity", "-m", gptq, "--dataset", "text", "--data", tmp / "text.txt",
+                                  "--seqlen", "16", "--limit", "2", "--json", "--no-progress", "-t", "2",
+                                  "--q4-act", "f32"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    auto r = test::run_cli(a);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code ? 0.0 : nlohmann::json::parse(r.out)["results"][0]["ppl"].get<double>();
+  };
+  const double cpu_ppl = ppl({});
+  EXPECT_NEAR(ppl({"-ngl", "all"}) / cpu_ppl, 1.0, 1e-4);
+  EXPECT_NEAR(ppl({"--gpu-layers", "2"}) / cpu_ppl, 1.0, 1e-4);
+
+  std::vector<std::string> gen = {"generate", "-m", st, "-p", "Once upon a time", "-n", "24", "--temp", "0", "-t", "1"};
+  auto cpu = test::run_cli(gen);
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  for (std::vector<std::string> flags : {std::vector<std::string>{"--usevulkan"}, {"--usevulkan", "0", "-ngl", "3"},
+                                         {"--gpulayers", "99", "--gpu-device", "0"}}) {
+    auto a = gen;
+    a.insert(a.end(), flags.begin(), flags.end());
+    auto r = test::run_cli(a);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, cpu.out) << flags[0];
+    EXPECT_NE(r.err.find("GPU offload on"), std::string::npos) << r.err;
+  }
+  auto bad = gen;
+  bad.insert(bad.end(), {"-ngl", "all", "--gpu-device", "7"});
+  auto r = test::run_cli(bad);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--gpu-device 7"), std::string::npos) << r.err;
+  bad = gen;
+  bad.insert(bad.end(), {"-ngl", "many"});
+  EXPECT_NE(test::run_cli(bad).exit_code, 0);
+
+  auto info = test::run_cli({"info", "--gpu"});
+  EXPECT_EQ(info.exit_code, 0);
+  EXPECT_NE(info.out.find("vulkan 0: "), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("subgroup"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("device-local heap"), std::string::npos) << info.out;
+
+  const std::string saved = std::getenv("VK_ICD_FILENAMES") ? std::getenv("VK_ICD_FILENAMES") : "";
+  setenv("VK_ICD_FILENAMES", (tmp / "no_such_driver.json").c_str(), 1);
+  auto a = gen;
+  a.insert(a.end(), {"-ngl", "all"});
+  auto none = test::run_cli(a);
+  if (saved.empty()) unsetenv("VK_ICD_FILENAMES"); else setenv("VK_ICD_FILENAMES", saved.c_str(), 1);
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(none.out, cpu.out);
+  EXPECT_NE(none.err.find("GPU offload: Vulkan: no Vulkan driver"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("running on the CPU"), std::string::npos) << none.err;
 }
 
 }  // namespace
