@@ -253,9 +253,9 @@ TEST_F(GpuOffloadTest, CommandsTakeTheOffloadFlags) {
   std::ofstream(tmp / "text.txt") << "The quick brown fox jumps over the lazy dog. Once upon a time there was a cat "
                                      "that lived in a small house by the river, and every day it went fishing.";
   auto ppl = [&](std::vector<std::string> extra) {
-    std::vector<std::string> a = {"perplexity", "-m", gptq, "--dataset", "text", "--data", tmp / "text.txt",
-                                  "--seqlen", "16", "--limit", "2", "--json", "--no-progress", "-t", "2",
-                                  "--q4-act", "f32"};
+    std::vector<std::string> a = {"perplexity",     "-m",       gptq, "--dataset", "text", "--data",
+                                  tmp / "text.txt", "--seqlen", "16", "--limit",   "2",    "--json",
+                                  "--no-progress",  "-t",       "2",  "--q4-act",  "f32"};
     a.insert(a.end(), extra.begin(), extra.end());
     auto r = test::run_cli(a);
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -268,7 +268,8 @@ TEST_F(GpuOffloadTest, CommandsTakeTheOffloadFlags) {
   std::vector<std::string> gen = {"generate", "-m", st, "-p", "Once upon a time", "-n", "24", "--temp", "0", "-t", "1"};
   auto cpu = test::run_cli(gen);
   ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
-  for (std::vector<std::string> flags : {std::vector<std::string>{"--usevulkan"}, {"--usevulkan", "0", "-ngl", "3"},
+  for (std::vector<std::string> flags : {std::vector<std::string>{"--usevulkan"},
+                                         {"--usevulkan", "0", "-ngl", "3"},
                                          {"--gpulayers", "99", "--gpu-device", "0"}}) {
     auto a = gen;
     a.insert(a.end(), flags.begin(), flags.end());
@@ -297,7 +298,10 @@ TEST_F(GpuOffloadTest, CommandsTakeTheOffloadFlags) {
   auto a = gen;
   a.insert(a.end(), {"-ngl", "all"});
   auto none = test::run_cli(a);
-  if (saved.empty()) unsetenv("VK_ICD_FILENAMES"); else setenv("VK_ICD_FILENAMES", saved.c_str(), 1);
+  if (saved.empty())
+    unsetenv("VK_ICD_FILENAMES");
+  else
+    setenv("VK_ICD_FILENAMES", saved.c_str(), 1);
   ASSERT_EQ(none.exit_code, 0) << none.err;
   EXPECT_EQ(none.out, cpu.out);
   EXPECT_NE(none.err.find("GPU offload: Vulkan: no Vulkan driver"), std::string::npos) << none.err;
@@ -307,7 +311,5 @@ TEST_F(GpuOffloadTest, CommandsTakeTheOffloadFlags) {
 }  // namespace
 }  // namespace metharme
 #else
-TEST(GpuOffloadTest, SkippedWithoutVulkan) {
-  GTEST_SKIP() << "this build has no Vulkan support (METHARME_VULKAN=OFF)";
-}
+TEST(GpuOffloadTest, SkippedWithoutVulkan) { GTEST_SKIP() << "this build has no Vulkan support (METHARME_VULKAN=OFF)"; }
 #endif

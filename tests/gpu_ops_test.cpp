@@ -93,8 +93,8 @@ struct Q4Case {
 };
 
 TEST_F(GpuOps, Q4MatmulMatchesDequantizedProductOnOddShapes) {
-  for (Q4Case c : {Q4Case{37, 200, 32, true}, Q4Case{16, 64, 64, false}, Q4Case{50, 300, 64, true},
-                   Q4Case{45, 129, 128, false}}) {
+  for (Q4Case c :
+       {Q4Case{37, 200, 32, true}, Q4Case{16, 64, 64, false}, Q4Case{50, 300, 64, true}, Q4Case{45, 129, 128, false}}) {
     Gptq g(c.n, c.k, c.gs, c.act_order, rng_);
     ops::Linear l;
     l.kind = ops::Linear::Kind::kQ4;

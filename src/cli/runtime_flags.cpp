@@ -20,10 +20,11 @@ void add_gpu_flags(CLI::App& app, RuntimeFlags& f) {
                  "also moves the output head; 'auto' as many as fit the GPU's memory (alias -ngl)");
   app.add_option("--gpu-device", f.gpu_device, "Vulkan device to use (metharme info --gpu lists them)")
       ->check(CLI::Range(0, 64));
-  f.usevulkan_opt = app.add_option("--usevulkan", f.usevulkan,
-                 "KoboldCpp's spelling: use Vulkan device I (default 0); without --gpu-layers, offloads 'auto'")
-      ->expected(0, 1)
-      ->check(CLI::Range(0, 64));
+  f.usevulkan_opt =
+      app.add_option("--usevulkan", f.usevulkan,
+                     "KoboldCpp's spelling: use Vulkan device I (default 0); without --gpu-layers, offloads 'auto'")
+          ->expected(0, 1)
+          ->check(CLI::Range(0, 64));
 }
 
 // --gpu-layers value: a count (0 = none), "all" (everything, head included) or "auto".

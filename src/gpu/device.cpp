@@ -17,7 +17,7 @@ struct ShaderDef {
   uint32_t bindings;
 };
 constexpr ShaderDef kShaders[] = {
-    {"q4_matmul.spv", 7}, {"dense_matmul.spv", 3}, {"rmsnorm.spv", 3}, {"rope.spv", 4},
+    {"q4_matmul.spv", 7}, {"dense_matmul.spv", 3}, {"rmsnorm.spv", 3},  {"rope.spv", 4},
     {"kv_store.spv", 5},  {"attention.spv", 5},    {"silu_mul.spv", 2}, {"add.spv", 2},
 };
 static_assert(sizeof(kShaders) / sizeof(kShaders[0]) == size_t(Shader::kCount));
@@ -59,11 +59,16 @@ VkInstance make_instance(VkApi& api, std::string* why) {
 
 const char* type_name(VkPhysicalDeviceType t) {
   switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
   }
 }
 
@@ -94,7 +99,8 @@ DeviceInfo describe(VkApi& api, VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceMemoryProperties mp;
   api.vkGetPhysicalDeviceMemoryProperties(pd, &mp);
   for (uint32_t h = 0; h < mp.memoryHeapCount; ++h)
-    if (mp.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) d.device_local_heaps.push_back(mp.memoryHeaps[h].size);
+    if (mp.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+      d.device_local_heaps.push_back(mp.memoryHeaps[h].size);
   d.usable = compute_family(api, pd) >= 0;
   return d;
 }
@@ -215,14 +221,14 @@ struct Context::Impl {
     api.vkGetBufferMemoryRequirements(dev, b.buf, &req);
     auto ai = vk_struct<VkMemoryAllocateInfo>(VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO);
     ai.allocationSize = req.size;
-    ai.memoryTypeIndex = pick_memory(req.memoryTypeBits, host ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                                                    VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
-                                                              : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    ai.memoryTypeIndex = pick_memory(req.memoryTypeBits,
+                                     host ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
+                                          : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     VkResult r = api.vkAllocateMemory(dev, &ai, nullptr, &b.mem);
     if (r != VK_SUCCESS) {
       api.vkDestroyBuffer(dev, b.buf, nullptr);
-      fail("Vulkan: cannot allocate ", bytes, " bytes for ", what, " on '", info.name, "' (", vk_result_name(r),
-           "; ", allocated, " bytes already allocated)");
+      fail("Vulkan: cannot allocate ", bytes, " bytes for ", what, " on '", info.name, "' (", vk_result_name(r), "; ",
+           allocated, " bytes already allocated)");
     }
     check(api.vkBindBufferMemory(dev, b.buf, b.mem, 0), "vkBindBufferMemory");
     return b;
@@ -257,8 +263,13 @@ struct Context::Impl {
     pli.pPushConstantRanges = &pr;
     check(api.vkCreatePipelineLayout(dev, &pli, nullptr, &p.layout), "vkCreatePipelineLayout");
     auto ci = vk_struct<VkComputePipelineCreateInfo>(VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO);
-    ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, nullptr, 0, VK_SHADER_STAGE_COMPUTE_BIT, mod,
-                "main", nullptr};
+    ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                nullptr,
+                0,
+                VK_SHADER_STAGE_COMPUTE_BIT,
+                mod,
+                "main",
+                nullptr};
     ci.layout = p.layout;
     VkResult r = api.vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &ci, nullptr, &p.pipe);
     api.vkDestroyShaderModule(dev, mod, nullptr);
@@ -274,10 +285,10 @@ struct Context::Impl {
     mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
     mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
                        VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT;
-    api.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
-                                 VK_PIPELINE_STAGE_HOST_BIT,
-                             0, 1, &mb, 0, nullptr, 0, nullptr);
+    api.vkCmdPipelineBarrier(
+        cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+        VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb,
+        0, nullptr, 0, nullptr);
   }
 
   const VkBuf& get(Buffer b) const {
@@ -302,8 +313,8 @@ std::unique_ptr<Context> Context::open(int index) {
   if (!m.inst) fail("Vulkan: ", why);
   auto pds = physical_devices(m.api, m.inst);
   if (pds.empty()) fail("Vulkan: the loader reports no device");
-  MH_CHECK(index >= 0 && size_t(index) < pds.size(), "Vulkan: --gpu-device ", index, " does not exist (",
-           pds.size(), " device", pds.size() == 1 ? "" : "s", "; `metharme info --gpu` lists them)");
+  MH_CHECK(index >= 0 && size_t(index) < pds.size(), "Vulkan: --gpu-device ", index, " does not exist (", pds.size(),
+           " device", pds.size() == 1 ? "" : "s", "; `metharme info --gpu` lists them)");
   m.pd = pds[size_t(index)];
   m.info = describe(m.api, m.pd, index);
   const int family = compute_family(m.api, m.pd);
@@ -344,8 +355,8 @@ std::unique_ptr<Context> Context::open(int index) {
 Buffer Context::alloc(size_t bytes, const std::string& what) {
   Impl& m = *impl_;
   // Shaders bind whole buffers: one larger than a binding may cover cannot be used.
-  MH_CHECK(bytes <= m.info.max_buffer_bytes, "Vulkan: ", what, " needs ", bytes, " bytes in one buffer; '",
-           m.info.name, "' binds at most ", m.info.max_buffer_bytes);
+  MH_CHECK(bytes <= m.info.max_buffer_bytes, "Vulkan: ", what, " needs ", bytes, " bytes in one buffer; '", m.info.name,
+           "' binds at most ", m.info.max_buffer_bytes);
   VkBuf b = m.make_buffer(bytes, false, what);
   m.allocated += b.bytes;
   m.bufs.push_back(b);
@@ -454,8 +465,8 @@ void Context::dispatch(Shader shader, std::initializer_list<Buffer> bufs, const 
   Impl& m = *impl_;
   MH_CHECK(m.recording, "Vulkan: dispatch outside begin()/submit()");
   const ShaderDef& def = kShaders[size_t(shader)];
-  MH_CHECK(bufs.size() == def.bindings && push_bytes <= kPushBytes, "Vulkan: ", def.file, " called with ",
-           bufs.size(), " buffers");
+  MH_CHECK(bufs.size() == def.bindings && push_bytes <= kPushBytes, "Vulkan: ", def.file, " called with ", bufs.size(),
+           " buffers");
   if (gx == 0 || gy == 0) return;
   MH_CHECK(gy <= kMaxGroups, "Vulkan: ", def.file, ": ", gy, " row groups");
   Pipeline& p = m.pipeline(shader);
@@ -470,8 +481,8 @@ void Context::dispatch(Shader shader, std::initializer_list<Buffer> bufs, const 
   uint32_t i = 0;
   for (const Buffer& b : bufs) {
     infos[i] = {m.get(b).buf, 0, VK_WHOLE_SIZE};
-    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, nullptr, set, i, 0, 1, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                 nullptr, &infos[i], nullptr};
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, nullptr, set,       i,      0, 1,
+                 VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,      nullptr, &infos[i], nullptr};
     ++i;
   }
   m.api.vkUpdateDescriptorSets(m.dev, i, writes, 0, nullptr);

@@ -14,12 +14,12 @@ namespace metharme::gpu {
 struct DeviceInfo {
   int index = 0;
   std::string name;
-  std::string type;          // "discrete", "integrated", "cpu", ...
-  std::string api;           // "1.3.230"
+  std::string type;  // "discrete", "integrated", "cpu", ...
+  std::string api;   // "1.3.230"
   uint32_t subgroup_size = 0;
   std::vector<uint64_t> device_local_heaps;  // bytes of each DEVICE_LOCAL heap
-  uint64_t max_buffer_bytes = 0;              // largest range one storage-buffer binding may cover
-  bool usable = false;       // has a compute queue
+  uint64_t max_buffer_bytes = 0;             // largest range one storage-buffer binding may cover
+  bool usable = false;                       // has a compute queue
 };
 
 // Every device the loader reports; empty with *why set when there is no loader or no device.
@@ -35,9 +35,7 @@ struct Buffer {
   bool valid() const { return id >= 0; }
 };
 
-enum class Shader : int {
-  kQ4Matmul, kDenseMatmul, kRmsnorm, kRope, kKvStore, kAttention, kSiluMul, kAdd, kCount
-};
+enum class Shader : int { kQ4Matmul, kDenseMatmul, kRmsnorm, kRope, kKvStore, kAttention, kSiluMul, kAdd, kCount };
 
 class Context {
  public:
@@ -67,8 +65,8 @@ class Context {
   void copy(Buffer src, size_t src_offset, Buffer dst, size_t dst_offset, size_t bytes);
   // Runs `shader` over groups (gx, gy); gx may exceed the device's per-dimension limit (shaders
   // combine gl_WorkGroupID.x and .z). bufs in binding order; push: up to 128 bytes.
-  void dispatch(Shader shader, std::initializer_list<Buffer> bufs, const void* push, size_t push_bytes,
-                uint32_t gx, uint32_t gy = 1);
+  void dispatch(Shader shader, std::initializer_list<Buffer> bufs, const void* push, size_t push_bytes, uint32_t gx,
+                uint32_t gy = 1);
   void submit();
 
   struct Impl;

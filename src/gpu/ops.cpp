@@ -47,7 +47,8 @@ DeviceLinear upload_linear(Context& ctx, const ops::Linear& l, const std::string
       ctx.upload(d.w, src, size_t(l.n_out) * row);
     } else {  // strided rows (a slice of a fused tensor): packed on the way
       std::vector<uint8_t> packed(size_t(l.n_out) * row);
-      for (int n = 0; n < l.n_out; ++n) std::memcpy(&packed[size_t(n) * row], src + size_t(n) * size_t(l.dense.ld) * es, row);
+      for (int n = 0; n < l.n_out; ++n)
+        std::memcpy(&packed[size_t(n) * row], src + size_t(n) * size_t(l.dense.ld) * es, row);
       ctx.upload(d.w, packed.data(), packed.size());
     }
     return d;
@@ -109,7 +110,8 @@ void rope(Context& ctx, Buffer x, Buffer tok, Buffer cos, Buffer sin, int M, int
 
 void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M) {
   const int32_t pc[5] = {M, kv.kv_heads, kv.hd, kv.n_ctx, kv.type};
-  ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc, groups64(size_t(M) * kv.kv_heads * (kv.hd / 2)));
+  ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc,
+               groups64(size_t(M) * kv.kv_heads * (kv.hd / 2)));
 }
 
 void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale) {

@@ -46,8 +46,7 @@ struct DeviceKv {
 };
 void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M);
 // out [M][n_heads*hd] = causal attention of q [M][n_heads*hd] over kv (positions <= each row's).
-void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads,
-               float scale);
+void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale);
 void silu_mul(Context& ctx, Buffer a, Buffer b, int n);  // a = silu(a) * b
 void add(Context& ctx, Buffer y, Buffer x, int n);       // y += x
 

@@ -27,7 +27,7 @@ struct ServerSetup {
   serve::HttpLimits limits;
   size_t max_prompt_bytes = 0;
   bool metrics_public = false;  // /metrics without the API key
-  int gpu_layers = 0;            // RuntimeOptions::gpu_layers (GPU offload)
+  int gpu_layers = 0;           // RuntimeOptions::gpu_layers (GPU offload)
 };
 
 class TestServer {
