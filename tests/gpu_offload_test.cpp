@@ -184,6 +184,15 @@ TEST_F(GpuOffloadTest, PlanThatDoesNotFitIsRefusedWithSizesOrReducedByAuto) {
   EXPECT_FALSE(p.head);
 }
 
+TEST_F(GpuOffloadTest, DeviceFailingTheKnownAnswerSelfTestIsRefused) {
+  setenv("METHARME_SELFTEST_SIMULATE_MISMATCH", "vulkan", 1);
+  auto g = test::load_model(test::fixture("models/stories260k"), 1, 64, 1, 512, kGpuAll);
+  unsetenv("METHARME_SELFTEST_SIMULATE_MISMATCH");
+  EXPECT_EQ(g.rt->gpu(), nullptr) << "the device's wrong answers were trusted";
+  auto ok = test::load_model(test::fixture("models/stories260k"), 1, 64, 1, 512, kGpuAll);
+  EXPECT_NE(ok.rt->gpu(), nullptr);
+}
+
 TEST_F(GpuOffloadTest, DeviceErrorFailsThatStepOnly) {
   setenv("METHARME_VK_FAIL_SUBMIT", "2", 1);
   auto g = test::load_model(test::fixture("models/stories260k"), 1, 64, 1, 512, kGpuAll);

@@ -175,6 +175,7 @@ struct Context::Impl {
   std::vector<PendingOut> outs;
   bool recording = false, any_recorded = false, any_dispatch = false;
   long steps = 0, fail_at = 0;  // METHARME_VK_FAIL_SUBMIT: the step that reports a lost device
+  bool armed = false;           // set by arm_fail_hook()
 
   ~Impl() {
     if (dev) {
@@ -507,7 +508,8 @@ void Context::submit() {
   check(m.api.vkEndCommandBuffer(m.cmd), "vkEndCommandBuffer");
   // A documented test hook: METHARME_VK_FAIL_SUBMIT=N makes the N-th submit that runs shaders
   // (a forward step; uploads do not count) report a lost device.
-  if (m.any_dispatch && ++m.steps == m.fail_at) fail("Vulkan: ", vk_result_name(VK_ERROR_DEVICE_LOST), " (simulated)");
+  if (m.armed && m.any_dispatch && ++m.steps == m.fail_at)
+    fail("Vulkan: ", vk_result_name(VK_ERROR_DEVICE_LOST), " (simulated)");
   auto si = vk_struct<VkSubmitInfo>(VK_STRUCTURE_TYPE_SUBMIT_INFO);
   si.commandBufferCount = 1;
   si.pCommandBuffers = &m.cmd;
@@ -516,6 +518,11 @@ void Context::submit() {
   check(m.api.vkWaitForFences(m.dev, 1, &m.fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
   for (const PendingOut& o : m.outs) std::memcpy(o.dst, static_cast<uint8_t*>(m.mapped) + o.staging_offset, o.bytes);
   m.outs.clear();
+}
+
+void Context::arm_fail_hook() {
+  impl_->steps = 0;
+  impl_->armed = true;
 }
 
 }  // namespace metharme::gpu

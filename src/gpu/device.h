@@ -68,6 +68,8 @@ class Context {
   void dispatch(Shader shader, std::initializer_list<Buffer> bufs, const void* push, size_t push_bytes, uint32_t gx,
                 uint32_t gy = 1);
   void submit();
+  // Arms METHARME_VK_FAIL_SUBMIT (a test hook): the forward steps it counts start here.
+  void arm_fail_hook();
 
   struct Impl;
 

@@ -8,8 +8,9 @@ namespace metharme {
 
 std::string OffloadPlan::describe() const {
   auto mib = [](size_t b) { return cat(double(b * 10 / (1 << 20)) / 10, " MiB"); };
-  return cat(n_layers - first_layer, "/", n_layers, " layers", head ? " + output head" : "", " on the GPU: ",
-             mib(weight_bytes), " weights, ", mib(kv_bytes), " KV cache, ", mib(scratch_bytes), " scratch");
+  return cat(n_layers - first_layer, "/", n_layers, " layers", head ? " + output head" : "",
+             " on the GPU: ", mib(weight_bytes), " weights, ", mib(kv_bytes), " KV cache, ", mib(scratch_bytes),
+             " scratch");
 }
 
 #ifndef METHARME_HAVE_VULKAN

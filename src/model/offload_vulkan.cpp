@@ -9,6 +9,7 @@
 
 #include "gpu/device.h"
 #include "gpu/ops.h"
+#include "gpu/selftest.h"
 #include "model/offload.h"
 #include "util/error.h"
 
@@ -90,7 +91,8 @@ OffloadPlan make_plan(const ModelWeights& w, const RuntimeOptions& opt, int n_ct
     }
     if (p.total() <= budget || (p.first_layer == L && !p.head)) break;
     MH_CHECK(opt.gpu_auto, "GPU offload: ", p.describe(), " = ", mib(p.total()), ", more than the ", mib(budget),
-             " usable on '", info.name, "' (90% of its largest device-local heap); use --gpu-layers auto, fewer "
+             " usable on '", info.name,
+             "' (90% of its largest device-local heap); use --gpu-layers auto, fewer "
              "layers, a smaller context (-c) or --kv-type f16");
     if (p.head)
       p.head = false;  // auto: the head goes first (it is read once per token, like one layer)
@@ -188,6 +190,7 @@ VulkanOffload::VulkanOffload(std::unique_ptr<gpu::Context> ctx, const ModelWeigh
   }
   ctx_->reserve_staging(staging);
   tok_host_.resize(B * 2);
+  ctx_->arm_fail_hook();  // METHARME_VK_FAIL_SUBMIT counts forward steps only
 }
 
 VulkanOffload::~VulkanOffload() = default;  // the Context frees every buffer
@@ -309,10 +312,21 @@ std::unique_ptr<GpuOffload> make_gpu_offload(const ModelWeights& w, const Runtim
     std::fprintf(stderr, "GPU offload: Vulkan: %s; running on the CPU\n", why.c_str());
     return nullptr;
   }
-  MH_CHECK(opt.gpu_device >= 0 && size_t(opt.gpu_device) < devices.size(), "--gpu-device ", opt.gpu_device,
-           ": there ", devices.size() == 1 ? "is 1 Vulkan device" : cat("are ", devices.size(), " Vulkan devices"),
+  MH_CHECK(opt.gpu_device >= 0 && size_t(opt.gpu_device) < devices.size(), "--gpu-device ", opt.gpu_device, ": there ",
+           devices.size() == 1 ? "is 1 Vulkan device" : cat("are ", devices.size(), " Vulkan devices"),
            " (`metharme info --gpu` lists them)");
   std::unique_ptr<gpu::Context> ctx = gpu::Context::open(opt.gpu_device);
+  std::string bad;
+  try {
+    bad = gpu::device_self_test(*ctx);
+  } catch (const Error& e) {
+    bad = e.what();
+  }
+  if (!bad.empty()) {
+    std::fprintf(stderr, "GPU offload: warning: '%s' failed the known-answer self-test (%s); running on the CPU\n",
+                 ctx->info().name.c_str(), bad.c_str());
+    return nullptr;
+  }
   const OffloadPlan plan = make_plan(w, opt, n_ctx, ctx->info());
   if (plan.first_layer == plan.n_layers && !plan.head) {
     std::fprintf(stderr, "GPU offload: not even one layer fits '%s'; running on the CPU\n", ctx->info().name.c_str());
