@@ -21,12 +21,13 @@ uint32_t groups64(size_t n) { return uint32_t((n + 63) / 64); }
 bool linear_supported(const ops::Linear& l, std::string* why) {
   if (l.kind == ops::Linear::Kind::kDense) return true;
   if (l.kind == ops::Linear::Kind::kQ4 && l.q4->offsets.empty()) return true;
-  if (why) *why = l.kind == ops::Linear::Kind::kQ4 ? "int4 with per-block offsets (GGUF Q4_1)" : "no weights";
+  if (why) *why = l.kind == ops::Linear::Kind::kQ4 ? "int4 with per-block offsets (GGUF Q4_1)" : l.describe() + " weights";
   return false;
 }
 
 size_t linear_device_bytes(const ops::Linear& l) {
   if (l.kind == ops::Linear::Kind::kDense) return size_t(l.n_out) * size_t(l.n_in) * kernels::wtype_size(l.dense.type);
+  if (l.kind != ops::Linear::Kind::kQ4) return l.weight_bytes();  // not offloadable (linear_supported says why)
   const ops::Q4Weight& q = *l.q4;
   const size_t cells = size_t(q.mat.n_tiles) * size_t(q.mat.n_groups) * kernels::kQ4TileCols;
   return q.qs.size() + cells * 5 + size_t(q.mat.kp) * 4 + size_t(q.n_out) * 4;
