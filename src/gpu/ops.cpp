@@ -21,7 +21,8 @@ uint32_t groups64(size_t n) { return uint32_t((n + 63) / 64); }
 bool linear_supported(const ops::Linear& l, std::string* why) {
   if (l.kind == ops::Linear::Kind::kDense) return true;
   if (l.kind == ops::Linear::Kind::kQ4 && l.q4->offsets.empty()) return true;
-  if (why) *why = l.kind == ops::Linear::Kind::kQ4 ? "int4 with per-block offsets (GGUF Q4_1)" : l.describe() + " weights";
+  if (why)
+    *why = l.kind == ops::Linear::Kind::kQ4 ? "int4 with per-block offsets (GGUF Q4_1)" : l.describe() + " weights";
   return false;
 }
 
