@@ -12,12 +12,13 @@ declare -A ALLOWED=(
   [tokenizer]="formats util"
   [grammar]="util"
   [sampling]="grammar util"
-  [model]="ops kernels formats util"
+  [gpu]="ops kernels util"
+  [model]="gpu ops kernels formats util"
   [chat]="model ops kernels formats tokenizer grammar sampling util"
   [eval]="model ops kernels formats tokenizer util"
   [quant]="model ops kernels formats tokenizer util"
   [serve]="chat model ops kernels formats tokenizer grammar sampling util"
-  [cli]="serve chat eval quant model ops kernels formats tokenizer grammar sampling util"
+  [cli]="serve chat eval quant model gpu ops kernels formats tokenizer grammar sampling util"
 )
 
 bad=0

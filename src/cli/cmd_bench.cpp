@@ -15,6 +15,7 @@
 #include "cli/runtime_flags.h"
 #include "kernels/bandwidth.h"
 #include "model/llama.h"
+#include "model/offload.h"
 #include "ops/q4_linear.h"
 #include "util/error.h"
 #include "util/sysinfo.h"
@@ -28,6 +29,7 @@ struct Args {
   std::string model, act = "auto";
   std::shared_ptr<RuntimeFlags> rt_flags;
   int p = 512, n = 128, reps = 3, probe_mb = 1024;
+  int depth = 0;  // tokens already in the context before each run (llama-bench -d)
   bool json_out = false, no_probe = false;
   uint64_t seed = 1;
   std::string verify_k;  // --verify-k (bench_verify.h)
@@ -100,6 +102,8 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
   app.add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe");
   app.add_option("--seed", a->seed, "Seed of the random token ids");
   app.add_flag("--json", a->json_out, "Print one JSON object instead of the table");
+  app.add_option("-d,--depth", a->depth, "Tokens already in the context before each pp and tg run (llama-bench -d)")
+      ->check(CLI::Range(0, 1 << 20));
   a->rt_flags = add_runtime_flags(app, "f32");
   app.add_option("--verify-k", a->verify_k,
                  "Instead of pp/tg: time one pass over k tokens (speculative verification) for each k, e.g. 1,2,4,8");
@@ -127,7 +131,7 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     RuntimeOptions ro;
     apply_runtime_flags(*a->rt_flags, *w, ro);
     ro.n_threads = threads;
-    ro.n_ctx = std::max({a->p, a->n, 1});
+    ro.n_ctx = a->depth + std::max({a->p, a->n, 1});
     LlamaRuntime rt(*w, ro);
     const LlamaConfig& c = w->config;
 
@@ -137,18 +141,23 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     for (auto& t : prompt) t = tok(rng);
     int first = tok(rng);
     rt.eval(std::span<const int>(&first, 1), 0);  // warm-up: every weight page faults in here
+    if (a->depth > 0) {  // the context the runs start from (untimed)
+      std::vector<int> ctx(size_t(a->depth));
+      for (auto& t : ctx) t = tok(rng);
+      rt.eval(ctx, 0);
+    }
 
     Stat pp, tg;
     for (int r = 0; r < a->reps && a->p > 0; ++r) {
       auto t0 = std::chrono::steady_clock::now();
-      rt.eval(prompt, 0);
+      rt.eval(prompt, a->depth);
       pp.tok_s.push_back(a->p / seconds_since(t0));
     }
     for (int r = 0; r < a->reps && a->n > 0; ++r) {
       int id = first;
       auto t0 = std::chrono::steady_clock::now();
       for (int i = 0; i < a->n; ++i) {
-        const float* l = rt.eval(std::span<const int>(&id, 1), i);
+        const float* l = rt.eval(std::span<const int>(&id, 1), a->depth + i);
         id = int(std::max_element(l, l + c.vocab_size) - l);
       }
       tg.tok_s.push_back(a->n / seconds_since(t0));
@@ -168,6 +177,8 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
               {"threads", threads},
               {"q4_act", {{"decode", ops::q4_act_name(dec)}, {"prefill", ops::q4_act_name(pre)}}},
               {"kv_type", a->rt_flags->kv_type},
+              {"depth", a->depth},
+              {"gpu", rt.gpu() ? rt.gpu()->plan().describe() : "none"},
               {"load_seconds", load_s},
               {"weights_bytes", weights},
               {"bytes_per_token", per_tok},
@@ -189,6 +200,8 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     std::printf("model: %s (%s), %s, %d threads, %s, int4 activations %s (decode) / %s (prefill), KV %s\n",
                 a->model.c_str(), w->format.c_str(), cpu_model_name().c_str(), threads,
                 kernels::isa_name(kernels::active_isa()), ops::q4_act_name(dec), ops::q4_act_name(pre), a->rt_flags->kv_type.c_str());
+    if (rt.gpu()) std::printf("gpu: %s\n", rt.gpu()->plan().describe().c_str());
+    if (a->depth > 0) std::printf("depth: %d tokens in the context before each run\n", a->depth);
     std::printf("| test   |          t/s | runs |\n|--------|--------------|------|\n");
     if (a->p > 0) std::printf("| pp%-4d | %7.2f ± %4.2f | %4d |\n", a->p, pp.median(), pp.stdev(), a->reps);
     if (a->n > 0) std::printf("| tg%-4d | %7.2f ± %4.2f | %4d |\n", a->n, tg.median(), tg.stdev(), a->reps);

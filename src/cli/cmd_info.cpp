@@ -4,6 +4,9 @@
 #include <cstdlib>
 
 #include "cli/command.h"
+#ifdef METHARME_HAVE_VULKAN
+#include "gpu/device.h"
+#endif
 #include "kernels/selftest.h"
 #include "model/weights.h"
 #include "util/error.h"
@@ -39,21 +42,50 @@ int self_test() {
   return failed ? 1 : 0;
 }
 
+// The Vulkan devices this process can use (or why none), as --gpu-device numbers them.
+void list_gpus() {
+#ifdef METHARME_HAVE_VULKAN
+  std::string why;
+  auto devs = gpu::list_devices(&why);
+  if (devs.empty()) {
+    std::printf("vulkan: no device (%s)\n", why.c_str());
+    return;
+  }
+  for (const auto& d : devs) {
+    std::printf("vulkan %d: %s (%s, Vulkan %s), subgroup %u, max buffer %.0f MiB%s\n", d.index, d.name.c_str(),
+                d.type.c_str(), d.api.c_str(), d.subgroup_size, double(d.max_buffer_bytes) / (1 << 20),
+                d.usable ? "" : ", no compute queue");
+    for (size_t h = 0; h < d.device_local_heaps.size(); ++h)
+      std::printf("  device-local heap %zu: %.0f MiB\n", h, double(d.device_local_heaps[h]) / (1 << 20));
+  }
+  std::printf("vulkan features used: %s\n", gpu::features_used());
+#else
+  std::printf("vulkan: this build has no GPU support (configure with -DMETHARME_VULKAN=ON)\n");
+#endif
+}
+
 Registrar reg("info", "Load a model folder and print its configuration, weight format and sizes", [](CLI::App& app) {
   auto dir = std::make_shared<std::string>();
   auto selftest = std::make_shared<bool>(false);
+  auto gpus = std::make_shared<bool>(false);
   app.add_option("-m,--model", *dir, "Model folder");
   app.add_flag("--self-test", *selftest,
                "Run every optimized kernel family at every ISA this CPU has against the scalar kernels and print "
                "the results (with or without -m)");
-  return [dir, selftest] {
+  app.add_flag("--gpu", *gpus, "List the Vulkan devices (--gpu-device numbers) with memory and subgroup size");
+  return [dir, selftest, gpus] {
     int rc = 0;
+    if (*gpus) {
+      list_gpus();
+      if (dir->empty() && !*selftest) return 0;
+      std::printf("\n");
+    }
     if (*selftest) {
       rc = self_test();
       if (dir->empty()) return rc;
       std::printf("\n");
     }
-    if (dir->empty()) fail("info: --model (-m) is required (or --self-test)");
+    if (dir->empty()) fail("info: --model (-m) is required (or --self-test, --gpu)");
     auto w = load_weights(*dir);
     const LlamaConfig& c = w->config;
     std::printf("model:        %s\n", dir->c_str());

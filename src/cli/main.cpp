@@ -6,6 +6,7 @@
 #include <map>
 
 #include "cli/command.h"
+#include "cli/runtime_flags.h"
 #include "util/error.h"
 
 namespace metharme::cli {
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(c.name, c.help);
     runners[sub] = c.setup(*sub);
   }
+  cli::rewrite_runtime_aliases(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,8 @@
 #include "cli/runtime_flags.h"
 
 #include <cstdio>
+#include <algorithm>
+#include <string_view>
 
 #include "cli/command.h"
 #include "util/error.h"
@@ -29,7 +31,48 @@ void add_rope_flags(CLI::App& app, RuntimeFlags& f) {
       ->excludes(scale);
 }
 
+void add_gpu_flags(CLI::App& app, RuntimeFlags& f) {
+  app.add_option("--gpu-layers,--gpulayers", f.gpu_layers,
+                 "Layers to run on the GPU (Vulkan), the last ones first; 'all' or more than the model's layer count "
+                 "also moves the output head; 'auto' as many as fit the GPU's memory (alias -ngl)");
+  app.add_option("--gpu-device", f.gpu_device, "Vulkan device to use (metharme info --gpu lists them)")
+      ->check(CLI::Range(0, 64));
+  f.usevulkan_opt =
+      app.add_option("--usevulkan", f.usevulkan,
+                     "KoboldCpp's spelling: use Vulkan device I (default 0); without --gpu-layers, offloads 'auto'")
+          ->expected(0, 1)
+          ->check(CLI::Range(0, 64));
+}
+
+// --gpu-layers value: a count (0 = none), "all" (everything, head included) or "auto".
+void apply_gpu_layers(const RuntimeFlags& f, RuntimeOptions& ro) {
+  std::string v = f.gpu_layers;
+  if (v.empty() && f.usevulkan_opt && f.usevulkan_opt->count() > 0) v = "auto";
+  ro.gpu_device = f.usevulkan.empty() ? f.gpu_device : f.usevulkan[0];
+  if (v.empty()) return;
+  if (v == "all") {
+    ro.gpu_layers = kGpuAll;
+  } else if (v == "auto") {
+    ro.gpu_auto = true;
+  } else {
+    size_t used = 0;
+    long n = -1;
+    try {
+      n = std::stol(v, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != v.size() || n < 0) fail("--gpu-layers: '", v, "' is not a layer count, 'all' or 'auto'");
+    ro.gpu_layers = int(std::min<long>(n, kGpuAll));
+  }
+}
+
 }  // namespace
+
+void rewrite_runtime_aliases(int argc, char** argv) {
+  static char gpu_layers[] = "--gpu-layers";
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "-ngl") argv[i] = gpu_layers;
+}
 
 std::shared_ptr<RuntimeFlags> add_runtime_flags(CLI::App& app, const std::string& default_kv) {
   auto f = std::make_shared<RuntimeFlags>();
@@ -39,11 +82,12 @@ std::shared_ptr<RuntimeFlags> add_runtime_flags(CLI::App& app, const std::string
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}));
   add_rope_flags(app, *f);
+  add_gpu_flags(app, *f);
   return f;
 }
 
 void apply_runtime_flags(const RuntimeFlags& f, const ModelWeights& w, RuntimeOptions& ro) {
-  (void)w;  // offload plans will read the model's config here
+  (void)w;  // the model's own RoPE scheme is read by the runtime
   ro.n_threads = f.threads;
   ro.kv_type = kv_type_of(f.kv_type);
   ro.rope.freq_base = f.rope_freq_base;
@@ -62,6 +106,7 @@ void apply_runtime_flags(const RuntimeFlags& f, const ModelWeights& w, RuntimeOp
   }
   ro.rope.auto_ntk = true;  // applies only while no RoPE value is set
   ro.log_rope = true;
+  apply_gpu_layers(f, ro);
 }
 
 void add_speculative_flags(CLI::App& app, RuntimeFlags& f) {
@@ -97,6 +142,8 @@ std::unique_ptr<SpecSetup> setup_speculation(const RuntimeFlags& f, const Tokeni
     RuntimeOptions ro = target_opt;
     ro.n_ctx = target.n_ctx();
     ro.max_batch = std::max(ro.max_batch, 64);
+    ro.gpu_layers = 0;  // the draft model runs on the CPU
+    ro.gpu_auto = false;
     s->runtime = std::make_unique<LlamaRuntime>(*s->weights, ro);
     s->cfg.draft_model = s->runtime.get();
   }

@@ -25,6 +25,11 @@ struct RuntimeFlags {
   // RoPE (README "Long context: RoPE scaling"); 0 = unset. --ropeconfig S [B] fills both.
   double rope_freq_base = 0, rope_freq_scale = 0;
   std::vector<double> ropeconfig;
+  // GPU offload (model/offload.h): "" (none), a layer count, "all" or "auto".
+  std::string gpu_layers;
+  int gpu_device = 0;
+  std::vector<int> usevulkan;  // KoboldCpp's --usevulkan [I]: set (maybe empty) when given
+  CLI::Option* usevulkan_opt = nullptr;
 };
 
 // The drafting set up from the flags: the draft model (if any) with its own runtime, and the
@@ -34,6 +39,10 @@ struct SpecSetup {
   std::unique_ptr<LlamaRuntime> runtime;
   SpecConfig cfg;
 };
+
+// KoboldCpp and llama.cpp users type -ngl, which CLI11 cannot declare (one-letter short names):
+// rewrites it to --gpu-layers in argv before parsing.
+void rewrite_runtime_aliases(int argc, char** argv);
 
 // Registers the flags on `app`; `default_kv` is this command's KV type when none is given.
 std::shared_ptr<RuntimeFlags> add_runtime_flags(CLI::App& app, const std::string& default_kv);

@@ -38,6 +38,7 @@ void KvCache::store(int layer, int seq, int pos, const float* k, const float* v)
 void KvCache::shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) {
   MH_CHECK(dst <= src && src + count <= n_ctx_ && dst >= 0, "KV shift out of range");
   if (count <= 0 || src == dst) return;
+  if (mirror_) mirror_->shift(seq, src, dst, count, rope_theta);
   const auto& kern = kernels::dense_kernels();
   // Positions of one head are contiguous: move each head's run at once. Keys are decoded,
   // turned by (dst - src) positions (one angle table for the whole run) and encoded at the new
@@ -57,6 +58,7 @@ void KvCache::shift(int seq, int src, int dst, int count, const ops::RopeTable& 
 void KvCache::copy_prefix(int from, int to, int count) {
   MH_CHECK(count <= n_ctx_, "KV copy out of range");
   if (from == to || count <= 0) return;
+  if (mirror_) mirror_->copy_prefix(from, to, count);
   for (int l = 0; l < n_layers_; ++l)
     for (int h = 0; h < n_kv_heads_; ++h) {
       std::memcpy(row(k_, l, to, h, 0), row(k_, l, from, h, 0), size_t(count) * size_t(head_dim_) * es_);

@@ -11,6 +11,14 @@
 
 namespace metharme {
 
+// A copy of some layers' keys and values kept elsewhere (a GPU's memory), told about every move.
+class KvMirror {
+ public:
+  virtual ~KvMirror() = default;
+  virtual void shift(int seq, int src, int dst, int count, double rope_theta) = 0;
+  virtual void copy_prefix(int from, int to, int count) = 0;
+};
+
 class KvCache {
  public:
   KvCache() = default;
@@ -30,6 +38,8 @@ class KvCache {
   void shift(int seq, int src, int dst, int count, const ops::RopeTable& rope);
   // Copies positions [0, count) of sequence `from` into sequence `to`.
   void copy_prefix(int from, int to, int count);
+  // Layers held elsewhere (model/offload.h) follow every shift and copy_prefix.
+  void set_mirror(KvMirror* m) { mirror_ = m; }
 
  private:
   uint8_t* row(const PageBuffer& b, int layer, int seq, int head, int pos) const;
@@ -37,6 +47,7 @@ class KvCache {
   kernels::WType type_ = kernels::WType::kF32;
   size_t es_ = 4;
   PageBuffer k_, v_;  // [layer][seq][kv_head][pos][head_dim]
+  KvMirror* mirror_ = nullptr;
 };
 
 }  // namespace metharme

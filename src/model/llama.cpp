@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "model/offload.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "util/error.h"
@@ -19,10 +20,18 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   const LlamaConfig& c = w.config;
   if (opt_.n_ctx <= 0) opt_.n_ctx = std::min(c.max_position_embeddings, 4096);
   opt_.max_batch = std::max(1, opt_.max_batch);
-  kv_ = KvCache(c, opt_.n_ctx, opt_.n_seq, opt_.kv_type);
   rope_choice_ = choose_rope(c, opt_.rope, opt_.n_ctx);
   rope_ = ops::RopeTable(rope_choice_.freqs, opt_.n_ctx);
   if (opt_.log_rope && !rope_choice_.summary.empty()) std::fprintf(stderr, "%s\n", rope_choice_.summary.c_str());
+  // GPU offload: the offloaded layers keep their KV cache on the device; the CPU cache holds
+  // the layers before them only (same layer numbers).
+  cpu_layers_ = c.num_hidden_layers;
+  if (opt_.gpu_layers != 0 || opt_.gpu_auto) gpu_ = make_gpu_offload(w, opt_, opt_.n_ctx, rope_);
+  if (gpu_) cpu_layers_ = gpu_->plan().first_layer;
+  LlamaConfig cpu_cfg = c;
+  cpu_cfg.num_hidden_layers = cpu_layers_;
+  kv_ = KvCache(cpu_cfg, opt_.n_ctx, opt_.n_seq, opt_.kv_type);
+  kv_.set_mirror(gpu_.get());
   group_ = c.num_attention_heads / c.num_key_value_heads;
   const size_t B = size_t(opt_.max_batch);
   x_ = floats(B * size_t(c.hidden_size));
@@ -40,6 +49,8 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   logit_rows_.reserve(B);
   eval_batch_.reserve(B);
 }
+
+LlamaRuntime::~LlamaRuntime() = default;
 
 template <class F>
 void LlamaRuntime::per_token(int n, F&& f) {
@@ -109,6 +120,7 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
 
 void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, float* x) {
   const LlamaConfig& c = config();
+  MH_CHECK(layer >= 0 && layer < cpu_layers_, "layer ", layer, " is not on the CPU (", cpu_layers_, " are)");
   const LayerWeights& L = w_->layers[size_t(layer)];
   const int n = int(toks.size());
   const int d = c.hidden_size, qd = c.q_dim(), ffn = c.intermediate_size;
@@ -145,11 +157,15 @@ void LlamaRuntime::step(std::span<const BatchToken> toks, float* logits) {
   }
   float* x = x_.as<float>();
   embed(toks, x);
-  for (int l = 0; l < c.num_hidden_layers; ++l) layer_forward(l, toks, x);
+  for (int l = 0; l < cpu_layers_; ++l) layer_forward(l, toks, x);
 
   logit_rows_.clear();
   for (size_t i = 0; i < toks.size(); ++i)
     if (toks[i].logits) logit_rows_.push_back(int(i));
+  if (gpu_) {  // the remaining layers (and maybe the head) on the device
+    gpu_->run(toks, x, logit_rows_, logits);
+    if (gpu_->plan().head) return;
+  }
   if (logit_rows_.empty()) return;
   float* xb = xb_.as<float>();
   const float eps = float(c.rms_norm_eps);

@@ -32,7 +32,16 @@ struct RuntimeOptions {
   kernels::WType kv_type = kernels::WType::kF32;
   RopeOverrides rope = {};  // command-line RoPE settings (model/rope_setup.h); default: the model's own
   bool log_rope = false;  // print the chosen RoPE scaling on stderr (one line, only when not plain)
+  // GPU offload (model/offload.h): the last gpu_layers layers on Vulkan device gpu_device;
+  // kGpuAll (or more than the layer count) also moves the output head; gpu_auto lowers the
+  // count until the plan fits the device's memory.
+  int gpu_layers = 0;
+  int gpu_device = 0;
+  bool gpu_auto = false;
 };
+constexpr int kGpuAll = 1 << 20;
+
+class GpuOffload;
 
 // Where the inputs of a layer's linears appear (for quantization and analysis).
 enum class LinearSlot { kQKV, kO, kGateUp, kDown };
@@ -47,6 +56,9 @@ class LinearObserver {
 class LlamaRuntime {
  public:
   LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt);
+  ~LlamaRuntime();
+  // The device half of the model, or null when everything runs on the CPU.
+  const GpuOffload* gpu() const { return gpu_.get(); }
 
   const ModelWeights& weights() const { return *w_; }
   const LlamaConfig& config() const { return w_->config; }
@@ -88,6 +100,8 @@ class LlamaRuntime {
   RopeChoice rope_choice_;
   ops::RopeTable rope_;
   LinearObserver* observer_ = nullptr;
+  std::unique_ptr<GpuOffload> gpu_;  // layers [cpu_layers_, L) run there
+  int cpu_layers_ = 0;
   int group_ = 1;  // query heads per kv head
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.

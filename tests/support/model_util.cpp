@@ -10,7 +10,7 @@
 
 namespace metharme::test {
 
-Loaded load_model(const std::string& dir, int n_threads, int n_ctx, int n_seq, int max_batch) {
+Loaded load_model(const std::string& dir, int n_threads, int n_ctx, int n_seq, int max_batch, int gpu_layers) {
   Loaded l;
   LoadOptions lo;
   lo.quiet = true;
@@ -20,6 +20,7 @@ Loaded load_model(const std::string& dir, int n_threads, int n_ctx, int n_seq, i
   ro.n_ctx = n_ctx;
   ro.n_seq = n_seq;
   ro.max_batch = max_batch;
+  ro.gpu_layers = gpu_layers;
   l.rt = std::make_unique<LlamaRuntime>(*l.weights, ro);
   return l;
 }

@@ -14,7 +14,9 @@ struct Loaded {
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<LlamaRuntime> rt;
 };
-Loaded load_model(const std::string& dir, int n_threads = 2, int n_ctx = 512, int n_seq = 1, int max_batch = 512);
+// gpu_layers: RuntimeOptions::gpu_layers (GPU offload; 0 = CPU only).
+Loaded load_model(const std::string& dir, int n_threads = 2, int n_ctx = 512, int n_seq = 1, int max_batch = 512,
+                  int gpu_layers = 0);
 
 // Logits for every position of ids, from one batched prefill: [ids.size()][vocab].
 std::vector<float> all_logits(LlamaRuntime& rt, const std::vector<int>& ids, int seq = 0);

@@ -5,7 +5,7 @@
 namespace metharme::test {
 
 TestServer::TestServer(const ServerSetup& s)
-    : m_(load_model(s.model_dir.empty() ? fixture(s.model) : s.model_dir, 1, s.ctx, s.n_seq)),
+    : m_(load_model(s.model_dir.empty() ? fixture(s.model) : s.model_dir, 1, s.ctx, s.n_seq, 512, s.gpu_layers)),
       tok_(Tokenizer::from_folder(s.model_dir.empty() ? fixture(s.model) : s.model_dir)) {
   serve::ServerOptions so;
   so.port = 0;

@@ -28,6 +28,7 @@ struct ServerSetup {
   size_t max_prompt_bytes = 0;
   bool metrics_public = false;  // /metrics without the API key
   SpecConfig spec{};            // speculative decoding (draft_model: a runtime with n_seq sequences)
+  int gpu_layers = 0;           // RuntimeOptions::gpu_layers (GPU offload)
 };
 
 class TestServer {

@@ -1,0 +1,138 @@
+#include "gpu/ops.h"
+
+#include <cstring>
+#include <vector>
+
+#include "ops/q4_linear.h"
+#include "util/error.h"
+#include "util/half.h"
+
+namespace metharme::gpu {
+
+namespace {
+
+int wtype_code(kernels::WType t) { return t == kernels::WType::kF32 ? 0 : t == kernels::WType::kF16 ? 1 : 2; }
+
+// Groups of 64 invocations covering n elements.
+uint32_t groups64(size_t n) { return uint32_t((n + 63) / 64); }
+
+}  // namespace
+
+bool linear_supported(const ops::Linear& l, std::string* why) {
+  if (l.kind == ops::Linear::Kind::kDense) return true;
+  if (l.kind == ops::Linear::Kind::kQ4 && l.q4->offsets.empty()) return true;
+  if (why)
+    *why = l.kind == ops::Linear::Kind::kQ4 ? "int4 with per-block offsets (GGUF Q4_1)" : l.describe() + " weights";
+  return false;
+}
+
+size_t linear_device_bytes(const ops::Linear& l) {
+  if (l.kind == ops::Linear::Kind::kDense) return size_t(l.n_out) * size_t(l.n_in) * kernels::wtype_size(l.dense.type);
+  if (l.kind != ops::Linear::Kind::kQ4) return l.weight_bytes();  // not offloadable (linear_supported says why)
+  const ops::Q4Weight& q = *l.q4;
+  const size_t cells = size_t(q.mat.n_tiles) * size_t(q.mat.n_groups) * kernels::kQ4TileCols;
+  return q.qs.size() + cells * 5 + size_t(q.mat.kp) * 4 + size_t(q.n_out) * 4;
+}
+
+DeviceLinear upload_linear(Context& ctx, const ops::Linear& l, const std::string& name) {
+  std::string why;
+  MH_CHECK(linear_supported(l, &why), name, ": cannot run on the GPU (", why, ")");
+  DeviceLinear d;
+  d.n = l.n_out;
+  d.k = l.n_in;
+  if (l.kind == ops::Linear::Kind::kDense) {
+    const size_t es = kernels::wtype_size(l.dense.type), row = size_t(l.n_in) * es;
+    d.wtype = wtype_code(l.dense.type);
+    d.w = ctx.alloc(size_t(l.n_out) * row, name);
+    const auto* src = static_cast<const uint8_t*>(l.dense.data);
+    if (size_t(l.dense.ld) == size_t(l.n_in)) {
+      ctx.upload(d.w, src, size_t(l.n_out) * row);
+    } else {  // strided rows (a slice of a fused tensor): packed on the way
+      std::vector<uint8_t> packed(size_t(l.n_out) * row);
+      for (int n = 0; n < l.n_out; ++n)
+        std::memcpy(&packed[size_t(n) * row], src + size_t(n) * size_t(l.dense.ld) * es, row);
+      ctx.upload(d.w, packed.data(), packed.size());
+    }
+    return d;
+  }
+  const ops::Q4Weight& q = *l.q4;
+  const kernels::Q4Matrix& m = q.mat;
+  d.q4 = true;
+  d.kp = m.kp;
+  d.gs = m.gs;
+  d.n_groups = m.n_groups;
+  const size_t cells = size_t(m.n_tiles) * size_t(m.n_groups) * kernels::kQ4TileCols;
+  std::vector<float> scales(cells);
+  for (size_t i = 0; i < cells; ++i) scales[i] = m.scales_f32 ? m.scales_f32[i] : fp16_to_f32(m.scales[i]);
+  std::vector<int32_t> perm(size_t(m.kp));
+  for (int j = 0; j < m.kp; ++j) perm[size_t(j)] = q.perm.empty() ? (j < q.n_in ? j : -1) : q.perm[size_t(j)];
+  d.qs = ctx.alloc(q.qs.size(), name + " codes");
+  ctx.upload(d.qs, m.qs, size_t(m.n_tiles) * m.tile_qs_bytes());
+  d.scales = ctx.alloc(cells * 4, name + " scales");
+  ctx.upload(d.scales, scales.data(), cells * 4);
+  d.zeros = ctx.alloc(cells, name + " zeros");
+  ctx.upload(d.zeros, m.zeros, cells);
+  d.perm = ctx.alloc(perm.size() * 4, name + " row order");
+  ctx.upload(d.perm, perm.data(), perm.size() * 4);
+  d.has_bias = !q.bias.empty();
+  d.bias = ctx.alloc(size_t(q.n_out) * 4, name + " bias");
+  if (d.has_bias) ctx.upload(d.bias, q.bias.data(), size_t(q.n_out) * 4);
+  return d;
+}
+
+void free_linear(Context& ctx, DeviceLinear& l) {
+  for (Buffer* b : {&l.qs, &l.scales, &l.zeros, &l.perm, &l.bias, &l.w}) ctx.free(*b);
+}
+
+void matmul(Context& ctx, const DeviceLinear& w, Buffer x, Buffer y, int M) {
+  // Workgroups of 8 columns x 4 rows (shaders/q4_matmul.comp, dense_matmul.comp).
+  const uint32_t row_blocks = uint32_t((M + 3) / 4), col_blocks = uint32_t((w.n + 7) / 8);
+  if (w.q4) {
+    const int32_t pc[8] = {w.n, w.kp, w.gs, w.n_groups, M, w.k, w.n, w.has_bias ? 1 : 0};
+    ctx.dispatch(Shader::kQ4Matmul, {w.qs, w.scales, w.zeros, w.perm, w.bias, x, y}, pc, sizeof pc, col_blocks,
+                 row_blocks);
+  } else {
+    const int32_t pc[7] = {w.n, w.k, M, w.k, w.k, w.n, w.wtype};
+    ctx.dispatch(Shader::kDenseMatmul, {w.w, x, y}, pc, sizeof pc, col_blocks, row_blocks);
+  }
+}
+
+void rmsnorm(Context& ctx, Buffer x, Buffer w, Buffer out, int M, int d, float eps) {
+  struct {
+    int32_t M, d, ldx, ldo;
+    float eps;
+  } pc{M, d, d, d, eps};
+  ctx.dispatch(Shader::kRmsnorm, {x, w, out}, &pc, sizeof pc, uint32_t(M));
+}
+
+void rope(Context& ctx, Buffer x, Buffer tok, Buffer cos, Buffer sin, int M, int n_heads, int hd) {
+  const int32_t pc[4] = {M, n_heads * hd, n_heads, hd};
+  ctx.dispatch(Shader::kRope, {x, tok, cos, sin}, pc, sizeof pc, groups64(size_t(M) * n_heads * (hd / 2)));
+}
+
+void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M) {
+  const int32_t pc[5] = {M, kv.kv_heads, kv.hd, kv.n_ctx, kv.type};
+  ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc,
+               groups64(size_t(M) * kv.kv_heads * (kv.hd / 2)));
+}
+
+void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale) {
+  MH_CHECK(kv.hd <= 256 && kv.hd % 2 == 0, "GPU attention: head_dim ", kv.hd, " (even and at most 256)");
+  struct {
+    int32_t M, n_heads, kv_heads, hd, n_ctx, type, ld;
+    float scale;
+  } pc{M, n_heads, kv.kv_heads, kv.hd, kv.n_ctx, kv.type, n_heads * kv.hd, scale};
+  ctx.dispatch(Shader::kAttention, {q, kv.k, kv.v, tok, out}, &pc, sizeof pc, uint32_t(M) * uint32_t(n_heads));
+}
+
+void silu_mul(Context& ctx, Buffer a, Buffer b, int n) {
+  const int32_t pc[1] = {n};
+  ctx.dispatch(Shader::kSiluMul, {a, b}, pc, sizeof pc, groups64(size_t(n)));
+}
+
+void add(Context& ctx, Buffer y, Buffer x, int n) {
+  const int32_t pc[1] = {n};
+  ctx.dispatch(Shader::kAdd, {y, x}, pc, sizeof pc, groups64(size_t(n)));
+}
+
+}  // namespace metharme::gpu

@@ -1,0 +1,53 @@
+// The forward pass's operations on a Vulkan device: each records one dispatch into the
+// Context's open step. Shapes as in ops/ and kernels/; every activation is fp32, row-major with
+// the row stride equal to its width.
+#pragma once
+
+#include <string>
+
+#include "gpu/device.h"
+#include "ops/linear.h"
+
+namespace metharme::gpu {
+
+// A linear layer's weights on the device.
+struct DeviceLinear {
+  bool q4 = false;
+  int n = 0, k = 0;  // output columns N, input rows K
+  // int4 (kernels/q4.h layout): codes, fp32 scales, u8 zeros, kernel-row -> input-row map, bias.
+  Buffer qs, scales, zeros, perm, bias;
+  int kp = 0, gs = 0, n_groups = 0;
+  bool has_bias = false;
+  // dense: [n][k] rows of f32 (wtype 0), f16 (1) or bf16 (2).
+  Buffer w;
+  int wtype = 0;
+};
+
+// Whether a linear can run on the device; *why names what is missing when not.
+bool linear_supported(const ops::Linear& l, std::string* why);
+// Bytes the device copy of `l` takes.
+size_t linear_device_bytes(const ops::Linear& l);
+DeviceLinear upload_linear(Context& ctx, const ops::Linear& l, const std::string& name);
+void free_linear(Context& ctx, DeviceLinear& l);
+
+// y [M][n] = x [M][k] W^T.
+void matmul(Context& ctx, const DeviceLinear& w, Buffer x, Buffer y, int M);
+// out[m] = w * x[m] / rms(x[m]) for M rows of d (out may be x).
+void rmsnorm(Context& ctx, Buffer x, Buffer w, Buffer out, int M, int d, float eps);
+// Turns n_heads heads (hd each) of each row of x [M][n_heads*hd] to its token's position; tok is
+// [M][2] int32 (position, sequence); cos/sin are [n_pos][hd/2] tables.
+void rope(Context& ctx, Buffer x, Buffer tok, Buffer cos, Buffer sin, int M, int n_heads, int hd);
+
+// One layer's KV cache on the device: [n_seq][kv_heads][n_ctx][hd] of f32 (type 0) or f16 (1).
+struct DeviceKv {
+  Buffer k, v;
+  int kv_heads = 0, hd = 0, n_ctx = 0, n_seq = 0, type = 0;
+  size_t bytes_each() const { return size_t(n_seq) * kv_heads * n_ctx * hd * (type == 0 ? 4 : 2); }
+};
+void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M);
+// out [M][n_heads*hd] = causal attention of q [M][n_heads*hd] over kv (positions <= each row's).
+void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale);
+void silu_mul(Context& ctx, Buffer a, Buffer b, int n);  // a = silu(a) * b
+void add(Context& ctx, Buffer y, Buffer x, int n);       // y += x
+
+}  // namespace metharme::gpu

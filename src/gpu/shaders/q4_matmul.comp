@@ -1,0 +1,61 @@
+// y[m][n] = sum_k W[n][k] x[m][perm[k]] (+ bias[n]) over the repacked int4 layout of
+// kernels/q4.h. One workgroup: 8 output columns (half a tile) x up to 4 rows m; its 64
+// invocations split the k steps and meet in one shared-memory sum.
+// A tile of 16 columns holds kp/8 steps of 16 words; word (8h + c) of step o is column
+// 16t + 8h + c, its byte i has k = 8o + i in the low nibble and k = 8o + 4 + i in the high one.
+#version 450
+layout(local_size_x = 64) in;
+layout(std430, binding = 0) readonly buffer Qs { uint qs[]; };
+layout(std430, binding = 1) readonly buffer Scales { float scales[]; };  // [tiles][groups][16]
+layout(std430, binding = 2) readonly buffer Zeros { uint zeros[]; };     // u8, same shape
+layout(std430, binding = 3) readonly buffer Perm { int perm[]; };        // [kp], -1 = padding
+layout(std430, binding = 4) readonly buffer Bias { float bias[]; };
+layout(std430, binding = 5) readonly buffer X { float x[]; };
+layout(std430, binding = 6) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform P { int n, kp, gs, n_groups, M, ldx, ldy, has_bias; } p;
+
+shared float red[32][64];  // [row * 8 + column][invocation]
+
+void main() {
+  const int col0 = 8 * int(gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.z);
+  if (col0 >= p.n) return;
+  const int tid = int(gl_LocalInvocationID.x);
+  const int m0 = int(gl_WorkGroupID.y) * 4, rows = min(4, p.M - m0);
+  const int t = col0 / 16, h = (col0 % 16) / 8, steps = p.kp / 8;
+  const uint base = uint(t) * uint(steps) * 16u + uint(h * 8);
+  float acc[32];
+  for (int i = 0; i < 32; ++i) acc[i] = 0;
+  for (int o = tid; o < steps; o += 64) {
+    const int k0 = o * 8;
+    float xv[32];  // [row][8 activations of this step]
+    for (int j = 0; j < 8; ++j) {
+      const int src = perm[k0 + j];
+      for (int r = 0; r < 4; ++r) xv[r * 8 + j] = (src >= 0 && r < rows) ? x[(m0 + r) * p.ldx + src] : 0.0;
+    }
+    const uint gbase = uint((t * p.n_groups + k0 / p.gs) * 16 + h * 8);
+    for (int c = 0; c < 8; ++c) {
+      const uint wd = qs[base + uint(o) * 16u + uint(c)];
+      const uint gi = gbase + uint(c);
+      const float s = scales[gi];
+      const float z = float((zeros[gi >> 2] >> (8u * (gi & 3u))) & 0xFFu);
+      float w[8];
+      for (int i = 0; i < 4; ++i) {
+        w[i] = s * (float((wd >> (8 * i)) & 0xFu) - z);
+        w[4 + i] = s * (float((wd >> (8 * i + 4)) & 0xFu) - z);
+      }
+      for (int r = 0; r < rows; ++r) {
+        float a = 0;
+        for (int j = 0; j < 8; ++j) a += w[j] * xv[r * 8 + j];
+        acc[r * 8 + c] += a;
+      }
+    }
+  }
+  for (int i = 0; i < 32; ++i) red[i][tid] = acc[i];
+  barrier();
+  if (tid < rows * 8) {
+    const int r = tid / 8, col = col0 + tid % 8;
+    float s = 0;
+    for (int i = 0; i < 64; ++i) s += red[tid][i];
+    if (col < p.n) y[(m0 + r) * p.ldy + col] = s + (p.has_bias != 0 ? bias[col] : 0.0);
+  }
+}

@@ -1,0 +1,266 @@
+// Every GPU shader against its CPU twin (the scalar kernels and ops/) on odd shapes with fresh
+// random data, on lavapipe unless another Vulkan driver is chosen (support/gpu_util.h).
+// Tolerances: the shaders sum in fp32 in a different order than the references, so a dot
+// product of K terms may differ by about K * 2^-24 * sum|a_i b_i| (the classic bound for
+// recursive fp32 summation); each check states its bound in those terms.
+#include <gtest/gtest.h>
+
+#ifdef METHARME_HAVE_VULKAN
+#include <cmath>
+#include <random>
+
+#include "gpu/ops.h"
+#include "kernels/dense.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/q4_linear.h"
+#include "ops/rope.h"
+#include "support/gpu_util.h"
+#include "util/half.h"
+
+namespace metharme {
+namespace {
+
+constexpr double kEps32 = 1.0 / (1 << 24);
+
+class GpuOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    ctx_ = test::open_test_gpu(&why);
+    if (!ctx_) GTEST_SKIP() << "no Vulkan device: " << why;
+  }
+  gpu::Buffer put(const std::vector<float>& v) {
+    gpu::Buffer b = ctx_->alloc(v.size() * 4, "test");
+    ctx_->upload(b, v.data(), v.size() * 4);
+    return b;
+  }
+  gpu::Buffer put_i(const std::vector<int32_t>& v) {
+    gpu::Buffer b = ctx_->alloc(v.size() * 4, "test");
+    ctx_->upload(b, v.data(), v.size() * 4);
+    return b;
+  }
+  std::vector<float> get(gpu::Buffer b, size_t n) {
+    std::vector<float> v(n);
+    ctx_->download(b, v.data(), n * 4);
+    return v;
+  }
+  std::vector<float> randn(size_t n, float sd = 1.0f) {
+    std::normal_distribution<float> d(0.0f, sd);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng_);
+    return v;
+  }
+  std::unique_ptr<gpu::Context> ctx_;
+  std::mt19937 rng_{1234};
+};
+
+// A random GPTQ linear (codes, zeros, fp16 scales, optional shuffled g_idx) in checkpoint form.
+struct Gptq {
+  std::vector<uint32_t> qweight, qzeros;
+  std::vector<uint16_t> scales;
+  std::vector<int32_t> g_idx;
+  ops::GptqSource src;
+  Gptq(int N, int K, int gs, bool act_order, std::mt19937& rng) {
+    const int G = (K + gs - 1) / gs;
+    std::uniform_int_distribution<uint32_t> word;
+    qweight.resize(size_t((K + 7) / 8) * N);
+    for (auto& w : qweight) w = word(rng);
+    qzeros.resize(size_t(G) * ((N + 7) / 8));
+    for (auto& w : qzeros) w = word(rng) & 0xEEEEEEEEu;
+    std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
+    scales.resize(size_t(G) * N);
+    for (auto& s : scales) s = f32_to_fp16(sd(rng));
+    src.n = N;
+    src.k = K;
+    src.n_groups = G;
+    src.group_size = gs;
+    src.qweight = qweight.data();
+    src.qzeros = qzeros.data();
+    src.scales = scales.data();
+    src.name = "gpu test";
+    if (act_order) {
+      for (int k = 0; k < K; ++k) g_idx.push_back(k / gs);
+      std::shuffle(g_idx.begin(), g_idx.end(), rng);
+      src.g_idx = g_idx.data();
+    }
+  }
+};
+
+struct Q4Case {
+  int n, k, gs;
+  bool act_order;
+};
+
+TEST_F(GpuOps, Q4MatmulMatchesDequantizedProductOnOddShapes) {
+  for (Q4Case c :
+       {Q4Case{37, 200, 32, true}, Q4Case{16, 64, 64, false}, Q4Case{50, 300, 64, true}, Q4Case{45, 129, 128, false}}) {
+    Gptq g(c.n, c.k, c.gs, c.act_order, rng_);
+    ops::Linear l;
+    l.kind = ops::Linear::Kind::kQ4;
+    l.n_out = c.n;
+    l.n_in = c.k;
+    l.q4 = ops::q4_repack(g.src, 1);
+    const std::vector<float> w = ops::q4_dequantize(*l.q4);  // [N][K], the scalar twin
+    gpu::DeviceLinear d = gpu::upload_linear(*ctx_, l, "q4 test");
+    for (int M : {1, 3, 8, 13}) {
+      const auto x = randn(size_t(M) * c.k);
+      gpu::Buffer xb = put(x), yb = ctx_->alloc(size_t(M) * c.n * 4, "y");
+      ctx_->begin();
+      gpu::matmul(*ctx_, d, xb, yb, M);
+      ctx_->submit();
+      const auto y = get(yb, size_t(M) * c.n);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < c.n; ++n) {
+          double ref = 0, mag = 0;
+          for (int k = 0; k < c.k; ++k) {
+            const double t = double(w[size_t(n) * c.k + k]) * x[size_t(m) * c.k + k];
+            ref += t;
+            mag += std::fabs(t);
+          }
+          ASSERT_NEAR(y[size_t(m) * c.n + n], ref, 4 * c.k * kEps32 * mag + 1e-30)
+              << "N" << c.n << " K" << c.k << " g" << c.gs << " M" << M << " m" << m << " n" << n;
+        }
+      ctx_->free(xb);
+      ctx_->free(yb);
+    }
+    gpu::free_linear(*ctx_, d);
+  }
+}
+
+TEST_F(GpuOps, DenseMatmulMatchesScalarKernelForEachType) {
+  using kernels::WType;
+  const int N = 37, K = 77;  // odd K: f16/bf16 rows start mid-word
+  for (WType t : {WType::kF32, WType::kF16, WType::kBF16}) {
+    const auto wf = randn(size_t(N) * K);
+    std::vector<uint8_t> raw(size_t(N) * K * kernels::wtype_size(t));
+    kernels::dense_kernels_scalar().from_f32(t, wf.data(), raw.data(), int64_t(wf.size()));
+    ops::Linear l = ops::make_dense_linear(t, raw.data(), N, K);
+    gpu::DeviceLinear d = gpu::upload_linear(*ctx_, l, "dense test");
+    for (int M : {1, 9}) {
+      const auto x = randn(size_t(M) * K);
+      std::vector<float> want(size_t(M) * N);
+      kernels::dense_kernels_scalar().gemm(t, raw.data(), K, x.data(), K, want.data(), N, M, K, 0, N);
+      gpu::Buffer xb = put(x), yb = ctx_->alloc(want.size() * 4, "y");
+      ctx_->begin();
+      gpu::matmul(*ctx_, d, xb, yb, M);
+      ctx_->submit();
+      const auto y = get(yb, want.size());
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], want[i], 4 * K * kEps32 * 5 * K) << int(t) << " " << i;
+      ctx_->free(xb);
+      ctx_->free(yb);
+    }
+    gpu::free_linear(*ctx_, d);
+  }
+}
+
+TEST_F(GpuOps, RmsnormSiluMulAndAddMatchOps) {
+  const int M = 3, d = 301;
+  const auto x = randn(size_t(M) * d, 3.0f), w = randn(d), b = randn(size_t(M) * d);
+  gpu::Buffer xb = put(x), wb = put(w), ob = ctx_->alloc(x.size() * 4, "o"), bb = put(b);
+  ctx_->begin();
+  gpu::rmsnorm(*ctx_, xb, wb, ob, M, d, 1e-5f);
+  gpu::silu_mul(*ctx_, xb, bb, M * d);  // x = silu(x) * b
+  gpu::add(*ctx_, xb, bb, M * d);       // x += b
+  ctx_->submit();
+  const auto norm = get(ob, x.size()), sm = get(xb, x.size());
+  std::vector<float> want_norm(x.size()), want_sm = x;
+  for (int m = 0; m < M; ++m) ops::rmsnorm(&x[size_t(m) * d], w.data(), 1e-5f, d, &want_norm[size_t(m) * d]);
+  ops::silu_mul(want_sm.data(), b.data(), M * d);
+  ops::add(want_sm.data(), b.data(), M * d);
+  for (size_t i = 0; i < x.size(); ++i) {
+    // rmsnorm: one rounding of the sum of squares (d terms) and a few products.
+    ASSERT_NEAR(norm[i], want_norm[i], (d * kEps32 + 1e-6) * std::fabs(want_norm[i]) + 1e-6) << i;
+    // exp differs by a few ulp between the driver and libm.
+    ASSERT_NEAR(sm[i], want_sm[i], 1e-5 * (std::fabs(want_sm[i]) + std::fabs(b[i]) + 1)) << i;
+  }
+}
+
+TEST_F(GpuOps, RopeTurnsLikeTheCpuTable) {
+  const int M = 4, H = 3, hd = 10, max_pos = 300;
+  ops::RopeTable table(hd, 10000.0, max_pos);
+  const auto x = randn(size_t(M) * H * hd);
+  const std::vector<int32_t> tok = {0, 0, 7, 1, 150, 0, 299, 1};  // (position, sequence)
+  std::vector<float> cs(table.cos(0), table.cos(0) + size_t(max_pos) * hd / 2);
+  std::vector<float> sn(table.sin(0), table.sin(0) + size_t(max_pos) * hd / 2);
+  gpu::Buffer xb = put(x), tb = put_i(tok), cb = put(cs), sb = put(sn);
+  ctx_->begin();
+  gpu::rope(*ctx_, xb, tb, cb, sb, M, H, hd);
+  ctx_->submit();
+  const auto got = get(xb, x.size());
+  auto want = x;
+  for (int m = 0; m < M; ++m) ops::apply_rope(&want[size_t(m) * H * hd], H, table, tok[size_t(2 * m)]);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(got[i], want[i], 4 * kEps32 * (std::fabs(want[i]) + 4)) << i;
+}
+
+// kv_store places rows where ops::KvSlice expects them, and attention over 300 positions (more
+// than one 256-key chunk) with grouped heads matches ops::attend_group, in f32 and f16.
+TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForF32AndF16Caches) {
+  const int n_seq = 2, kvh = 2, H = 4, hd = 10, n_ctx = 300, group = H / kvh;
+  for (int type : {0, 1}) {
+    const kernels::WType wt = type ? kernels::WType::kF16 : kernels::WType::kF32;
+    // Every position of both sequences, stored in one batch.
+    std::vector<int32_t> tok;
+    for (int s = 0; s < n_seq; ++s)
+      for (int p = 0; p < n_ctx; ++p) tok.insert(tok.end(), {p, s});
+    const int M = n_seq * n_ctx;
+    const auto k = randn(size_t(M) * kvh * hd), v = randn(size_t(M) * kvh * hd);
+    gpu::DeviceKv kv;
+    kv.kv_heads = kvh;
+    kv.hd = hd;
+    kv.n_ctx = n_ctx;
+    kv.n_seq = n_seq;
+    kv.type = type;
+    kv.k = ctx_->alloc(kv.bytes_each(), "k cache");
+    kv.v = ctx_->alloc(kv.bytes_each(), "v cache");
+    gpu::Buffer kb = put(k), vb = put(v), tb = put_i(tok);
+    ctx_->begin();
+    gpu::kv_store(*ctx_, kv, kb, vb, tb, M);
+    ctx_->submit();
+    // The host cache in KvSlice layout [seq][head][pos][hd], converted as the CPU cache would.
+    const size_t cells = size_t(M) * kvh * hd, es = kernels::wtype_size(wt);
+    std::vector<float> kf(cells), vf(cells);
+    for (int m = 0; m < M; ++m)
+      for (int h = 0; h < kvh; ++h)
+        for (int e = 0; e < hd; ++e) {
+          const int s = tok[size_t(2 * m) + 1], p = tok[size_t(2 * m)];
+          const size_t dst = ((size_t(s) * kvh + h) * n_ctx + p) * hd + e, src = (size_t(m) * kvh + h) * hd + e;
+          kf[dst] = k[src];
+          vf[dst] = v[src];
+        }
+    std::vector<uint8_t> kc(cells * es), vc(cells * es), kdev(cells * es);
+    kernels::dense_kernels_scalar().from_f32(wt, kf.data(), kc.data(), int64_t(cells));
+    kernels::dense_kernels_scalar().from_f32(wt, vf.data(), vc.data(), int64_t(cells));
+    ctx_->download(kv.k, kdev.data(), kdev.size());
+    EXPECT_EQ(kdev, kc) << "kv_store type " << type;
+    // Queries at a few positions of either sequence.
+    const std::vector<int32_t> qtok = {0, 0, 255, 1, 256, 0, 299, 1, 17, 1};
+    const int Mq = int(qtok.size() / 2);
+    const auto q = randn(size_t(Mq) * H * hd);
+    gpu::Buffer qb = put(q), qt = put_i(qtok), ob = ctx_->alloc(q.size() * 4, "att");
+    const float scale = float(1.0 / std::sqrt(double(hd)));
+    ctx_->begin();
+    gpu::attention(*ctx_, kv, qb, qt, ob, Mq, H, scale);
+    ctx_->submit();
+    const auto got = get(ob, q.size());
+    std::vector<float> want(q.size()), scores(size_t(group) * n_ctx);
+    for (int m = 0; m < Mq; ++m) {
+      const int p = qtok[size_t(2 * m)], s = qtok[size_t(2 * m) + 1];
+      const size_t so = size_t(s) * kvh * n_ctx * hd * es;
+      ops::KvSlice slice{wt, kc.data() + so, vc.data() + so, int64_t(n_ctx) * hd};
+      for (int g = 0; g < kvh; ++g) {
+        const size_t off = size_t(m) * H * hd + size_t(g) * group * hd;
+        ops::attend_group(&q[off], g, group, hd, slice, p + 1, &want[off], scores.data());
+      }
+    }
+    // Outputs are convex combinations of values (|v| < ~5): errors of exp and of the fp32 sums
+    // over up to 300 keys stay below 300 * 2^-24 * 5 * a few.
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-4) << "type " << type << " i " << i;
+  }
+}
+
+}  // namespace
+}  // namespace metharme
+#else
+TEST(GpuOps, SkippedWithoutVulkan) { GTEST_SKIP() << "this build has no Vulkan support (METHARME_VULKAN=OFF)"; }
+#endif
