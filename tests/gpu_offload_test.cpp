@@ -146,7 +146,7 @@ TEST_F(GpuOffloadTest, SequencesShiftAndPrefixCopyMatchCpuWithF16Cache) {
   g.forward(batch, b.data());
   expect_close(b, a, "3 sequences");
   for (LlamaRuntime* rt : {&cpu, &g}) {
-    rt->kv().shift(2, 12, 4, 18, w->config.rope_theta);  // seq 2: drop positions 4..11
+    rt->kv().shift(2, 12, 4, 18, rt->rope());  // seq 2: drop positions 4..11
     rt->kv().copy_prefix(1, 0, 20);                      // seq 0 := seq 1's 20 positions
   }
   std::vector<BatchToken> next = {{7, 22, 2, true}, {9, 20, 0, true}};

@@ -38,7 +38,7 @@ void KvCache::store(int layer, int seq, int pos, const float* k, const float* v)
 void KvCache::shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) {
   MH_CHECK(dst <= src && src + count <= n_ctx_ && dst >= 0, "KV shift out of range");
   if (count <= 0 || src == dst) return;
-  if (mirror_) mirror_->shift(seq, src, dst, count, rope_theta);
+  if (mirror_) mirror_->shift(seq, src, dst, count, rope);
   const auto& kern = kernels::dense_kernels();
   // Positions of one head are contiguous: move each head's run at once. Keys are decoded,
   // turned by (dst - src) positions (one angle table for the whole run) and encoded at the new

@@ -15,7 +15,7 @@ namespace metharme {
 class KvMirror {
  public:
   virtual ~KvMirror() = default;
-  virtual void shift(int seq, int src, int dst, int count, double rope_theta) = 0;
+  virtual void shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) = 0;
   virtual void copy_prefix(int from, int to, int count) = 0;
 };
 

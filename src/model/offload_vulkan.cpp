@@ -115,7 +115,7 @@ class VulkanOffload final : public GpuOffload {
   ~VulkanOffload() override;
   const OffloadPlan& plan() const override { return plan_; }
   void run(std::span<const BatchToken> toks, float* x, std::span<const int> logit_rows, float* logits) override;
-  void shift(int seq, int src, int dst, int count, double rope_theta) override;
+  void shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) override;
   void copy_prefix(int from, int to, int count) override;
 
  private:
@@ -264,7 +264,7 @@ void VulkanOffload::run(std::span<const BatchToken> toks, float* x, std::span<co
 
 // Context shift of one sequence (rare: when a chat outgrows the context): the sequence's block of
 // each layer comes to the host, is moved and turned exactly as KvCache::shift does, and goes back.
-void VulkanOffload::shift(int seq, int src, int dst, int count, double rope_theta) {
+void VulkanOffload::shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) {
   const int kvh = c_.num_key_value_heads, hd = c_.head_dim;
   for (DeviceLayer& L : layers_) {
     const kernels::WType t = L.kv.type == 0 ? kernels::WType::kF32 : kernels::WType::kF16;
@@ -278,7 +278,7 @@ void VulkanOffload::shift(int seq, int src, int dst, int count, double rope_thet
     for (int h = 0; h < kvh; ++h) {
       const size_t head = size_t(h) * n_ctx_ * hd;
       kern.to_f32(t, kb.data() + (head + size_t(src) * hd) * es, tmp.data(), int64_t(n));
-      ops::apply_rope_delta(tmp.data(), count, hd, rope_theta, dst - src);
+      ops::apply_rope_delta(tmp.data(), count, rope, dst - src);
       kern.from_f32(t, tmp.data(), kb.data() + (head + size_t(dst) * hd) * es, int64_t(n));
       std::memmove(vb.data() + (head + size_t(dst) * hd) * es, vb.data() + (head + size_t(src) * hd) * es, n * es);
     }
