@@ -28,7 +28,9 @@ struct RuntimeOptions {
   int n_seq = 1;         // independent sequences (KV slots)
   int max_batch = 512;   // tokens per internal step; longer batches are split
   int n_threads = 0;     // 0 = all CPUs this process may use
-  kernels::WType kv_type = kernels::WType::kF32;
+  // KV cache element types of keys and values (kernels/kv.h): f32, f16, q8 or q4.
+  kernels::KvType kv_type_k = kernels::KvType::kF32;
+  kernels::KvType kv_type_v = kernels::KvType::kF32;
 };
 
 // Where the inputs of a layer's linears appear (for quantization and analysis).
@@ -70,6 +72,12 @@ class LlamaRuntime {
   // attention; writes att [n][q_dim] (the o_proj input).
   void attention(int layer, std::span<const BatchToken> tokens, const float* xb, float* att);
 
+  // Wall time spent attending over the cache (scores, softmax and weighted sum of values, decode
+  // and prefill alike; not the q/k/v projections, RoPE or the KV store) since the last reset:
+  // two clock reads per layer and step, so the bench can report attention's share of a step.
+  double attention_seconds() const { return attn_seconds_; }
+  void reset_attention_seconds() { attn_seconds_ = 0; }
+
  private:
   void step(std::span<const BatchToken> tokens, float* logits);
   template <class F>
@@ -82,9 +90,10 @@ class LlamaRuntime {
   ops::RopeTable rope_;
   LinearObserver* observer_ = nullptr;
   int group_ = 1;  // query heads per kv head
+  double attn_seconds_ = 0;
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
-  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, logits_;
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, tile_kv_, logits_;
   std::vector<int> logit_rows_;
   std::vector<BatchToken> eval_batch_;
 };
