@@ -2,6 +2,7 @@
 // Aggregate generation throughput of `metharme serve` with N concurrent streams.
 //   node bench/serve_load.mjs --model DIR [--streams 1,4,8] [--tokens 64] [--repeat 3] [--threads T] [--bin build/metharme]
 //   node bench/serve_load.mjs --url http://127.0.0.1:5001 [...]     (a server that is already running)
+//   --json: one JSON line per round and stream count instead of the table (bench/compare_serve.sh)
 // Each stream is a streaming /v1/completions request for exactly --tokens tokens (EOS bypassed)
 // after a short distinct prompt. Reported per N: aggregate tokens/s (all tokens / wall time from
 // the first request to the last token), mean time to first token, mean per-stream decode rate.
@@ -69,6 +70,20 @@ async function stream(url, prompt, n) {
   return { start: t0, first: first ?? performance.now(), end: performance.now(), count };
 }
 
+function printTable(byN) {
+  const rows = streams.map((n) => {
+    const rs = [...byN.get(n)].sort((a, b) => a.agg - b.agg);
+    return { ...rs[Math.floor((rs.length - 1) / 2)], lo: rs[0].agg, hi: rs[rs.length - 1].agg };
+  });
+  const base = rows[0].agg;
+  console.log(`${repeat} round(s); each row is the median round (aggregate range over rounds in brackets)`);
+  console.log('| streams | tokens | wall s | aggregate tok/s | vs 1 stream | mean TTFT s | mean per-stream tok/s |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const r of rows)
+    console.log(`| ${r.n} | ${r.total} | ${r.wall.toFixed(2)} | ${r.agg.toFixed(2)} [${r.lo.toFixed(1)}-${r.hi.toFixed(1)}] | ` +
+      `${(r.agg / base).toFixed(2)}x | ${r.ttft.toFixed(2)} | ${r.per.toFixed(2)} |`);
+}
+
 const srv = args.url ? { url: args.url, stop: async () => {} } : await startServer();
 try {
   await stream(srv.url, 'Warm up', 8);
@@ -83,19 +98,10 @@ try {
       const ttft = runs.reduce((s, r) => s + (r.first - r.start), 0) / n / 1000;
       const per = runs.reduce((s, r) => s + (r.count - 1) / Math.max((r.end - r.first) / 1000, 1e-9), 0) / n;
       byN.get(n).push({ n, total, wall, agg: total / wall, ttft, per });
+      if (args.json) console.log(JSON.stringify({ engine: 'metharme', n, total, wall, agg: total / wall, ttft, per }));
     }
   }
-  const rows = streams.map((n) => {
-    const rs = [...byN.get(n)].sort((a, b) => a.agg - b.agg);
-    return { ...rs[Math.floor((rs.length - 1) / 2)], lo: rs[0].agg, hi: rs[rs.length - 1].agg };
-  });
-  const base = rows[0].agg;
-  console.log(`${repeat} round(s); each row is the median round (aggregate range over rounds in brackets)`);
-  console.log('| streams | tokens | wall s | aggregate tok/s | vs 1 stream | mean TTFT s | mean per-stream tok/s |');
-  console.log('|---|---|---|---|---|---|---|');
-  for (const r of rows)
-    console.log(`| ${r.n} | ${r.total} | ${r.wall.toFixed(2)} | ${r.agg.toFixed(2)} [${r.lo.toFixed(1)}-${r.hi.toFixed(1)}] | ` +
-      `${(r.agg / base).toFixed(2)}x | ${r.ttft.toFixed(2)} | ${r.per.toFixed(2)} |`);
+  if (!args.json) printTable(byN);
 } finally {
   await srv.stop();
 }

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <random>
 
+#include "formats/ggml_quants.h"
 #include "formats/gguf_reader.h"
 #include "ops/q4_linear.h"
 #include "support/model_util.h"
@@ -147,8 +150,81 @@ TEST(GgufExport, GptqScatteredGroupsFallBackToQ8_0) {
 
 TEST(GgufExport, RefusesUnknownTypes) {
   test::TempDir dir;
-  EXPECT_THROW(export_to(test::fixture("gptq/gptq-4bit"), dir / "x.gguf", "q4_k"), Error);
+  EXPECT_THROW(export_to(test::fixture("gptq/gptq-4bit"), dir / "x.gguf", "q5_k"), Error);
   EXPECT_THROW(export_to(test::fixture("gptq/gptq-4bit"), dir / "x.gguf", "q3"), Error);
+}
+
+// --type q4_k / q4_k_m: GPTQ linears become Q4_K with each group's scale and s*z as the sub-block
+// scale and min (rounded to Q4_K's 6-bit grids, then the codes to nearest), 16-bit linears Q4_K by
+// min/max; the output Q6_K, the embedding Q4_K (Q6_K when tied); q4_k_m also gives attn_v and ffn_down Q6_K in
+// llama-quantize's use_more_bits layers. Read back by our reader and run; the KL it adds is printed.
+TEST(GgufExport, Q4KTypesReadBack) {
+  ActF32 act;
+  test::TempDir dir;
+  struct Case {
+    const char* model;
+    const char* type;
+    double max_kl;
+  };
+  for (const Case& k : {Case{"gptq/gptq-4bit-g32", "q4_k", 5e-3}, Case{"gptq/gptq-4bit", "q4_k_m", 5e-3},
+                        Case{"models/llama-rand-h256", "q4_k_m", 5e-2}}) {
+    const std::string out = dir / "k.gguf";
+    std::filesystem::remove(out);
+    GgufExportReport r = export_to(test::fixture(k.model), out, k.type);
+    GgufFile f(out);
+    EXPECT_EQ(f.get_uint("general.file_type"), std::string(k.type) == "q4_k_m" ? 15u : 14u);
+    const int n_layers = int(f.get_uint("llama.block_count"));
+    int six = 0;
+    for (const auto& t : r.tensors) {
+      const GgufTensorInfo& ti = f.tensor(t.name);
+      EXPECT_EQ(ggml_type_name(uint32_t(ti.type)), t.type) << t.name;
+      if (t.name.find("norm") != std::string::npos) continue;
+      const bool v_or_down = t.name.find("attn_v") != std::string::npos || t.name.find("ffn_down") != std::string::npos;
+      if (ti.dims[0] % 256) {
+        EXPECT_TRUE(t.type == "Q8_0" || t.type == "F16") << t.name;  // rows of partial super-blocks
+      } else if (t.name == "output.weight" || (t.name == "token_embd.weight" && !f.find_tensor("output.weight")) ||
+                 (std::string(k.type) == "q4_k_m" && v_or_down && t.type == "Q6_K")) {
+        EXPECT_EQ(t.type, "Q6_K") << t.name;
+        six += v_or_down;
+      } else {
+        EXPECT_EQ(t.type, "Q4_K") << t.name;
+      }
+    }
+    // use_more_bits for 4 (2) layers: layers 2, 3 (1); attn_v (K = 256) always qualifies.
+    if (std::string(k.type) == "q4_k_m") {
+      EXPECT_GE(six, n_layers == 4 ? 2 : 1) << k.model;
+    }
+    auto [kl, diff] = compare(test::fixture(k.model), out);
+    double worst = 0;
+    for (const auto& t : r.tensors) worst = std::max(worst, t.max_err);
+    std::printf("%s -> %s: largest weight error %.3g, mean KL %.3g nats, max logit diff %.3g\n", k.model, k.type, worst,
+                kl, double(diff));
+    EXPECT_LT(kl, k.max_kl) << k.model << " " << k.type;
+  }
+}
+
+// The Q4_K and Q6_K quantizers on fresh random rows: every value within half a step of its
+// sub-block's (rounded) scale plus the scale's own 6- / 8-bit rounding.
+TEST(GgufExport, KQuantizersRoundTrip) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<float> x(256 * 5), back(x.size());
+  for (float& v : x) v = nd(rng);
+  x[7] = 0.2f;  // an outlier in one sub-block
+  for (GgmlType t : {GgmlType::kQ4_K, GgmlType::kQ6_K}) {
+    std::vector<uint8_t> b(ggml_tensor_bytes(t, {int64_t(x.size())}));
+    ggml_quantize(t, x.data(), int64_t(x.size()), b.data());
+    ggml_dequantize(t, b.data(), int64_t(x.size()), back.data());
+    double worst = 0, sum = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double e = std::fabs(double(back[i]) - x[i]);
+      worst = std::max(worst, e);
+      sum += e;
+    }
+    // Q4_K: 16 levels over a sub-block's range (about 0.15, 0.35 with the outlier); Q6_K: 64.
+    EXPECT_LT(worst, t == GgmlType::kQ4_K ? 0.02 : 0.004) << ggml_type_name(uint32_t(t));
+    EXPECT_LT(sum / double(x.size()), t == GgmlType::kQ4_K ? 0.004 : 0.0006) << ggml_type_name(uint32_t(t));
+  }
 }
 
 TEST(GgufCli, ConvertThenPerplexityAndGenerate) {

@@ -173,9 +173,10 @@ struct Synth {
     for (const auto& x : ts) {
       std::vector<float> v(size_t(x.rows) * size_t(x.cols));
       ggml_dequantize(x.type, x.bytes.data(), int64_t(v.size()), v.data());
-      // The loader keeps Q4_0 and Q4_1 linears exact (int4 kernels) and stores other quantized types as f16;
-      // the embedding of a quantized type is always f16.
-      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1 || x.type == GgmlType::kQ4_K) &&
+      // The loader keeps Q4_0, Q4_1, Q4_K (int4 kernels), Q8_0, Q5_K and Q6_K (int8-code kernels) linears
+      // exact and stores other quantized types as f16; the embedding of a quantized type is always f16.
+      const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1 || x.type == GgmlType::kQ4_K ||
+                              x.type == GgmlType::kQ8_0 || x.type == GgmlType::kQ5_K || x.type == GgmlType::kQ6_K) &&
                              x.gguf != "token_embd.weight";
       if (x.rows > 1 && !exact_kind && !q4_linear)
         for (float& f : v) f = fp16_to_f32(f32_to_fp16(f));
@@ -215,6 +216,10 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   if (GetParam() == GgmlType::kQ4_0 || GetParam() == GgmlType::kQ4_1 || GetParam() == GgmlType::kQ4_K) {
     EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4);
   }
+  if (GetParam() == GgmlType::kQ8_0 || GetParam() == GgmlType::kQ5_K || GetParam() == GgmlType::kQ6_K) {
+    EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kI8);
+    EXPECT_EQ(g.weights->lm_head.kind, ops::Linear::Kind::kI8);
+  }
   const std::vector<int> ids = {1, 17, 300, 42, 42, 7, 199, 383, 0, 250};
   const std::vector<float> a = test::all_logits(*g.rt, ids), b = test::all_logits(*r.rt, ids);
   float scale = 0;
@@ -224,11 +229,13 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
       << "type " << ggml_type_name(uint32_t(GetParam()));
 }
 
-// The int8-activation design on the int4 paths (Q4_0, Q4_1 with its offsets) stays close to the
-// exact reference (it quantizes activations, so not to fp32 rounding).
+// The int8-activation design on the int4 paths (Q4_0, Q4_1 with its offsets, Q4_K) and the
+// int8-code paths (Q8_0, Q5_K, Q6_K) stays close to the exact reference (it quantizes activations,
+// so not to fp32 rounding).
 TEST(GgufModel, Q4TypesWithInt8Activations) {
   ops::set_q4_act(ops::Q4Act::kQ8);
-  for (GgmlType t : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K}) {
+  for (GgmlType t :
+       {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ8_0, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     test::TempDir dir;
     Synth s;
     s.write(t, dir / "m.gguf", dir / "ref");

@@ -195,7 +195,7 @@ void check_isa(Isa isa) {
       opt.dequant(w->mat, 0, w->mat.n_tiles, dopt.data());
       ASSERT_EQ(dr, dopt) << s;
     }
-    for (int M : {1, 2, 3, 4, 5, 7, 8, 9, 17, 70}) {  // 70: more rows than one pass of the batched kernel (64)
+    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 65, 70}) {  // 65, 70: more rows than one pass of the batched kernel (64)
       SCOPED_TRACE(::testing::Message() << s << " M=" << M);
       auto x = random_rows(M, s.k, rng);
       KernelRun a(*w, x, M, ref), b(*w, x, M, opt);

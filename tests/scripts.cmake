@@ -29,6 +29,11 @@ add_test(NAME gguf_node_peer COMMAND ${CMAKE_SOURCE_DIR}/tests/gguf_node/run.sh 
 set_tests_properties(gguf_node_peer PROPERTIES FIXTURES_REQUIRED gguf_node_deps TIMEOUT 300
   SKIP_REGULAR_EXPRESSION "SKIP: node-llama-cpp"
   ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>;METHARME_SHARED=${METHARME_SHARED_DIR}")
+# bench/compare_serve.sh (metharme serve against llama.cpp's parallel sequences) on the tiny shape.
+add_test(NAME gguf_node_serve_compare COMMAND ${CMAKE_SOURCE_DIR}/tests/gguf_node/run.sh serve_compare.test.mjs)
+set_tests_properties(gguf_node_serve_compare PROPERTIES FIXTURES_REQUIRED gguf_node_deps TIMEOUT 300 RUN_SERIAL TRUE
+  SKIP_REGULAR_EXPRESSION "SKIP: node-llama-cpp"
+  ENVIRONMENT "METHARME_BIN=$<TARGET_FILE:metharme>;METHARME_SHARED=${METHARME_SHARED_DIR}")
 
 # Scale-out (deploy/): the shipped configurations checked by the programs that read them, and a
 # cluster of three replicas behind HAProxy with Prometheus (tests/cluster). Both skip (77) only

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -288,6 +289,57 @@ TEST(ServeLimits, ConnectionsBeyondThreadsAndQueueGet503) {
   EXPECT_GE(busy, 10);
   EXPECT_LE(busy, 12);
   EXPECT_EQ(busy + other, 30);
+  EXPECT_EQ(srv.get("/health").status, 200);
+}
+
+// An internal error after a stream began: the stream's last event says so, the other requests of
+// that step fail with 500, and the engine starts again and serves the next requests.
+TEST(ServeFailures, EngineFaultAfterFirstTokensEndsStreamsWithAnErrorAndTheEngineRestarts) {
+  ::setenv("METHARME_TEST_ENGINE_FAULT", "4", 1);  // read once, when the engine starts
+  TestServer srv;
+  ::unsetenv("METHARME_TEST_ENGINE_FAULT");
+
+  auto k = srv.post("/api/extra/generate/stream", greedy());
+  ASSERT_EQ(k.status, 200) << k.body;
+  std::string err;
+  auto events = test::parse_sse(k.body, err);
+  ASSERT_TRUE(err.empty()) << err;
+  ASSERT_GE(events.size(), 2u) << k.body;
+  std::string streamed;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    auto d = json::parse(events[i].data);
+    EXPECT_EQ(d["finish_reason"], "null") << events[i].data;  // KoboldCpp sends the string
+    streamed += d["token"].get<std::string>();
+  }
+  EXPECT_FALSE(streamed.empty()) << "three tokens were drawn before the fault";
+  auto last = json::parse(events.back().data);
+  EXPECT_EQ(last["finish_reason"], "error") << events.back().data;
+  EXPECT_EQ(last["token"], "");
+  EXPECT_NE(last["error"].get<std::string>().find("METHARME_TEST_ENGINE_FAULT"), std::string::npos);
+
+  auto o = srv.post("/v1/completions", {{"prompt", kPrompt}, {"max_tokens", 12}, {"temperature", 0}, {"stream", true}});
+  ASSERT_EQ(o.status, 200) << o.body;
+  events = test::parse_sse(o.body, err);
+  ASSERT_TRUE(err.empty()) << err;
+  ASSERT_GE(events.size(), 3u) << o.body;
+  EXPECT_EQ(events.back().data, "[DONE]");
+  auto e = json::parse(events[events.size() - 2].data);
+  ASSERT_TRUE(e.contains("error")) << o.body;
+  EXPECT_EQ(e["error"]["code"], 500);
+  EXPECT_EQ(e["error"]["type"], "server_error");
+
+  // Not streamed: the error status, since nothing was sent yet.
+  auto r = srv.post("/api/v1/generate", greedy());
+  EXPECT_EQ(r.status, 500) << r.body;
+
+  // The engine came back after every fault: requests shorter than the fault's token count succeed
+  // with the text they get alone.
+  auto a = srv.post("/api/v1/generate", greedy({{"max_length", 3}}));
+  auto b = srv.post("/api/v1/generate", greedy({{"max_length", 3}}));
+  ASSERT_EQ(a.status, 200) << a.body;
+  ASSERT_EQ(b.status, 200) << b.body;
+  EXPECT_EQ(text_of(a), text_of(b));
+  EXPECT_EQ(streamed.substr(0, text_of(a).size()), text_of(a));
   EXPECT_EQ(srv.get("/health").status, 200);
 }
 

@@ -248,6 +248,30 @@ TEST(Synth, GgufFilesHaveLlamaCppStructure) {
   }
 }
 
+// --gguf q4_k_m: llama-quantize's mix (Q4_K; Q6_K output, and attn_v / ffn_down in the layers its
+// use_more_bits picks: of 2 layers, layer 1), and the file runs (Q4_K on the int4 kernels, Q6_K on
+// the int8-code kernels).
+TEST(Synth, GgufQ4KMMix) {
+  test::TempDir tmp;
+  const std::string f = tmp / "km.gguf";
+  auto r = test::run_cli(synth_args(f, {"--gguf", "q4_k_m", "--hidden", "256", "--intermediate", "512"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  GgufFile g(f);
+  EXPECT_EQ(g.kv["general.file_type"], 15);
+  for (const char* t : {"token_embd", "blk.0.attn_q", "blk.0.attn_v", "blk.0.ffn_down", "blk.1.ffn_up"})
+    EXPECT_EQ(g.tensors[std::string(t) + ".weight"].type, 12u) << t;  // Q4_K
+  for (const char* t : {"output", "blk.1.attn_v", "blk.1.ffn_down"})
+    EXPECT_EQ(g.tensors[std::string(t) + ".weight"].type, 14u) << t;  // Q6_K
+  EXPECT_NE(test::run_cli(synth_args(tmp / "bad.gguf", {"--gguf", "q4_k_m", "--hidden", "256", "--intermediate", "352"}))
+                .exit_code,
+            0)
+      << "352 is no whole number of 256-value super-blocks";
+  auto gen = test::run_cli({"generate", "-m", f, "-p", "Hello", "-n", "3", "--temp", "0"});
+  EXPECT_EQ(gen.exit_code, 0) << gen.err;
+  auto info = test::run_cli({"info", "-m", f});
+  EXPECT_NE(info.out.find("q6_k (int8 codes)"), std::string::npos) << info.out;
+}
+
 // ---- bench ----------------------------------------------------------------------------------------
 
 TEST(Bench, JsonReportOnASynthModel) {

@@ -1,4 +1,5 @@
-// In-process A/B of two versions of the AVX2 int4 kernel file (src/kernels/q4_avx2.cpp): both are
+// In-process A/B of two versions of the AVX2 int4 kernel file (src/kernels/q4_avx2.cpp; with
+// Q4_AB_AVX512, of src/kernels/q4_avx512.cpp, which borrows the AVX2 activation quantizer): both are
 // compiled into this program (as VA and VB, each inside its own namespace) and their batched
 // gemm_q8 calls alternate on the same data, one thread. On a shared VM whose speed drifts by
 // 10-30% within minutes, comparing two binaries run one after the other mostly measures the
@@ -17,6 +18,13 @@
 
 #include "kernels/q4.h"
 
+#ifdef Q4_AB_AVX512
+#include "kernels/q4_avx2.cpp"  // the AVX2 table the AVX-512 one borrows from
+#define Q4_AB_TABLE q4_kernels_avx512
+#else
+#define Q4_AB_TABLE q4_kernels_avx2
+#endif
+
 namespace va {
 using namespace ::metharme::kernels;
 #include VA
@@ -34,6 +42,12 @@ int main(int argc, char** argv) {
     std::printf("q4_ab: this CPU lacks AVX2, FMA or F16C\n");
     return 77;
   }
+#ifdef Q4_AB_AVX512
+  if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vnni")) {
+    std::printf("q4_ab: this CPU lacks AVX-512 VNNI\n");
+    return 77;
+  }
+#endif
   // q4_ab N K M ITERS: a random N x K matrix (groups of 128), M activation rows.
   const int N = argc > 1 ? std::atoi(argv[1]) : 2048, K = argc > 2 ? std::atoi(argv[2]) : 2048;
   const int M = argc > 3 ? std::atoi(argv[3]) : 8, iters = argc > 4 ? std::atoi(argv[4]) : 200;
@@ -64,8 +78,8 @@ int main(int argc, char** argv) {
   std::vector<int8_t> xq(x.size());
   std::vector<float> xd(size_t(M) * size_t(K / block));
   std::vector<int32_t> xs(xd.size());
-  const auto& ka = va::metharme::kernels::q4_kernels_avx2();
-  const auto& kb = vb::metharme::kernels::q4_kernels_avx2();
+  const auto& ka = va::metharme::kernels::Q4_AB_TABLE();
+  const auto& kb = vb::metharme::kernels::Q4_AB_TABLE();
   for (int m = 0; m < M; ++m)
     ka.quantize_q8(x.data() + size_t(m) * size_t(K), K, block, xq.data() + size_t(m) * size_t(K),
                    xd.data() + size_t(m) * size_t(K / block), xs.data() + size_t(m) * size_t(K / block));

@@ -79,7 +79,8 @@ Registrar reg("convert", "Write any model folder the loader reads (safetensors, 
   app.add_option("--to", a->to, "Output format: safetensors (a folder, default) or gguf (one file for llama.cpp/KoboldCpp)")
       ->check(CLI::IsMember({"safetensors", "gguf"}));
   app.add_option("--type", a->type,
-                 "GGUF tensor type: auto (GPTQ codes kept as Q4_1 where exact), q4_1, q8_0, f16, f32 (default auto)");
+                 "GGUF tensor type: auto (GPTQ codes kept as Q4_1 where exact), q4_1, q4_k, q4_k_m (llama.cpp's Q4_K_M "
+                 "mix: Q6_K output and half of attn_v/ffn_down), q8_0, f16, f32 (default auto)");
   app.add_flag("-q,--quiet", a->quiet, "No progress bar");
   return [a] {
     if (a->to == "gguf") return write_gguf(*a);

@@ -57,7 +57,8 @@ Registrar reg("info", "Load a model folder and print its configuration, weight f
     auto w = load_weights(*dir);
     const LlamaConfig& c = w->config;
     std::printf("model:        %s\n", dir->c_str());
-    std::printf("files:        %zu (%zu tensors)\n", w->store.files().size(), w->store.size());
+    const size_t n_tensors = w->file_tensors ? w->file_tensors : w->store.size();
+    std::printf("files:        %zu (%zu tensors)\n", w->store.files().size(), n_tensors);
     std::printf("layers:       %d\n", c.num_hidden_layers);
     std::printf("hidden:       %d (ffn %d)\n", c.hidden_size, c.intermediate_size);
     std::printf("heads:        %d (kv %d, head_dim %d)\n", c.num_attention_heads, c.num_key_value_heads, c.head_dim);

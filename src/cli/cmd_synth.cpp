@@ -45,7 +45,9 @@ Registrar reg("synth", "Write a random model of a given shape: GPTQ 4-bit folder
   app.add_option("--group-size", a->group_size, "GPTQ group size; -1 = one group per row");
   app.add_flag("--act-order", a->act_order, "Scatter the GPTQ groups through g_idx (desc_act)");
   app.add_flag("--fp16", a->fp16, "Write a dense fp16 model instead of GPTQ");
-  app.add_option("--gguf", a->gguf, "Write a llama.cpp GGUF file of this type instead")->check(CLI::IsMember({"q4_0", "q8_0"}));
+  app.add_option("--gguf", a->gguf,
+                 "Write a llama.cpp GGUF file of this type instead (q4_k_m: llama-quantize's Q4_K/Q6_K mix)")
+      ->check(CLI::IsMember({"q4_0", "q8_0", "q4_k_m"}));
   app.add_option("--seed", a->seed, "Random seed (same seed, same bytes)");
   app.add_option("--tokenizer", a->tokenizer, "tokenizer.model to include (its size is the default vocabulary)")->required();
   add_threads_option(app, a->threads);
@@ -60,7 +62,9 @@ Registrar reg("synth", "Write a random model of a given shape: GPTQ 4-bit folder
                           {&o.shape.vocab, a->vocab}})
       if (v) *dst = v;
     if (a->heads && !a->kv_heads) o.shape.kv_heads = std::min(o.shape.kv_heads, a->heads);
-    o.format = !a->gguf.empty() ? (a->gguf == "q4_0" ? SynthFormat::kGgufQ4_0 : SynthFormat::kGgufQ8_0)
+    o.format = !a->gguf.empty() ? (a->gguf == "q4_0"   ? SynthFormat::kGgufQ4_0
+                                   : a->gguf == "q8_0" ? SynthFormat::kGgufQ8_0
+                                                       : SynthFormat::kGgufQ4_K_M)
                : a->fp16      ? SynthFormat::kFp16
                               : SynthFormat::kGptq;
     o.bits = a->bits;

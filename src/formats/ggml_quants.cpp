@@ -12,7 +12,6 @@ namespace metharme {
 namespace {
 
 constexpr int kQK = 32;    // values per small block
-constexpr int kQKK = 256;  // values per K-quant super-block
 
 float h2f(const uint8_t* p) {
   uint16_t h;
@@ -197,6 +196,8 @@ void ggml_quantize(GgmlType t, const float* x, int64_t n, uint8_t* out) {
   const int64_t be = ggml_block_elems(t);
   MH_CHECK(n >= 0 && n % be == 0, "ggml_quantize: ", n, " values is not a whole number of ",
            ggml_type_name(uint32_t(t)), " blocks");
+  if (t == GgmlType::kQ4_K) return ggml_quantize_q4_k(x, n, out);
+  if (t == GgmlType::kQ6_K) return ggml_quantize_q6_k(x, n, out);
   const size_t bb = ggml_block_bytes(t);
   for (int64_t i = 0; i < n / be; ++i) {
     const float* xb = x + i * be;

@@ -30,10 +30,20 @@ void ggml_dequantize(GgmlType t, const void* src, int64_t n, float* out);
 
 // Quantizes n values (a multiple of the block) to type t the way ggml's reference quantizers do
 // (round to nearest): F32, F16, BF16, Q4_0 (d = signed absmax / -8), Q4_1 (d = (max - min) / 15,
-// m = min) and Q8_0 (d = absmax / 127). Other types are an error.
+// m = min), Q8_0 (d = absmax / 127), Q4_K and Q6_K (below). Other types are an error.
 void ggml_quantize(GgmlType t, const float* x, int64_t n, uint8_t* out);
 
-// The 6-bit scale and min of sub-block j < 8 of a Q4_K / Q5_K block's 12 scale bytes.
+// Q4_K (n a multiple of 256): per 32-value sub-block the wanted scale and min (x ~= scale*q - min)
+// from sub_scale / sub_min (n/32 each, e.g. a GPTQ group's s and s*z), or from the sub-block's
+// min/max when they are null; both are rounded to the block's 6-bit grids, then the codes to
+// nearest. Q6_K: per 16 values the signed absmax maps to code -32, scales on an int8 grid.
+// (formats/ggml_kquant.cpp; ggml_quantize calls these for Q4_K and Q6_K.)
+void ggml_quantize_q4_k(const float* x, int64_t n, uint8_t* out, const float* sub_scale = nullptr,
+                        const float* sub_min = nullptr);
+void ggml_quantize_q6_k(const float* x, int64_t n, uint8_t* out);
+
+// The 6-bit scale and min of sub-block j < 8 of a Q4_K / Q5_K block's 12 scale bytes, and the inverse.
 void ggml_k4_scale_min(int j, const uint8_t* scales, uint8_t* sc, uint8_t* mn);
+void ggml_k4_put_scale_min(int j, uint8_t sc, uint8_t mn, uint8_t* scales);
 
 }  // namespace metharme

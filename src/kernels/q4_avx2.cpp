@@ -158,39 +158,11 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
 // 4 * 2 * 2 * 15 * 127 = 30480 per lane, and one vpmaddwd per 4 steps instead of per step
 // relieves the multiply ports, which bound this loop.
 
-// acc[r][h] += the block's integer dot products for rows r < R (activations xk + r * ldx), half h.
-template <int R>
-inline void q8_block_rows(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
-  const __m256i low = _mm256_set1_epi8(0x0F);
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int c = 0; c < steps; c += 4) {
-    __m256i s[R][2];
-    for (int r = 0; r < R; ++r) s[r][0] = s[r][1] = _mm256_setzero_si256();
-#pragma GCC unroll 1
-    for (int i = c; i < c + 4; ++i) {
-      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(i) * 64));
-      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(i) * 64 + 32));
-      const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
-      const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
-      const int8_t* xi = xk + i * 8;
-      for (int r = 0; r < R; ++r) {
-        const __m256i xl = _mm256_set1_epi32(load_i32(xi + size_t(r) * ldx));
-        const __m256i xh = _mm256_set1_epi32(load_i32(xi + size_t(r) * ldx + 4));
-        s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(lo0, xl));
-        s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(hi0, xh));
-        s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(lo1, xl));
-        s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(hi1, xh));
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s[r][h], ones));
-  }
-}
-
-// Four rows: the same sums, written in assembly because GCC spills the eight int16 sums of this
-// loop to the stack. Registers: ymm0-7 sums (row r: ymm(2r) columns 0-7, ymm(2r+1) columns 8-15),
-// ymm8-11 the step's unpacked codes (lo0, hi0, lo1, hi1), ymm12 the nibble mask, ymm13/14 the
-// broadcast activations, ymm15 a product. acc is __m256i[4][2]; the asm sets it (steps >= 4).
+// R = 2, 3 or 4 rows: the block's integer dot products, written in assembly because GCC spills the
+// int16 sums of the intrinsics version to the stack. Registers: ymm0-7 sums (row r: ymm(2r) columns
+// 0-7, ymm(2r+1) columns 8-15), ymm8-11 the step's unpacked codes (lo0, hi0, lo1, hi1), ymm12 the
+// nibble mask, ymm13/14 the broadcast activations, ymm15 a product. acc is __m256i[R][2]; the asm
+// sets it (steps >= 4, a multiple of 4).
 #define MH_Q8_ROW(XL, XH, SA, SB)                 \
   "vpbroadcastd " XL ", %%ymm13\n\t"              \
   "vpbroadcastd " XH ", %%ymm14\n\t"              \
@@ -235,48 +207,128 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
   "vpand %%ymm12, %%ymm9, %%ymm9\n\t"     \
   "vpand %%ymm12, %%ymm10, %%ymm10\n\t"   \
   "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
-// One step (8 k) for the 4 rows with ROW (MH_Q8_ROW_FIRST or MH_Q8_ROW), then the pointers move on.
-#define MH_Q8_STEP(ROW)                                                        \
-  MH_Q8_FROM_Q                                                                 \
+// The rows' operands: activations at x0 + r * ldx (row 3 at x3), sums as in the header.
+#define MH_Q8_ROWS2(ROW)                                                       \
   ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                               \
-  ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")             \
-  ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")             \
-  ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")                               \
+  ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")
+#define MH_Q8_ROWS3(ROW)                                                       \
+  MH_Q8_ROWS2(ROW)                                                             \
+  ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")
+#define MH_Q8_ROWS4(ROW)                                                       \
+  MH_Q8_ROWS3(ROW)                                                             \
+  ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")
+// One step (8 k) for the rows with ROW (MH_Q8_ROW_FIRST or MH_Q8_ROW), then the pointers move on.
+#define MH_Q8_STEP(ROWS, ROW)                                                  \
+  MH_Q8_FROM_Q                                                                 \
+  ROWS(ROW)                                                                    \
   "add $64, %[q]\n\t"                                                          \
   "add $8, %[x0]\n\t"                                                          \
   "add $8, %[x3]\n\t"
-// One chunk of 4 steps into the int16 sums ymm0-7, then ymm13 = ones for the widening.
-#define MH_Q8_CHUNK                                                            \
-  MH_Q8_STEP(MH_Q8_ROW_FIRST)                                                  \
+// One chunk of 4 steps into the int16 sums, then ymm13 = ones for the widening.
+#define MH_Q8_CHUNK(ROWS)                                                      \
+  MH_Q8_STEP(ROWS, MH_Q8_ROW_FIRST)                                            \
   ".rept 3\n\t"                                                                \
-  MH_Q8_STEP(MH_Q8_ROW)                                                        \
+  MH_Q8_STEP(ROWS, MH_Q8_ROW)                                                  \
   ".endr\n\t"                                                                  \
   "vmovdqa %[ones], %%ymm13\n\t"
+#define MH_Q8_SET2 MH_Q8_WIDEN_SET(0, 0) MH_Q8_WIDEN_SET(1, 32) MH_Q8_WIDEN_SET(2, 64) MH_Q8_WIDEN_SET(3, 96)
+#define MH_Q8_SET3 MH_Q8_SET2 MH_Q8_WIDEN_SET(4, 128) MH_Q8_WIDEN_SET(5, 160)
+#define MH_Q8_SET4 MH_Q8_SET3 MH_Q8_WIDEN_SET(6, 192) MH_Q8_WIDEN_SET(7, 224)
+#define MH_Q8_ADD2 MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)
+#define MH_Q8_ADD3 MH_Q8_ADD2 MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160)
+#define MH_Q8_ADD4 MH_Q8_ADD3 MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)
 // The first chunk stores the widened sums to acc, later chunks add to them: no zeroing pass.
+#define MH_Q8_BLOCK(ROWS, SET, ADD) \
+  "vmovdqa %[low], %%ymm12\n\t"    \
+  MH_Q8_CHUNK(ROWS)                 \
+  SET                               \
+  "dec %[n]\n\t"                    \
+  "jz 2f\n\t"                       \
+  "1:\n\t"                          \
+  MH_Q8_CHUNK(ROWS)                 \
+  ADD                               \
+  "dec %[n]\n\t"                    \
+  "jnz 1b\n\t"                      \
+  "2:\n\t"
+#define MH_Q8_ASM(ROWS, SET, ADD)                                                                      \
+  __asm__ volatile(MH_Q8_BLOCK(ROWS, SET, ADD)                                                         \
+                   : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)                       \
+                   : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16) \
+                   : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",   \
+                     "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc")
+// Five rows do not fit the layout above (10 sums + 4 codes + 3 scratch > 16 registers), so a
+// 5-row step takes one 32-byte column half at a time: ymm0-9 sums (row r: ymm(2r) columns 0-7,
+// ymm(2r+1) columns 8-15), ymm10/11 the half's low and high nibbles, ymm12 the mask, ymm13/14
+// the activations (broadcast once per half), ymm15 a product. One unpack per step serves all
+// five rows, where 3 + 2 groups unpack twice.
+#define MH_Q8_HROW(XL, XH, S)                     \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"              \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"
+#define MH_Q8_HROW_FIRST(XL, XH, S)               \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm10, " S "\n\t"        \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"
+#define MH_Q8_HALF(OFF, ROW, S0, S1, S2, S3, S4)                  \
+  "vmovdqu " OFF "(%[q]), %%ymm10\n\t"                            \
+  "vpsrlw $4, %%ymm10, %%ymm11\n\t"                               \
+  "vpand %%ymm12, %%ymm10, %%ymm10\n\t"                           \
+  "vpand %%ymm12, %%ymm11, %%ymm11\n\t"                           \
+  ROW("(%[x0])", "4(%[x0])", S0)                                  \
+  ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", S1)                \
+  ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", S2)                \
+  ROW("(%[x3])", "4(%[x3])", S3)                                  \
+  ROW("(%[x3],%[ldx],1)", "4(%[x3],%[ldx],1)", S4)
+#define MH_Q8_ROWS5(ROW)                                                         \
+  MH_Q8_HALF("0", ROW, "%%ymm0", "%%ymm2", "%%ymm4", "%%ymm6", "%%ymm8")        \
+  MH_Q8_HALF("32", ROW, "%%ymm1", "%%ymm3", "%%ymm5", "%%ymm7", "%%ymm9")
+#define MH_Q8_STEP5(ROW)      \
+  MH_Q8_ROWS5(ROW)            \
+  "add $64, %[q]\n\t"         \
+  "add $8, %[x0]\n\t"         \
+  "add $8, %[x3]\n\t"
+#define MH_Q8_CHUNK5                \
+  MH_Q8_STEP5(MH_Q8_HROW_FIRST)     \
+  ".rept 3\n\t"                     \
+  MH_Q8_STEP5(MH_Q8_HROW)           \
+  ".endr\n\t"                       \
+  "vmovdqa %[ones], %%ymm13\n\t"
+#define MH_Q8_SET5 MH_Q8_SET4 MH_Q8_WIDEN_SET(8, 256) MH_Q8_WIDEN_SET(9, 288)
+#define MH_Q8_ADD5 MH_Q8_ADD4 MH_Q8_WIDEN(8, 256) MH_Q8_WIDEN(9, 288)
+#define MH_Q8_BLOCK5         \
+  "vmovdqa %[low], %%ymm12\n\t" \
+  MH_Q8_CHUNK5               \
+  MH_Q8_SET5                 \
+  "dec %[n]\n\t"             \
+  "jz 2f\n\t"                \
+  "1:\n\t"                   \
+  MH_Q8_CHUNK5               \
+  MH_Q8_ADD5                 \
+  "dec %[n]\n\t"             \
+  "jnz 1b\n\t"               \
+  "2:\n\t"
 // Every row group unpacks the codes itself: keeping the first group's unpacked codes in a
 // scratch buffer for the next groups ran 4-15% slower (the stores and reloads cost more than the
 // shift and masks they save).
-inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
-  const int8_t* x3 = xk + 3 * ldx;
+template <int R>
+inline void q8_block_rows(const uint8_t* q, int steps, const int8_t* xk, size_t ldx, __m256i (*acc)[2]) {
+  static_assert(R >= 2 && R <= 5);
+  const int8_t* x3 = xk + (R >= 4 ? 3 * ldx : 0);
   size_t chunks = size_t(steps) / 4;
-  __asm__ volatile(
-      "vmovdqa %[low], %%ymm12\n\t"
-      MH_Q8_CHUNK
-      MH_Q8_WIDEN_SET(0, 0) MH_Q8_WIDEN_SET(1, 32) MH_Q8_WIDEN_SET(2, 64) MH_Q8_WIDEN_SET(3, 96)
-      MH_Q8_WIDEN_SET(4, 128) MH_Q8_WIDEN_SET(5, 160) MH_Q8_WIDEN_SET(6, 192) MH_Q8_WIDEN_SET(7, 224)
-      "dec %[n]\n\t"
-      "jz 2f\n\t"
-      "1:\n\t"
-      MH_Q8_CHUNK
-      MH_Q8_WIDEN(0, 0) MH_Q8_WIDEN(1, 32) MH_Q8_WIDEN(2, 64) MH_Q8_WIDEN(3, 96)
-      MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160) MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)
-      "dec %[n]\n\t"
-      "jnz 1b\n\t"
-      "2:\n\t"
-      : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)
-      : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-        "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+  if constexpr (R == 5)
+    __asm__ volatile(MH_Q8_BLOCK5
+                     : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)
+                     : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                       "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+  if constexpr (R == 4) MH_Q8_ASM(MH_Q8_ROWS4, MH_Q8_SET4, MH_Q8_ADD4);
+  if constexpr (R == 3) MH_Q8_ASM(MH_Q8_ROWS3, MH_Q8_SET3, MH_Q8_ADD3);
+  if constexpr (R == 2) MH_Q8_ASM(MH_Q8_ROWS2, MH_Q8_SET2, MH_Q8_ADD2);
 }
 #undef MH_Q8_FROM_Q
 #undef MH_Q8_ROW
@@ -285,6 +337,26 @@ inline void q8_block_rows4(const uint8_t* q, int steps, const int8_t* xk, size_t
 #undef MH_Q8_WIDEN_SET
 #undef MH_Q8_CHUNK
 #undef MH_Q8_STEP
+#undef MH_Q8_ROWS2
+#undef MH_Q8_ROWS3
+#undef MH_Q8_ROWS4
+#undef MH_Q8_SET2
+#undef MH_Q8_SET3
+#undef MH_Q8_SET4
+#undef MH_Q8_ADD2
+#undef MH_Q8_ADD3
+#undef MH_Q8_ADD4
+#undef MH_Q8_BLOCK
+#undef MH_Q8_ASM
+#undef MH_Q8_HROW
+#undef MH_Q8_HROW_FIRST
+#undef MH_Q8_HALF
+#undef MH_Q8_ROWS5
+#undef MH_Q8_STEP5
+#undef MH_Q8_CHUNK5
+#undef MH_Q8_SET5
+#undef MH_Q8_ADD5
+#undef MH_Q8_BLOCK5
 
 // Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows.
 constexpr int kRowsPerPass = 64;
@@ -300,19 +372,15 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
   for (int b = 0; b < nb; ++b) {
     const uint8_t* q = qs + size_t(b) * size_t(steps) * kQ4StepBytes;
     for (int i = 0; i < steps; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes + i * 64), _MM_HINT_T0);
+    // Groups of 4 rows; a remainder of 5 runs as one group of 5, so no group has one row (M >= 2).
     for (int m = 0; m < M;) {
-      const int rest = M - m;
+      const int rest = M - m, take = rest == 5 ? 5 : std::min(rest, 4);
       const int8_t* xk = x.q + size_t(m) * x.kp + size_t(b) * x.block;
-      if (rest >= 4) {
-        q8_block_rows4(q, steps, xk, size_t(x.kp), acc + m);
-        m += 4;
-      } else {
-        for (int r = 0; r < rest; ++r) acc[m + r][0] = acc[m + r][1] = _mm256_setzero_si256();
-        if (rest == 3) q8_block_rows<3>(q, steps, xk, size_t(x.kp), acc + m);
-        if (rest == 2) q8_block_rows<2>(q, steps, xk, size_t(x.kp), acc + m);
-        if (rest == 1) q8_block_rows<1>(q, steps, xk, size_t(x.kp), acc + m);
-        m += rest;
-      }
+      if (take == 5) q8_block_rows<5>(q, steps, xk, size_t(x.kp), acc + m);
+      if (take == 4) q8_block_rows<4>(q, steps, xk, size_t(x.kp), acc + m);
+      if (take == 3) q8_block_rows<3>(q, steps, xk, size_t(x.kp), acc + m);
+      if (take == 2) q8_block_rows<2>(q, steps, xk, size_t(x.kp), acc + m);
+      m += take;
     }
     const int g = b / bpg;
     const __m256 zf[2] = {
@@ -335,13 +403,13 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
 }
 
 void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
-  if (M == 1) {
-    for (int t = t0; t < t1; ++t) q8_tile(w, t, x, 0, y, ldy);
-    return;
-  }
   alignas(32) __m256 accf[kRowsPerPass][2];
   for (int m0 = 0; m0 < M; m0 += kRowsPerPass) {
     const int rows = std::min(kRowsPerPass, M - m0);
+    if (rows == 1) {  // decode, or the last row of a large batch
+      for (int t = t0; t < t1; ++t) q8_tile(w, t, x, m0, y, ldy);
+      continue;
+    }
     const Q8Act xs{x.q + size_t(m0) * x.kp, x.d + size_t(m0) * (x.kp / x.block), x.sum + size_t(m0) * (x.kp / x.block),
                    x.kp, x.block};
     for (int t = t0; t < t1; ++t) q8_tile_rows(w, t, xs, rows, y + m0 * ldy, ldy, accf);

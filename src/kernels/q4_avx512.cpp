@@ -1,6 +1,7 @@
 // AVX-512 VNNI int4 kernels (layout in q4.h): a whole 64-byte step (8 k x 16 columns) is one zmm,
 // and vpdpbusd multiplies 4 unsigned codes by 4 signed int8 activations per 32-bit lane and
-// accumulates in one instruction. Compiled with -mavx512{f,bw,vl,dq,vnni}; only called when the
+// accumulates in one instruction. Up to 8 rows share each unpacked step (q8_tile<R>), so 2-8
+// row products (continuous batching, speculative verification) run the prefill kernel's loop. Compiled with -mavx512{f,bw,vl,dq,vnni}; only called when the
 // CPU has them (kernels/isa.cpp).
 // GCC 12's own AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -58,19 +59,23 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     for (int k = b * x.block; k < k1; k += kQ4StepK) {
       _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(qs + size_t(k) * 8);
+      // High nibbles stay in place (16 x the code): one op less per step than a shift and mask,
+      // and the block's sum is exactly 16 x the true one (at most 16 * 15 * 127 * 4 per lane and step).
       const __m512i lo = _mm512_and_si512(v, low);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      const __m512i hi16 = _mm512_andnot_si512(low, v);
       for (int r = 0; r < R; ++r) {
         acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], lo, _mm512_set1_epi32(load_i32(xq[r] + k)));
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], hi, _mm512_set1_epi32(load_i32(xq[r] + k + 4)));
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], hi16, _mm512_set1_epi32(load_i32(xq[r] + k + 4)));
       }
     }
     const int g = b / bpg;
-    const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16)));
+    const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
     const __m512 s = scales16(w, t, g);
+    // In fp32, exactly: |isum| and zero * sum stay below 2^24 for blocks of up to 128 (as in the
+    // scalar twin, which does the subtraction in int32); no 2-uop vpmulld.
     for (int r = 0; r < R; ++r) {
-      const __m512i isum = _mm512_add_epi32(acc[r][0], acc[r][1]);
-      const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, _mm512_mullo_epi32(z, _mm512_set1_epi32(xs[r][b]))));
+      const __m512i isum = _mm512_add_epi32(acc[r][0], _mm512_srai_epi32(acc[r][1], 4));
+      const __m512 f = _mm512_fnmadd_ps(zf, _mm512_set1_ps(float(xs[r][b])), _mm512_cvtepi32_ps(isum));
       accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, _mm512_set1_ps(xd[r][b])), f, accf[r]);
     }
   }

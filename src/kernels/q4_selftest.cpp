@@ -1,7 +1,7 @@
 // Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 24 columns (the last
 // tile partial) x 128 rows in 2 groups of 64, random codes, scales (fp16, and fp32 off the fp16
-// grid) and zero points from a fixed generator; activation rows 1 (the decode path) and 5 (the
-// batched paths with a remainder).
+// grid) and zero points from a fixed generator; activation rows 1 (the decode path), 2, 5 and 7
+// (the batched paths' row groups).
 #include <cmath>
 #include <vector>
 
@@ -114,8 +114,12 @@ void run(Isa isa, SelfTest& t) {
       q4_kernels_scalar().dequant(p.m, 0, kTiles, ref.data());
       t.compare_exact(std::string("dequant") + tag, o.data(), ref.data(), n * sizeof(float));
     }
+    // Rows 1 (decode), 5 and 7 (AVX2: one 5-row group; groups of 4 and 3) and 2, at blocks of one
+    // and of two 4-step chunks.
     check_rows(isa, t, p, 1, 64, r, tag);
     check_rows(isa, t, p, 5, 32, r, tag);
+    check_rows(isa, t, p, 7, 64, r, tag);
+    check_rows(isa, t, p, 2, 32, r, tag);
   }
 }
 

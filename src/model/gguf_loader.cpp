@@ -9,6 +9,7 @@
 
 #include "formats/ggml_quants.h"
 #include "formats/gguf_llama.h"
+#include "model/gguf_i8.h"
 #include "ops/q4_linear.h"
 #include "util/error.h"
 #include "util/half.h"
@@ -162,6 +163,7 @@ ops::Linear linear(Ctx& c, const std::string& name, int N, int K, int qk_head_di
   const GgufTensorInfo& t = expect(c, name, {K, N});
   if (t.type == GgmlType::kQ4_0 || t.type == GgmlType::kQ4_1 || t.type == GgmlType::kQ4_K)
     return q4_linear(c, t, N, K, qk_head_dim);
+  if (gguf_i8_type(t.type)) return gguf_i8_linear(t, N, K, qk_head_dim, c.pool);
   const size_t esz = t.type == GgmlType::kF32 ? 4 : 2;
   if (is_float(t.type) && !qk_head_dim && reinterpret_cast<uintptr_t>(t.data) % esz == 0)
     return ops::make_dense_linear(wtype(t.type), t.data, N, K);  // zero-copy
@@ -265,6 +267,7 @@ std::unique_ptr<ModelWeights> load_gguf_weights(const std::string& path, const L
     l.w_down = linear(c, gguf_blk(i, "ffn_down"), d, ffn);
   }
   m->format = type_summary(f);
+  m->file_tensors = f.tensors().size();
   if (opt.warn_unknown && !opt.quiet) warn_unused(f, used);
   return m;
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "formats/ggml_quants.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "kernels/dense.h"
@@ -111,6 +112,14 @@ Gen gguf_blocks(GgmlType t, float d) {
         std::memcpy(blk + i, &r, std::min<size_t>(8, bb - i));
       }
       uint16_t h = f32_to_fp16(d * (0.75f + 0.5f * uniform01(splitmix(seed))));
+      if (t == GgmlType::kQ4_K) {
+        // 6-bit scales 1..8 with mins of 7.5 steps (dmin = d), so each sub-block is centred on 0.
+        std::memcpy(blk + 2, &h, 2);
+        for (int j = 0; j < 8; ++j) {
+          const uint8_t sc = uint8_t(1 + (blk[16 + j] & 7));
+          ggml_k4_put_scale_min(j, sc, uint8_t(std::lround(7.5 * sc)), blk + 4);
+        }
+      }
       if (t == GgmlType::kQ6_K) {
         for (int i = 0; i < 16; ++i) blk[192 + i] = uint8_t(1 + (blk[192 + i] & 7));  // int8 sub-block scales 1..8
         std::memcpy(blk + 208, &h, 2);
@@ -137,6 +146,9 @@ void check_shape(const SynthOptions& o, size_t tok_vocab) {
   }
   if (o.format == SynthFormat::kGgufQ4_0)
     MH_CHECK(s.hidden % 256 == 0, "synth: GGUF Q4_0 models need --hidden a multiple of 256 (Q6_K output)");
+  if (o.format == SynthFormat::kGgufQ4_K_M)
+    MH_CHECK(s.hidden % 256 == 0 && s.intermediate % 256 == 0,
+             "synth: GGUF Q4_K_M models need --hidden and --intermediate multiples of 256");
 }
 
 // ---- plans ----------------------------------------------------------------------------------------
@@ -212,12 +224,20 @@ std::vector<Planned> plan_folder(const SynthOptions& o) {
 std::vector<Planned> plan_gguf(const SynthOptions& o) {
   const SynthShape& s = o.shape;
   const int d = s.hidden, ffn = s.intermediate, hd = s.hidden / s.heads, kvd = s.kv_heads * hd;
-  const GgmlType wt = o.format == SynthFormat::kGgufQ4_0 ? GgmlType::kQ4_0 : GgmlType::kQ8_0;
-  // llama-quantize keeps the output matrix at Q6_K in Q4_0 files and at Q8_0 in Q8_0 files.
-  const GgmlType out_t = wt == GgmlType::kQ4_0 ? GgmlType::kQ6_K : GgmlType::kQ8_0;
+  const GgmlType wt = o.format == SynthFormat::kGgufQ4_0   ? GgmlType::kQ4_0
+                      : o.format == SynthFormat::kGgufQ4_K_M ? GgmlType::kQ4_K
+                                                             : GgmlType::kQ8_0;
+  // llama-quantize keeps the output matrix at Q6_K in Q4_0 and Q4_K_M files and at Q8_0 in Q8_0 files.
+  const GgmlType out_t = wt == GgmlType::kQ8_0 ? GgmlType::kQ8_0 : GgmlType::kQ6_K;
+  // Q4_K_M: attn_v and ffn_down at Q6_K in the layers llama-quantize's use_more_bits picks (about half).
+  auto six = [&](int l) {
+    const int n = s.layers;
+    return wt == GgmlType::kQ4_K && (l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2) ? GgmlType::kQ6_K : wt;
+  };
   auto quant = [&](const std::string& name, GgmlType t, int rows, int cols) {
     float dscale = t == GgmlType::kQ4_0 ? kWeightStd / kUniformNibbleStd
                    : t == GgmlType::kQ8_0 ? kWeightStd / kUniformInt8Std
+                   : t == GgmlType::kQ4_K ? kWeightStd / (4.5f * kUniformNibbleStd)
                                           : kWeightStd / (18.5f * 4.5f);
     int64_t units = int64_t(rows) * cols / ggml_block_elems(t);
     return Planned{name, DType::U8, t, {cols, rows}, units, ggml_block_bytes(t), gguf_blocks(t, dscale)};
@@ -232,12 +252,12 @@ std::vector<Planned> plan_gguf(const SynthOptions& o) {
     v.push_back(norm(p + "attn_norm.weight"));
     v.push_back(quant(p + "attn_q.weight", wt, d, d));
     v.push_back(quant(p + "attn_k.weight", wt, kvd, d));
-    v.push_back(quant(p + "attn_v.weight", wt, kvd, d));
+    v.push_back(quant(p + "attn_v.weight", six(l), kvd, d));
     v.push_back(quant(p + "attn_output.weight", wt, d, d));
     v.push_back(norm(p + "ffn_norm.weight"));
     v.push_back(quant(p + "ffn_gate.weight", wt, ffn, d));
     v.push_back(quant(p + "ffn_up.weight", wt, ffn, d));
-    v.push_back(quant(p + "ffn_down.weight", wt, d, ffn));
+    v.push_back(quant(p + "ffn_down.weight", six(l), d, ffn));
   }
   v.push_back(norm("output_norm.weight"));
   v.push_back(quant("output.weight", out_t, s.vocab, d));
@@ -362,10 +382,10 @@ void write_gguf(const SynthOptions& o, const SynthVocab& vocab, const std::strin
   const SynthShape& s = o.shape;
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
   GgufWriter w(path);
-  const bool q4 = o.format == SynthFormat::kGgufQ4_0;
+  const bool q4 = o.format == SynthFormat::kGgufQ4_0, km = o.format == SynthFormat::kGgufQ4_K_M;
   w.set_str("general.architecture", "llama");
-  w.set_str("general.name", cat("metharme synth ", s.layers, "x", s.hidden, q4 ? " Q4_0" : " Q8_0"));
-  w.set_u32("general.file_type", q4 ? 2 : 7);  // llama_ftype MOSTLY_Q4_0 / MOSTLY_Q8_0
+  w.set_str("general.name", cat("metharme synth ", s.layers, "x", s.hidden, q4 ? " Q4_0" : km ? " Q4_K_M" : " Q8_0"));
+  w.set_u32("general.file_type", q4 ? 2 : km ? 15 : 7);  // llama_ftype MOSTLY_Q4_0 / Q4_K_M / Q8_0
   w.set_u32("llama.context_length", uint32_t(s.max_positions));
   w.set_u32("llama.embedding_length", uint32_t(s.hidden));
   w.set_u32("llama.block_count", uint32_t(s.layers));
@@ -423,7 +443,7 @@ SynthShape synth_shape(const std::string& name) {
 
 void synth_model(const SynthOptions& o, const SynthVocab& vocab, const std::string& out) {
   check_shape(o, vocab.pieces.size());
-  if (o.format == SynthFormat::kGgufQ4_0 || o.format == SynthFormat::kGgufQ8_0) {
+  if (o.format == SynthFormat::kGgufQ4_0 || o.format == SynthFormat::kGgufQ8_0 || o.format == SynthFormat::kGgufQ4_K_M) {
     write_gguf(o, vocab, out);
   } else {
     write_folder(o, vocab, out);

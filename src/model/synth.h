@@ -17,7 +17,7 @@ struct SynthShape {
 // "7b" (LLaMA-7B), "1b" (TinyLlama-1.1B: GQA 32/4), "tiny" (d 256, 2 layers); vocab left 0.
 SynthShape synth_shape(const std::string& name);
 
-enum class SynthFormat { kGptq, kFp16, kGgufQ4_0, kGgufQ8_0 };
+enum class SynthFormat { kGptq, kFp16, kGgufQ4_0, kGgufQ8_0, kGgufQ4_K_M };
 
 struct SynthOptions {
   SynthShape shape;

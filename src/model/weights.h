@@ -35,6 +35,7 @@ struct ModelWeights {
   PageBuffer lm_head_copy;    // lm_head's bytes on huge pages (read whole every token)
   std::vector<LayerWeights> layers;
   std::string format;         // "f16", "bf16", "gptq 4-bit g128 (g_idx)", ...
+  size_t file_tensors = 0;    // tensors in the weight file when `store` does not index them (GGUF)
 
   size_t linear_bytes() const;  // bytes of all layer linears
   size_t bytes_per_token() const;  // weights read per decoded token (linears + lm_head + one embedding row)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "ops/i8_linear.h"
 #include "ops/q4_linear.h"
 #include "util/error.h"
 
@@ -63,6 +64,7 @@ size_t Linear::weight_bytes() const {
   switch (kind) {
     case Kind::kDense: return size_t(n_out) * size_t(n_in) * kernels::wtype_size(dense.type);
     case Kind::kQ4: return q4_weight_bytes(*q4);
+    case Kind::kI8: return i8_weight_bytes(*i8);
     case Kind::kNone: break;
   }
   return 0;
@@ -72,6 +74,7 @@ std::string Linear::describe() const {
   switch (kind) {
     case Kind::kDense: return dense.type == WType::kF32 ? "f32" : dense.type == WType::kF16 ? "f16" : "bf16";
     case Kind::kQ4: return q4_describe(*q4);
+    case Kind::kI8: return i8_describe(*i8);
     case Kind::kNone: break;
   }
   return "none";
@@ -103,13 +106,15 @@ void linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, Thre
   if (!all_dense) {
     constexpr int kMaxOuts = 8;
     MH_CHECK(n_outs <= kMaxOuts, "linear_multi: too many linears");
-    LinearOut q4[kMaxOuts];
-    int n_q4 = 0;
+    LinearOut q4[kMaxOuts], i8[kMaxOuts];
+    int n_q4 = 0, n_i8 = 0;
     for (int i = 0; i < n_outs; ++i) {
       if (outs[i].w->kind == Linear::Kind::kQ4) q4[n_q4++] = outs[i];
+      else if (outs[i].w->kind == Linear::Kind::kI8) i8[n_i8++] = outs[i];
       else linear_multi(&outs[i], 1, x, M, pool);
     }
     q4_linear_multi(q4, n_q4, x, M, pool);
+    i8_linear_multi(i8, n_i8, x, M, pool);
     return;
   }
   // Split the concatenated output rows of all linears into aligned chunks, a few per thread.

@@ -12,6 +12,7 @@
 namespace metharme::ops {
 
 struct Q4Weight;  // ops/q4_linear.h
+struct I8Weight;  // ops/i8_linear.h
 
 // Dense weight [n_out][n_in] row-major, row stride `ld` elements; usually points into the mmap.
 struct DenseWeight {
@@ -21,12 +22,13 @@ struct DenseWeight {
 };
 
 struct Linear {
-  enum class Kind : uint8_t { kNone, kDense, kQ4 };
+  enum class Kind : uint8_t { kNone, kDense, kQ4, kI8 };
   Kind kind = Kind::kNone;
   int n_out = 0;  // N
   int n_in = 0;   // K
   DenseWeight dense;
   std::shared_ptr<const Q4Weight> q4;  // repacked int4 weights (ops/q4_linear.h), when kind == kQ4
+  std::shared_ptr<const I8Weight> i8;  // int8-code weights (ops/i8_linear.h), when kind == kI8
   std::vector<uint8_t> owned;      // storage for converted dense weights, if not mapped
 
   size_t weight_bytes() const;     // bytes read per use (for bandwidth figures)

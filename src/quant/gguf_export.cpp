@@ -48,8 +48,10 @@ struct Ctx {
 int hf_row(int r, int qk_head_dim) { return qk_head_dim ? gguf_qk_row_to_hf(r, qk_head_dim) : r; }
 
 // Float rows [N][K] (HF order) to `type` in GGUF row order, with the max error of the round trip.
+// For Q4_K, `hints` ([N][K/32] scales, then [N][K/32] mins, HF row order) are the wanted sub-block
+// scale and min (a GPTQ group's s and s*z); empty: each sub-block's min/max.
 std::vector<uint8_t> encode_rows(Ctx& c, const std::vector<float>& w, int N, int K, int qk, GgmlType type,
-                                 GgufTensorReport& rep) {
+                                 GgufTensorReport& rep, const std::vector<float>& hints = {}) {
   const size_t row_bytes = ggml_tensor_bytes(type, {K});
   std::vector<uint8_t> out(row_bytes * size_t(N));
   std::vector<double> err(size_t(c.pool.size()), 0.0);
@@ -60,7 +62,12 @@ std::vector<uint8_t> encode_rows(Ctx& c, const std::vector<float>& w, int N, int
         for (int64_t r = r0; r < r1; ++r) {
           const float* src = w.data() + size_t(hf_row(int(r), qk)) * size_t(K);
           uint8_t* dst = out.data() + size_t(r) * row_bytes;
-          ggml_quantize(type, src, K, dst);
+          if (type == GgmlType::kQ4_K && !hints.empty()) {
+            const size_t h = size_t(hf_row(int(r), qk)) * size_t(K / 32);
+            ggml_quantize_q4_k(src, K, dst, hints.data() + h, hints.data() + size_t(N) * size_t(K / 32) + h);
+          } else {
+            ggml_quantize(type, src, K, dst);
+          }
           ggml_dequantize(type, dst, K, back.data());
           for (int k = 0; k < K; ++k)
             err[size_t(th)] = std::max(err[size_t(th)], double(std::fabs(back[size_t(k)] - src[k])));
@@ -121,12 +128,49 @@ bool gptq_to_q4_1(Ctx& c, const ops::Q4Weight& q, int qk, std::vector<uint8_t>& 
 
 GgmlType float_type(const std::string& t) { return t == "f32" ? GgmlType::kF32 : GgmlType::kF16; }
 
+bool k_quant(const std::string& t) { return t == "q4_k" || t == "q4_k_m"; }
+
+// llama.cpp's Q4_K_M mix gives attn_v and ffn_down 6 bits in these layers (about half of them).
+bool more_bits(int layer, int n_layers) {
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+// Q4_K hints of a GPTQ linear (see encode_rows): each sub-block's group scale and s*z when its 32
+// rows share one group, else its min/max.
+std::vector<float> gptq_q4_k_hints(const ops::Q4Weight& q, const std::vector<float>& w) {
+  const int N = q.n_out, K = q.n_in, B = K / 32;
+  const std::vector<int32_t> krow = ops::q4_kernel_rows(q);
+  std::vector<float> h(2 * size_t(N) * size_t(B));
+  for (int n = 0; n < N; ++n)
+    for (int b = 0; b < B; ++b) {
+      const ops::Q4Entry e0 = ops::q4_entry(q, n, krow[size_t(32 * b)]);
+      bool one = true;
+      float lo = 0, hi = w[size_t(n) * size_t(K) + size_t(32 * b)];
+      for (int j = 0; j < 32; ++j) {
+        const ops::Q4Entry e = ops::q4_entry(q, n, krow[size_t(32 * b + j)]);
+        one = one && e.scale == e0.scale && e.zero == e0.zero;
+        const float v = w[size_t(n) * size_t(K) + size_t(32 * b + j)];
+        lo = std::min(lo, v), hi = std::max(hi, v);
+      }
+      const size_t i = size_t(n) * size_t(B) + size_t(b);
+      h[i] = one ? e0.scale : (hi - lo) / 15.0f;
+      h[size_t(N) * size_t(B) + i] = one ? e0.scale * float(e0.zero) : -lo;
+    }
+  return h;
+}
+
 // A linear [N][K] from `prefix` (dense .weight or GPTQ): the plan entry.
-Planned plan_linear(Ctx& c, const std::string& prefix, const std::string& name, int N, int K, int qk) {
+Planned plan_linear(Ctx& c, const std::string& prefix, const std::string& name, int N, int K, int qk, int layer) {
   const bool gptq = has_gptq_linear(c.store, prefix);
   const std::string& t = c.opt.type;
   GgmlType type;
-  if (t == "f16" || t == "f32")
+  if (k_quant(t)) {
+    const bool six = t == "q4_k_m" &&
+                     (name.find("attn_v") != std::string::npos || name.find("ffn_down") != std::string::npos) &&
+                     more_bits(layer, c.cfg.num_hidden_layers);
+    type = six ? GgmlType::kQ6_K : GgmlType::kQ4_K;
+    if (K % 256) type = GgmlType::kQ8_0;  // as llama-quantize, a row of partial super-blocks takes another type
+  } else if (t == "f16" || t == "f32")
     type = float_type(t);
   else if (t == "q8_0")
     type = GgmlType::kQ8_0;
@@ -160,7 +204,9 @@ Planned plan_linear(Ctx& c, const std::string& prefix, const std::string& name, 
     std::vector<float> w;
     if (gptq) {
       std::vector<std::string> used;
-      w = ops::q4_dequantize(*load_gptq_linear(c.store, c.cfg, prefix, N, K, used).q4);
+      const ops::Linear lin = load_gptq_linear(c.store, c.cfg, prefix, N, K, used);
+      w = ops::q4_dequantize(*lin.q4);
+      if (type == GgmlType::kQ4_K) return encode_rows(c, w, N, K, qk, type, r, gptq_q4_k_hints(*lin.q4, w));
     } else {
       w = tensor_to_f32(c.store.get(prefix + ".weight"));
     }
@@ -187,24 +233,29 @@ std::vector<Planned> plan_tensors(Ctx& c) {
   const int d = cfg.hidden_size, ffn = cfg.intermediate_size, hd = cfg.head_dim, V = cfg.vocab_size;
   const std::string& t = c.opt.type;
   const GgmlType big = t == "q8_0" ? GgmlType::kQ8_0 : float_type(t);
+  // Q4_K files: output Q6_K, embedding Q4_K, or Q6_K when it is also the output (tied), as
+  // llama-quantize writes them.
+  const bool tied = cfg.tie_word_embeddings || !c.store.find("lm_head.weight");
+  const GgmlType out_type = k_quant(t) ? GgmlType::kQ6_K : big;
+  const GgmlType embed_type = k_quant(t) ? (tied ? GgmlType::kQ6_K : GgmlType::kQ4_K) : big;
   std::vector<Planned> v;
-  v.push_back(plan_dense(c, "model.embed_tokens.weight", "token_embd.weight", {V, d}, big));
+  v.push_back(plan_dense(c, "model.embed_tokens.weight", "token_embd.weight", {V, d}, embed_type));
   for (int i = 0; i < cfg.num_hidden_layers; ++i) {
     const std::string p = cat("model.layers.", i, ".");
     v.push_back(plan_dense(c, p + "input_layernorm.weight", gguf_blk(i, "attn_norm"), {d}, GgmlType::kF32));
-    v.push_back(plan_linear(c, p + "self_attn.q_proj", gguf_blk(i, "attn_q"), cfg.q_dim(), d, hd));
-    v.push_back(plan_linear(c, p + "self_attn.k_proj", gguf_blk(i, "attn_k"), cfg.kv_dim(), d, hd));
-    v.push_back(plan_linear(c, p + "self_attn.v_proj", gguf_blk(i, "attn_v"), cfg.kv_dim(), d, 0));
-    v.push_back(plan_linear(c, p + "self_attn.o_proj", gguf_blk(i, "attn_output"), d, cfg.q_dim(), 0));
+    v.push_back(plan_linear(c, p + "self_attn.q_proj", gguf_blk(i, "attn_q"), cfg.q_dim(), d, hd, i));
+    v.push_back(plan_linear(c, p + "self_attn.k_proj", gguf_blk(i, "attn_k"), cfg.kv_dim(), d, hd, i));
+    v.push_back(plan_linear(c, p + "self_attn.v_proj", gguf_blk(i, "attn_v"), cfg.kv_dim(), d, 0, i));
+    v.push_back(plan_linear(c, p + "self_attn.o_proj", gguf_blk(i, "attn_output"), d, cfg.q_dim(), 0, i));
     v.push_back(plan_dense(c, p + "post_attention_layernorm.weight", gguf_blk(i, "ffn_norm"), {d}, GgmlType::kF32));
-    v.push_back(plan_linear(c, p + "mlp.gate_proj", gguf_blk(i, "ffn_gate"), ffn, d, 0));
-    v.push_back(plan_linear(c, p + "mlp.up_proj", gguf_blk(i, "ffn_up"), ffn, d, 0));
-    v.push_back(plan_linear(c, p + "mlp.down_proj", gguf_blk(i, "ffn_down"), d, ffn, 0));
+    v.push_back(plan_linear(c, p + "mlp.gate_proj", gguf_blk(i, "ffn_gate"), ffn, d, 0, i));
+    v.push_back(plan_linear(c, p + "mlp.up_proj", gguf_blk(i, "ffn_up"), ffn, d, 0, i));
+    v.push_back(plan_linear(c, p + "mlp.down_proj", gguf_blk(i, "ffn_down"), d, ffn, 0, i));
   }
   v.push_back(plan_dense(c, "model.norm.weight", "output_norm.weight", {d}, GgmlType::kF32));
   if (!cfg.tie_word_embeddings && c.store.find("lm_head.weight")) {
     if (has_gptq_linear(c.store, "lm_head")) fail(c.dir, ": a GPTQ-quantized lm_head is not supported for export");
-    v.push_back(plan_dense(c, "lm_head.weight", "output.weight", {V, d}, big));
+    v.push_back(plan_dense(c, "lm_head.weight", "output.weight", {V, d}, out_type));
   }
   return v;
 }
@@ -263,10 +314,9 @@ void write_metadata(GgufWriter& w, Ctx& c, uint32_t file_type) {
 }  // namespace
 
 GgufExportReport export_gguf(const std::string& dir, const std::string& out_path, const GgufExportOptions& opt) {
-  static const char* const types[] = {"auto", "q4_1", "q8_0", "f16", "f32"};
+  static const char* const types[] = {"auto", "q4_1", "q4_k", "q4_k_m", "q8_0", "f16", "f32"};
   if (std::find(std::begin(types), std::end(types), opt.type) == std::end(types))
-    fail("--type '", opt.type, "' is not one of auto, q4_1, q8_0, f16, f32",
-         opt.type == "q4_k" ? " (Q4_K export is not implemented yet)" : "");
+    fail("--type '", opt.type, "' is not one of auto, q4_1, q4_k, q4_k_m, q8_0, f16, f32");
   const LlamaConfig cfg = load_llama_config(dir);
   const TensorStore store = TensorStore::open_folder(dir);
   ThreadPool pool(default_thread_count());
@@ -274,8 +324,13 @@ GgufExportReport export_gguf(const std::string& dir, const std::string& out_path
   std::vector<Planned> plan = plan_tensors(c);
   bool any_q4 = false, any_q8 = false;
   for (const auto& p : plan) any_q4 |= p.type == GgmlType::kQ4_1, any_q8 |= p.type == GgmlType::kQ8_0;
-  // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7.
-  const uint32_t ftype = any_q4 ? 3 : any_q8 ? 7 : opt.type == "f32" ? 0 : 1;
+  // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_Q4_K_S 14, MOSTLY_Q4_K_M 15.
+  const uint32_t ftype = opt.type == "q4_k_m" ? 15
+                         : opt.type == "q4_k" ? 14
+                         : any_q4             ? 3
+                         : any_q8             ? 7
+                         : opt.type == "f32"  ? 0
+                                              : 1;
   GgufExportReport report;
   report.path = out_path;
   GgufWriter w(out_path);

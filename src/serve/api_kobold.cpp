@@ -140,7 +140,15 @@ void generate_stream(ServerState& st, const ApiRequest& req, httplib::Response& 
   std::shared_ptr<Job> job = jobs[0];
   follow_jobs(st, res, "text/event-stream", jobs,
               {[](const std::string& delta) { return kobold_sse(delta, "null"); },
-               [job] { return kobold_sse("", kobold_finish(job->finish())); }});
+               [job] {
+                 // A failure after the first token: the last event says so (finish_reason "error" and
+                 // the message), with an empty token so that clients append nothing.
+                 if (job->finish() == Finish::kError)
+                   return "event: message\ndata: " +
+                          dump({{"token", ""}, {"finish_reason", "error"}, {"error", "Generation failed: " + job->error()}}) +
+                          "\n\n";
+                 return kobold_sse("", kobold_finish(job->finish()));
+               }});
 }
 
 std::string genkey_of(const ApiRequest& req) {

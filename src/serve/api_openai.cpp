@@ -267,6 +267,14 @@ void completions(ServerState& st, const ApiRequest& req, httplib::Response& res,
                [=] {
                  std::string out;
                  out.swap(*first);
+                 if (job->finish() == Finish::kError) {
+                   // Failed after streaming began: OpenAI's error object as the last event.
+                   json err = {{"message", "Generation failed: " + job->error()},
+                               {"type", job->error_status() == 422 ? "invalid_request_error" : "server_error"},
+                               {"param", nullptr},
+                               {"code", job->error_status()}};
+                   return out + sse_event({{"error", err}}) + "data: [DONE]\n\n";
+                 }
                  json lps = fresh_logprobs();
                  if (!lps.is_null()) out += sse_event(chunk(chat ? json{{"content", ""}} : json(""), nullptr, lps));
                  out += sse_event(chunk(chat ? json::object() : json(""), openai_finish(job->finish())));

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
 
 #include "chat/generate.h"
 #include "chat/kv_context.h"
@@ -31,6 +34,7 @@ Engine::Engine(LlamaRuntime& rt, const Tokenizer& tok, const EngineOptions& opt)
   logits_.resize(size_t(n_slots()) * size_t(rt.n_vocab()));
   draw_error_.resize(size_t(n_slots()));
   draw_status_.resize(size_t(n_slots()));
+  if (const char* f = std::getenv("METHARME_TEST_ENGINE_FAULT")) fault_after_ = std::max(0, std::atoi(f));
   thread_ = std::thread([this] { run(); });
 }
 
@@ -296,6 +300,10 @@ int Engine::draw(Slot& s, float* logits) {
 
 void Engine::sample(Slot& s, int tok) {
   const GenSpec& spec = s.job->spec();
+  if (fault_after_ > 0 && int(s.out->size()) + 1 == fault_after_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a stream has sent the first tokens
+    throw std::runtime_error("fault injected by METHARME_TEST_ENGINE_FAULT");
+  }
   if (!s.has_first) {
     s.t_first = clock::now();
     s.has_first = true;

@@ -126,6 +126,9 @@ class Engine {
   Job::clock::time_point t_idle_;
   bool idle_ = true;
   int rr_ = 0;  // where prefill shares start (rotates for fairness)
+  // METHARME_TEST_ENGINE_FAULT=N: when a request draws its Nth token the loop waits 0.5 s and
+  // throws, so tests see a failure after a stream began and the engine's recovery (0: off).
+  int fault_after_ = 0;
   // The slots' kv sizes summed after the last step (/metrics).
   std::atomic<int64_t> kv_used_{0};
 

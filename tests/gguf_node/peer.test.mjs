@@ -1,3 +1,4 @@
+// Two files: the default (auto, Q4_1) export, and the Q4_K_M export (last test).
 // llama.cpp (node-llama-cpp 3.21.1, prebuilt CPU build) loads the GGUF that `metharme convert
 // --to gguf` writes from the GPTQ fixture, tokenizes like metharme, and its next-token
 // distributions match the GPTQ source's reference logits (which metharme reproduces to 1e-4,
@@ -106,6 +107,47 @@ test("llama.cpp runs metharme's GGUF export of a GPTQ checkpoint", {skip: !nlc |
     assert.ok(covered > 0.999, `probabilities cover ${covered}`);
     assert.ok(maxDiff < 0.1, `max log-prob difference ${maxDiff}`);
     assert.ok(kl < 1e-3, `KL ${kl}`);
+    await context.dispose();
+    await model.dispose();
+    await llama.dispose();
+  } finally {
+    rmSync(dir, {recursive: true, force: true});
+  }
+});
+
+// `convert --type q4_k_m` (llama.cpp's Q4_K_M mix: Q4_K, Q6_K for output and some attn_v) of the
+// same GPTQ fixture: llama.cpp loads it, and metharme's perplexity of the file (Q4_K on the int4
+// kernels, Q6_K on the int8-code kernels, exact fp32 mode) equals llama.cpp's on the same windows.
+test("llama.cpp runs metharme's Q4_K_M export, same perplexity", {skip: !nlc || !BIN || !SHARED}, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "metharme-gguf-"));
+  try {
+    const gguf = join(dir, "m.gguf");
+    const conv = execFileSync(BIN, ["convert", "-m", join(SHARED, "fixtures/gptq/gptq-4bit-g32"), "--to", "gguf",
+      "--type", "q4_k_m", "-o", gguf], {encoding: "utf8"});
+    assert.match(conv, /Q4_K/);
+    assert.match(conv, /Q6_K/);
+    const llama = await nlc.getLlama({gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error});
+    const model = await llama.loadModel({modelPath: gguf, gpuLayers: 0});
+    const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2});
+    const seq = context.getSequence();
+    const opts = {temperature: 1, topK: 0, topP: 1, minP: 0};
+    const textPath = join(dir, "text.txt");
+    writeFileSync(textPath, readFileSync(join(SHARED, "data/tinyshakespeare.txt"), "utf8").slice(0, 3000));
+    const ppl = JSON.parse(execFileSync(BIN, ["perplexity", "-m", gguf, "--dataset", "text", "--data", textPath,
+      "--seqlen", "64", "--limit", "2", "--q4-act", "f32", "--json", "--no-progress"], {encoding: "utf8"})).results[0];
+    const stream = [model.tokens.bos, ...model.tokenize(readFileSync(textPath, "utf8"))];
+    const windowNll = [];
+    for (let w = 0; w < 2; ++w) {
+      await seq.clearHistory();
+      const win = stream.slice(64 * w, 64 * w + 64);
+      const res = await seq.controlledEvaluate(win.map((t) => [t, {generateNext: {probabilities: true, options: opts}}]));
+      let nll = 0;
+      for (let t = 0; t + 1 < win.length; ++t) nll -= Math.log(res[t].next.probabilities.get(win[t + 1]));
+      windowNll.push(nll / (win.length - 1));
+    }
+    const nodePpl = Math.exp(windowNll.reduce((a, b) => a + b, 0) / windowNll.length);
+    console.log(`Q4_K_M perplexity: metharme ${ppl.ppl.toFixed(2)}, llama.cpp ${nodePpl.toFixed(2)}`);
+    assert.ok(Math.abs(Math.log(nodePpl / ppl.ppl)) < 5e-3, `perplexity ${ppl.ppl} vs ${nodePpl}`);
     await context.dispose();
     await model.dispose();
     await llama.dispose();

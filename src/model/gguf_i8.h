@@ -1,0 +1,18 @@
+// GGUF Q8_0, Q5_K and Q6_K matrices repacked at load into the int8-code kernels' layout
+// (kernels/i8w.h, ops/i8_linear.h): codes and scales unchanged, so the weights are exact.
+#pragma once
+
+#include "formats/gguf_reader.h"
+#include "ops/i8_linear.h"
+#include "util/thread_pool.h"
+
+namespace metharme {
+
+// Whether t is one of the types gguf_i8_linear takes.
+bool gguf_i8_type(GgmlType t);
+
+// t is a [N][K] matrix in GGUF row order; output row n reads row hf_qk_row_to_gguf(n, qk_head_dim)
+// when qk_head_dim is set (attn_q / attn_k), else row n.
+ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_dim, ThreadPool& pool);
+
+}  // namespace metharme

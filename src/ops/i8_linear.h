@@ -1,0 +1,41 @@
+// Int8-code linear layers (GGUF Q8_0, Q5_K, Q6_K repacked at load into kernels/i8w.h's layout)
+// and running them: int8 activations in blocks of 32 with the integer kernels, or, in the exact
+// mode (METHARME_Q4_ACT=f32, ops/q4_linear.h), panels dequantized to fp32 for sgemm.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/i8w.h"
+#include "ops/linear.h"
+#include "util/buffer.h"
+
+namespace metharme::ops {
+
+struct I8Weight {
+  int n_out = 0, n_in = 0;  // N, K
+  std::string kind;         // source type, for describe(): "q8_0", "q5_k", "q6_k"
+  kernels::I8Matrix mat;    // views into the buffers below
+  PageBuffer qs;
+  std::vector<float> scales, adds;
+};
+
+// An empty weight of N x K (K a multiple of 32) with scales per `sb` rows (16 or 32) and, when
+// `with_adds`, per-32 adds; the caller fills it with i8_set and then calls i8_finish.
+std::shared_ptr<I8Weight> i8_alloc(int n, int k, int sb, bool with_adds, const std::string& kind);
+// Code of W[n][k], and the scale / add of its block (index k / sb and k / 32).
+void i8_set_code(I8Weight& w, int n, int k, int8_t code);
+float& i8_scale(I8Weight& w, int n, int k);
+float& i8_add(I8Weight& w, int n, int k);
+void i8_finish(I8Weight& w);  // sets mat.small from the codes
+
+std::vector<float> i8_dequantize(const I8Weight& w);  // [N][K] fp32
+size_t i8_weight_bytes(const I8Weight& w);
+std::string i8_describe(const I8Weight& w);
+
+// y = x W^T for several int8-code linears sharing x [M][n_in].
+void i8_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, ThreadPool& pool);
+
+}  // namespace metharme::ops

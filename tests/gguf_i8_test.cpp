@@ -1,0 +1,172 @@
+// GGUF Q8_0, Q5_K and Q6_K on the int8-code kernels (kernels/i8w.h): the repacked weights equal
+// the reference dequantization (formats/ggml_quants.cpp) bit for bit, and the linears on odd shapes
+// with fresh random blocks match a double-precision product at every ISA this CPU has, for one row
+// (decode) and many rows (prefill), with int8 activations and in the exact fp32 mode. Also
+// `metharme info` on a GGUF file.
+#include "model/gguf_i8.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <regex>
+#include <tuple>
+
+#include "formats/ggml_quants.h"
+#include "formats/gguf_llama.h"
+#include "kernels/isa.h"
+#include "kernels/q4.h"
+#include "ops/q4_linear.h"
+#include "support/test_util.h"
+#include "util/half.h"
+#include "util/thread_pool.h"
+
+namespace metharme {
+namespace {
+
+// Random blocks of type t for an N x K matrix: random code bytes, fp16 scales set to sane values.
+std::vector<uint8_t> random_blocks(GgmlType t, int N, int K, std::mt19937& rng) {
+  std::vector<uint8_t> b(size_t(N) * ggml_tensor_bytes(t, {K}));
+  for (auto& x : b) x = uint8_t(rng());
+  const size_t bb = ggml_block_bytes(t);
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  auto put = [&](size_t at, float v) {
+    const uint16_t h = f32_to_fp16(v * u(rng));
+    std::memcpy(&b[at], &h, 2);
+  };
+  for (size_t off = 0; off < b.size(); off += bb) {
+    if (t == GgmlType::kQ8_0) put(off, 0.0005f);
+    if (t == GgmlType::kQ5_K) put(off, 0.0005f), put(off + 2, 0.001f);
+    if (t == GgmlType::kQ6_K) put(off + 208, 0.0002f);
+  }
+  return b;
+}
+
+std::vector<float> reference(GgmlType t, const std::vector<uint8_t>& blocks, int N, int K) {
+  std::vector<float> w(size_t(N) * size_t(K));
+  ggml_dequantize(t, blocks.data(), int64_t(w.size()), w.data());
+  return w;
+}
+
+// x as the int8 path sees it: blocks of 32 quantized by the scalar reference quantizer.
+std::vector<float> int8_view(const std::vector<float>& x, int M, int K) {
+  std::vector<float> out(x.size());
+  std::vector<int8_t> q(static_cast<size_t>(K));
+  std::vector<float> d(size_t(K / 32));
+  std::vector<int32_t> s(size_t(K / 32));
+  for (int m = 0; m < M; ++m) {
+    kernels::q4_kernels_scalar().quantize_q8(&x[size_t(m) * size_t(K)], K, 32, q.data(), d.data(), s.data());
+    for (int k = 0; k < K; ++k) out[size_t(m) * size_t(K) + size_t(k)] = d[size_t(k / 32)] * float(q[size_t(k)]);
+  }
+  return out;
+}
+
+GgufTensorInfo info_of(GgmlType t, const std::vector<uint8_t>& b, int N, int K) {
+  GgufTensorInfo ti;
+  ti.name = "w";
+  ti.type = t;
+  ti.dims = {K, N};
+  ti.numel = int64_t(N) * K;
+  ti.nbytes = b.size();
+  ti.data = b.data();
+  return ti;
+}
+
+using Case = std::tuple<GgmlType, int, int>;  // type, N, K
+class GgufI8 : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
+  const auto [t, N, K] = GetParam();
+  std::mt19937 rng(uint32_t(N * 131 + K));
+  const std::vector<uint8_t> b = random_blocks(t, N, K, rng);
+  ThreadPool pool(2);
+  const ops::Linear l = gguf_i8_linear(info_of(t, b, N, K), N, K, 0, pool);
+  ASSERT_EQ(l.kind, ops::Linear::Kind::kI8);
+  const std::vector<float> got = ops::i8_dequantize(*l.i8), want = reference(t, b, N, K);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+  EXPECT_EQ(l.i8->mat.small, t != GgmlType::kQ8_0);
+  // attn_q / attn_k: output row n is GGUF row hf_qk_row_to_gguf(n, head_dim).
+  const int hd = 16;
+  if (N % hd == 0) {
+    const ops::Linear p = gguf_i8_linear(info_of(t, b, N, K), N, K, hd, pool);
+    const std::vector<float> g = ops::i8_dequantize(*p.i8);
+    for (int n = 0; n < N; ++n)
+      ASSERT_EQ(std::memcmp(&g[size_t(n) * size_t(K)], &want[size_t(hf_qk_row_to_gguf(n, hd)) * size_t(K)],
+                            size_t(K) * sizeof(float)),
+                0)
+          << "row " << n;
+  }
+}
+
+TEST_P(GgufI8, LinearMatchesDoubleProductAtEveryIsa) {
+  const auto [t, N, K] = GetParam();
+  std::mt19937 rng(uint32_t(N * 7 + K * 3 + int(t)));
+  const std::vector<uint8_t> b = random_blocks(t, N, K, rng);
+  const std::vector<float> W = reference(t, b, N, K);
+  ThreadPool pool(2);
+  const ops::Linear l = gguf_i8_linear(info_of(t, b, N, K), N, K, 0, pool);
+  const kernels::Isa saved = kernels::active_isa();
+  for (int M : {1, 3, 13}) {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> x(size_t(M) * size_t(K));
+    for (auto& v : x) v = u(rng);
+    x[5] = 7.0f;  // an outlier, as real activations have
+    const std::vector<float> xq = int8_view(x, M, K);
+    for (kernels::Isa isa : {kernels::Isa::kScalar, kernels::Isa::kAvx2, kernels::Isa::kAvx512}) {
+      if (!kernels::isa_supported(isa)) continue;
+      kernels::set_active_isa(isa);
+      for (ops::Q4Act mode : {ops::Q4Act::kQ8, ops::Q4Act::kF32}) {
+        ops::set_q4_act(mode);
+        const std::vector<float>& xr = mode == ops::Q4Act::kQ8 ? xq : x;
+        std::vector<float> y(size_t(M) * size_t(N), -1.0f);
+        ops::linear(l, x.data(), M, y.data(), pool);
+        double worst = 0;
+        for (int m = 0; m < M; ++m)
+          for (int n = 0; n < N; ++n) {
+            double want = 0, mag = 0;
+            for (int k = 0; k < K; ++k) {
+              const double p = double(W[size_t(n) * size_t(K) + size_t(k)]) * xr[size_t(m) * size_t(K) + size_t(k)];
+              want += p;
+              mag += std::fabs(p);
+            }
+            const double err = std::fabs(y[size_t(m) * size_t(N) + size_t(n)] - want);
+            worst = std::max(worst, err);
+            // fp32 accumulation over K terms: a few ulps of the sum of magnitudes.
+            ASSERT_LE(err, 1e-5 * mag + 1e-6) << kernels::isa_name(isa) << " " << ops::q4_act_name(mode) << " M=" << M
+                                              << " row " << m << " col " << n;
+          }
+      }
+    }
+  }
+  kernels::set_active_isa(saved);
+  ops::set_q4_act(ops::Q4Act::kAuto);
+}
+
+INSTANTIATE_TEST_SUITE_P(OddShapes, GgufI8,
+                         ::testing::Values(Case{GgmlType::kQ8_0, 37, 96}, Case{GgmlType::kQ8_0, 64, 352},
+                                           Case{GgmlType::kQ6_K, 37, 256}, Case{GgmlType::kQ6_K, 48, 512},
+                                           Case{GgmlType::kQ5_K, 50, 256}, Case{GgmlType::kQ5_K, 17, 768}),
+                         [](const auto& info) {
+                           return ggml_type_name(uint32_t(std::get<0>(info.param))) + "_" +
+                                  std::to_string(std::get<1>(info.param)) + "x" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
+
+// `metharme info` counts a GGUF file's tensors (it printed "0 tensors": the store indexes none).
+TEST(GgufInfo, CountsTensors) {
+  test::TempDir tmp;
+  const std::string f = tmp / "m.gguf";
+  auto s = test::run_cli({"synth", "-o", f, "--tokenizer", test::fixture("models/stories260k/tokenizer.model"),
+                          "--shape", "tiny", "--hidden", "256", "--layers", "2", "--gguf", "q8_0"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto r = test::run_cli({"info", "-m", f});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // 2 layers x 9 tensors + token_embd, output_norm, output.
+  EXPECT_NE(r.out.find("files:        1 (21 tensors)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("q8_0 (int8 codes)"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace metharme
