@@ -31,7 +31,7 @@ struct Prefill {
     c.num_hidden_layers = 1;
     return c;
   }
-  explicit Prefill(int T) : c(config()), kv(c, T, 1, kernels::WType::kF32), q(size_t(T) * 4096), out(q.size()) {
+  explicit Prefill(int T) : c(config()), kv(c, T, 1, kernels::KvType::kF32, kernels::KvType::kF32), q(size_t(T) * 4096), out(q.size()) {
     std::mt19937 rng(1);
     std::normal_distribution<float> nd(0, 1);
     std::vector<float> k(4096), v(4096);

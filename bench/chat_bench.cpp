@@ -185,7 +185,7 @@ void BM_KvShift7B(benchmark::State& state) {
   c.num_hidden_layers = 32;
   c.num_attention_heads = c.num_key_value_heads = 32;
   c.head_dim = 128;
-  KvCache kv(c, 2048, 1, kernels::WType::kF16);
+  KvCache kv(c, 2048, 1, kernels::KvType::kF16, kernels::KvType::kF16);
   const ops::RopeTable rope(c.head_dim, 10000.0, 2048);
   for (auto _ : state) kv.shift(0, 256, 0, count, rope);
   state.counters["tokens/s"] = benchmark::Counter(double(count), benchmark::Counter::kIsIterationInvariantRate);

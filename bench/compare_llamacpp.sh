@@ -5,10 +5,15 @@
 #              one CPU backend per x86 level and picks one at run time), driven through its API by
 #              bench/llamacpp_bench.mjs, on GGUF Q4_0 and Q8_0 files written by `metharme synth --gguf`.
 # Both time a warm-up token, then pp (prompt tokens in one batch) and tg (greedy single-token
-# steps from an empty context), and report medians. node-llama-cpp is installed into a temporary
+# steps) after DEPTH tokens already in the cache (llama-bench's -d; node-llama-cpp evaluates the
+# depth prefix first and erases each run's tokens after it), and report medians per depth.
+# --depths "0 1024 2048 4096" adds depth rows; --kv q8 sets metharme's KV cache type (llama.cpp
+# keeps its default f16 cache unless --llama-kv q8_0 is given: its quantized V cache needs flash
+# attention, which this bench leaves off). node-llama-cpp is installed into a temporary
 # folder with npm and removed at exit; nothing of it is committed.
 #
 # Usage: bench/compare_llamacpp.sh [--shapes "1b 7b"] [--threads "1 2"] [-p 512] [-n 128] [-r 3]
+#                                  [--depths "0"] [--kv f32|f16|q8|q4] [--llama-kv f16|q8_0]
 #                                  [--work DIR] [--build DIR]
 #   --work   where the random models are kept between runs (default ${TMPDIR:-/tmp}/metharme-compare;
 #            7B needs about 15 GB: GPTQ 3.9 GB, Q4_0 3.8 GB, Q8_0 7.2 GB)
@@ -22,6 +27,9 @@ THREADS="1 2"
 PP=512
 TG=128
 REPS=3
+DEPTHS="0"
+KV=f32
+LLAMA_KV=
 WORK=${TMPDIR:-/tmp}/metharme-compare
 BUILD=build
 NLC_VERSION=3.21.1
@@ -32,9 +40,12 @@ while (($#)); do
     -p) PP=$2; shift 2 ;;
     -n) TG=$2; shift 2 ;;
     -r) REPS=$2; shift 2 ;;
+    --depths) DEPTHS=$2; shift 2 ;;
+    --kv) KV=$2; shift 2 ;;
+    --llama-kv) LLAMA_KV=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -71,11 +82,11 @@ echo "== results go to $RESULTS" >&2
 for s in $SHAPES; do
   for t in $THREADS; do
     echo "== $s, $t thread(s): metharme" >&2
-    "$METHARME" bench -m "$WORK/$s-gptq" -p "$PP" -n "$TG" -r "$REPS" -t "$t" --json |
+    "$METHARME" bench -m "$WORK/$s-gptq" -p "$PP" -n "$TG" -r "$REPS" -t "$t" -d "${DEPTHS// /,}" --kv-type "$KV" --json |
       node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);j.engine="metharme";j.shape=process.argv[1];console.log(JSON.stringify(j))})' "$s" >>"$RESULTS"
     for q in q4_0 q8_0; do
       echo "== $s, $t thread(s): llama.cpp $q" >&2
-      (cd "$NLC" && node llamacpp_bench.mjs "$WORK/$s-$q.gguf" "$t" "$PP" "$TG" "$REPS") |
+      (cd "$NLC" && LLAMA_KV_TYPE=$LLAMA_KV node llamacpp_bench.mjs "$WORK/$s-$q.gguf" "$t" "$PP" "$TG" "$REPS" "${DEPTHS// /,}") |
         node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);j.shape=process.argv[1];j.quant=process.argv[2];console.log(JSON.stringify(j))})' "$s" "$q" >>"$RESULTS"
     done
   done
@@ -88,8 +99,8 @@ node - "$RESULTS" <<'EOF'
 const fs = require("fs");
 const rows = fs.readFileSync(process.argv[2], "utf8").trim().split("\n").map((l) => JSON.parse(l));
 const f = (v) => (v === undefined ? "-" : v.toFixed(2));
-console.log("| shape | threads | test | metharme GPTQ g128 t/s | llama.cpp Q4_0 t/s | ratio | llama.cpp Q8_0 t/s | ratio | metharme weights GB/s (of probe) |");
-console.log("|---|---|---|---|---|---|---|---|---|");
+console.log("| shape | threads | test | metharme GPTQ g128 t/s | llama.cpp Q4_0 t/s | ratio | llama.cpp Q8_0 t/s | ratio | metharme weights GB/s (of probe) | metharme attention share |");
+console.log("|---|---|---|---|---|---|---|---|---|---|");
 const keys = [...new Set(rows.map((r) => r.shape + "/" + r.threads))];
 for (const key of keys) {
   const [shape, threads] = key.split("/");
@@ -97,16 +108,21 @@ for (const key of keys) {
   const m = pick((r) => r.engine === "metharme");
   const q4 = pick((r) => r.quant === "q4_0");
   const q8 = pick((r) => r.quant === "q8_0");
-  for (const test of ["pp", "tg"]) {
-    if (!m || !m[test]) continue;
-    const a = m[test].tok_s, b = q4?.[test]?.tok_s, c = q8?.[test]?.tok_s;
-    const bw = test === "tg" && m.tg.bandwidth_fraction !== undefined
-      ? `${m.tg.weights_gbps.toFixed(2)} (${(100 * m.tg.bandwidth_fraction).toFixed(0)}% of ${m.read_bandwidth_gbps.toFixed(2)})` : "";
-    console.log(`| ${shape} | ${threads} | ${test}${m[test].tokens} | ${f(a)} | ${f(b)} | ${b ? (a / b).toFixed(2) + "x" : "-"} | ${f(c)} | ${c ? (a / c).toFixed(2) + "x" : "-"} | ${bw} |`);
+  const at = (r, d) => (r?.depths ?? [r]).find((x) => x && (x.depth ?? 0) === d);
+  for (const md of m?.depths ?? []) {
+    const d = md.depth;
+    for (const test of ["pp", "tg"]) {
+      if (!md[test]) continue;
+      const a = md[test].tok_s, b = at(q4, d)?.[test]?.tok_s, c = at(q8, d)?.[test]?.tok_s;
+      const bw = test === "tg" && d === 0 && m.tg.bandwidth_fraction !== undefined
+        ? `${m.tg.weights_gbps.toFixed(2)} (${(100 * m.tg.bandwidth_fraction).toFixed(0)}% of ${m.read_bandwidth_gbps.toFixed(2)})` : "";
+      const name = `${test}${md[test].tokens}` + (d ? ` @ d${d}` : "");
+      console.log(`| ${shape} | ${threads} | ${name} | ${f(a)} | ${f(b)} | ${b ? (a / b).toFixed(2) + "x" : "-"} | ${f(c)} | ${c ? (a / c).toFixed(2) + "x" : "-"} | ${bw} | ${(100 * md[test].attention_share).toFixed(1)}% |`);
+    }
   }
 }
 const m = rows.find((r) => r.engine === "metharme"), l = rows.find((r) => r.system_info);
-if (m) console.log(`\nmetharme: ${m.isa}, int4 activations ${m.q4_act.decode} (decode) / ${m.q4_act.prefill} (prefill), peak RSS / (weights + KV): ` +
+if (m) console.log(`\nmetharme: KV ${m.kv_type}, ${m.isa}, int4 activations ${m.q4_act.decode} (decode) / ${m.q4_act.prefill} (prefill), peak RSS / (weights + KV): ` +
   rows.filter((r) => r.engine === "metharme").map((r) => `${r.shape} t${r.threads} ${r.rss_over_weights_kv.toFixed(3)}`).join(", "));
-if (l) console.log(`llama.cpp: ${l.llama_cpp_release.repo} ${l.llama_cpp_release.release} (node-llama-cpp prebuilt), ${l.system_info.trim()}`);
+if (l) console.log(`llama.cpp: KV ${l.kv_type}, ${l.llama_cpp_release.repo} ${l.llama_cpp_release.release} (node-llama-cpp prebuilt), ${l.system_info.trim()}`);
 EOF

@@ -32,7 +32,7 @@ Model& model() {
     RuntimeOptions ro;
     ro.n_ctx = 256;
     ro.n_seq = 8;
-    ro.kv_type = kernels::WType::kF16;
+    ro.kv_type_k = ro.kv_type_v = kernels::KvType::kF16;
     m.rt = std::make_unique<LlamaRuntime>(*m.w, ro);
     m.tok = std::make_unique<Tokenizer>(Tokenizer::from_folder(d));
     return m;

@@ -131,7 +131,7 @@ TEST_F(GpuOffloadTest, SequencesShiftAndPrefixCopyMatchCpuWithF16Cache) {
   ro.n_threads = 2;
   ro.n_ctx = 64;
   ro.n_seq = 3;
-  ro.kv_type = kernels::WType::kF16;
+  ro.kv_type_k = ro.kv_type_v = kernels::KvType::kF16;
   LlamaRuntime cpu(*w, ro);
   ro.gpu_layers = 3;
   LlamaRuntime g(*w, ro);

@@ -247,7 +247,9 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForF32AndF16Caches) {
     for (int m = 0; m < Mq; ++m) {
       const int p = qtok[size_t(2 * m)], s = qtok[size_t(2 * m) + 1];
       const size_t so = size_t(s) * kvh * n_ctx * hd * es;
-      ops::KvSlice slice{wt, kc.data() + so, vc.data() + so, int64_t(n_ctx) * hd};
+      const kernels::KvType kt = wt == kernels::WType::kF32 ? kernels::KvType::kF32 : kernels::KvType::kF16;
+      const size_t head_bytes = size_t(n_ctx) * hd * es;
+      ops::KvSlice slice{kt, kt, kc.data() + so, vc.data() + so, head_bytes, head_bytes};
       for (int g = 0; g < kvh; ++g) {
         const size_t off = size_t(m) * H * hd + size_t(g) * group * hd;
         ops::attend_group(&q[off], g, group, hd, slice, p + 1, &want[off], scores.data());

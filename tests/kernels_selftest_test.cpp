@@ -77,7 +77,7 @@ TEST(KernelSelfTest, InfoSelfTestPrintsEveryFamilyAndIsa) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const std::string top = kernels::isa_name(kernels::detect_isa());
   EXPECT_TRUE(contains(r.out, "cpu: " + top)) << r.out;
-  for (const char* fam : {"int4", "dense", "int8w"}) {
+  for (const char* fam : {"int4", "dense", "int8w", "kv"}) {
     if (kernels::isa_supported(Isa::kAvx2)) {
       EXPECT_TRUE(contains(r.out, std::string(fam) + " ")) << r.out;
     }

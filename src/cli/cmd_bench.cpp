@@ -29,7 +29,7 @@ struct Args {
   std::string model, act = "auto";
   std::shared_ptr<RuntimeFlags> rt_flags;
   int p = 512, n = 128, reps = 3, probe_mb = 1024;
-  int depth = 0;  // tokens already in the context before each run (llama-bench -d)
+  std::vector<int> depths{0};
   bool json_out = false, no_probe = false;
   uint64_t seed = 1;
   std::string verify_k;  // --verify-k (bench_verify.h)
@@ -38,6 +38,8 @@ struct Args {
 
 struct Stat {
   std::vector<double> tok_s;
+  double seconds = 0, attn_seconds = 0;  // all runs: wall time, and of it attention over the cache
+  double attn_share() const { return seconds > 0 ? attn_seconds / seconds : 0; }
   double median() const {
     std::vector<double> v = tok_s;
     std::sort(v.begin(), v.end());
@@ -89,12 +91,74 @@ std::string gib(size_t b) {
   return s;
 }
 
+json stat_json(const Stat& s, int tokens) {
+  return {{"tokens", tokens},   {"tok_s", s.median()}, {"stdev", s.stdev()},
+          {"runs", s.tok_s},    {"attention_share", s.attn_share()}};
+}
+
+struct DepthRun {
+  int depth = 0;
+  Stat pp, tg;
+};
+
+// Per depth d (llama-bench's -d): positions [0, d) of the cache hold earlier tokens (random ids,
+// evaluated once and reused by later depths), then pp evaluates the prompt at positions d.. and tg
+// decodes greedily from position d. Attention's share is LlamaRuntime::attention_seconds() over
+// the runs' wall time.
+std::vector<DepthRun> run_depths(const Args& a, LlamaRuntime& rt, const std::vector<int>& prompt, int first,
+                                 std::mt19937_64& rng) {
+  const int V = rt.n_vocab();
+  std::uniform_int_distribution<int> tok(3, V - 1);
+  std::vector<DepthRun> out;
+  int filled = 1;  // positions holding evaluated tokens (the warm-up wrote position 0)
+  for (int depth : a.depths) {
+    if (depth > filled) {
+      std::vector<int> fill(size_t(depth - filled));
+      for (auto& t : fill) t = tok(rng);
+      rt.eval(fill, filled);
+      filled = depth;
+    }
+    DepthRun d;
+    d.depth = depth;
+    for (int r = 0; r < a.reps && a.p > 0; ++r) {
+      rt.reset_attention_seconds();
+      auto t0 = std::chrono::steady_clock::now();
+      rt.eval(prompt, depth);
+      const double s = seconds_since(t0);
+      d.pp.tok_s.push_back(a.p / s);
+      d.pp.seconds += s;
+      d.pp.attn_seconds += rt.attention_seconds();
+    }
+    if (a.p > 0) filled = std::max(filled, depth + a.p);
+    for (int r = 0; r < a.reps && a.n > 0; ++r) {
+      int id = first;
+      rt.reset_attention_seconds();
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < a.n; ++i) {
+        const float* l = rt.eval(std::span<const int>(&id, 1), depth + i);
+        id = int(std::max_element(l, l + V) - l);
+      }
+      const double s = seconds_since(t0);
+      d.tg.tok_s.push_back(a.n / s);
+      d.tg.seconds += s;
+      d.tg.attn_seconds += rt.attention_seconds();
+    }
+    if (a.n > 0) filled = std::max(filled, depth + a.n);
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 Registrar reg("bench", "Measure prompt and generation speed (llama-bench style), bandwidth use and memory",
               [](CLI::App& app) {
   auto a = std::make_shared<Args>();
   app.add_option("-m,--model", a->model, "Model folder")->required();
   app.add_option("-p,--n-prompt", a->p, "Prompt tokens per pp run (0 = skip)")->check(CLI::Range(0, 1 << 16));
   app.add_option("-n,--n-gen", a->n, "Generated tokens per tg run (0 = skip)")->check(CLI::Range(0, 1 << 16));
+  app.add_option("-d,--depth", a->depths,
+                 "Positions already in the cache before each pp / tg run; a comma list runs each (0,1024,2048)")
+      ->delimiter(',')
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("-r,--repetitions", a->reps, "Runs of each test; the median is reported")->check(CLI::Range(1, 100));
   app.add_option("--q4-act", a->act, "Activations for int4 layers: auto, q8 (int8 dot products), f32")
       ->check(CLI::IsMember({"auto", "q8", "f32"}));
@@ -102,8 +166,6 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
   app.add_flag("--no-probe", a->no_probe, "Skip the bandwidth probe");
   app.add_option("--seed", a->seed, "Seed of the random token ids");
   app.add_flag("--json", a->json_out, "Print one JSON object instead of the table");
-  app.add_option("-d,--depth", a->depth, "Tokens already in the context before each pp and tg run (llama-bench -d)")
-      ->check(CLI::Range(0, 1 << 20));
   a->rt_flags = add_runtime_flags(app, "f32");
   app.add_option("--verify-k", a->verify_k,
                  "Instead of pp/tg: time one pass over k tokens (speculative verification) for each k, e.g. 1,2,4,8");
@@ -131,7 +193,8 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     RuntimeOptions ro;
     apply_runtime_flags(*a->rt_flags, *w, ro);
     ro.n_threads = threads;
-    ro.n_ctx = a->depth + std::max({a->p, a->n, 1});
+    const int max_depth = *std::max_element(a->depths.begin(), a->depths.end());
+    ro.n_ctx = max_depth + std::max({a->p, a->n, 1});
     LlamaRuntime rt(*w, ro);
     const LlamaConfig& c = w->config;
 
@@ -141,27 +204,9 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     for (auto& t : prompt) t = tok(rng);
     int first = tok(rng);
     rt.eval(std::span<const int>(&first, 1), 0);  // warm-up: every weight page faults in here
-    if (a->depth > 0) {  // the context the runs start from (untimed)
-      std::vector<int> ctx(size_t(a->depth));
-      for (auto& t : ctx) t = tok(rng);
-      rt.eval(ctx, 0);
-    }
-
-    Stat pp, tg;
-    for (int r = 0; r < a->reps && a->p > 0; ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      rt.eval(prompt, a->depth);
-      pp.tok_s.push_back(a->p / seconds_since(t0));
-    }
-    for (int r = 0; r < a->reps && a->n > 0; ++r) {
-      int id = first;
-      auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < a->n; ++i) {
-        const float* l = rt.eval(std::span<const int>(&id, 1), a->depth + i);
-        id = int(std::max_element(l, l + c.vocab_size) - l);
-      }
-      tg.tok_s.push_back(a->n / seconds_since(t0));
-    }
+    std::vector<DepthRun> runs = run_depths(*a, rt, prompt, first, rng);
+    const Stat& pp = runs[0].pp;
+    const Stat& tg = runs[0].tg;
 
     size_t weights = w->bytes_per_token() - size_t(c.hidden_size) * dtype_size(w->embed.dtype) + w->embed.nbytes;
     for (const auto& l : w->layers) weights += (l.attn_norm.size() + l.ffn_norm.size()) * sizeof(float);
@@ -176,8 +221,8 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
               {"isa", kernels::isa_name(kernels::active_isa())},
               {"threads", threads},
               {"q4_act", {{"decode", ops::q4_act_name(dec)}, {"prefill", ops::q4_act_name(pre)}}},
-              {"kv_type", a->rt_flags->kv_type},
-              {"depth", a->depth},
+              {"kv_type", kv_types_label(ro)},
+              {"kv_bytes_per_position", rt.kv().bytes_per_position()},
               {"gpu", rt.gpu() ? rt.gpu()->plan().describe() : "none"},
               {"load_seconds", load_s},
               {"weights_bytes", weights},
@@ -185,9 +230,18 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
               {"kv_cache_bytes", kv},
               {"peak_rss_bytes", rss},
               {"rss_over_weights_kv", double(rss) / double(weights + kv)}};
-    if (a->p > 0) j["pp"] = {{"tokens", a->p}, {"tok_s", pp.median()}, {"stdev", pp.stdev()}, {"runs", pp.tok_s}};
-    if (a->n > 0) j["tg"] = {{"tokens", a->n}, {"tok_s", tg.median()}, {"stdev", tg.stdev()}, {"runs", tg.tok_s},
-                             {"weights_gbps", gbps}};
+    if (a->p > 0) j["pp"] = stat_json(pp, a->p);
+    if (a->n > 0) {
+      j["tg"] = stat_json(tg, a->n);
+      j["tg"]["weights_gbps"] = gbps;
+    }
+    j["depths"] = json::array();
+    for (const DepthRun& d : runs) {
+      json e = {{"depth", d.depth}};
+      if (a->p > 0) e["pp"] = stat_json(d.pp, a->p);
+      if (a->n > 0) e["tg"] = stat_json(d.tg, a->n);
+      j["depths"].push_back(e);
+    }
     if (!a->no_probe) {
       j["read_bandwidth_gbps"] = bw.median_gbps;
       j["read_bandwidth_best_gbps"] = bw.best_gbps;
@@ -199,12 +253,19 @@ Registrar reg("bench", "Measure prompt and generation speed (llama-bench style),
     }
     std::printf("model: %s (%s), %s, %d threads, %s, int4 activations %s (decode) / %s (prefill), KV %s\n",
                 a->model.c_str(), w->format.c_str(), cpu_model_name().c_str(), threads,
-                kernels::isa_name(kernels::active_isa()), ops::q4_act_name(dec), ops::q4_act_name(pre), a->rt_flags->kv_type.c_str());
+                kernels::isa_name(kernels::active_isa()), ops::q4_act_name(dec), ops::q4_act_name(pre),
+                kv_types_label(ro).c_str());
     if (rt.gpu()) std::printf("gpu: %s\n", rt.gpu()->plan().describe().c_str());
-    if (a->depth > 0) std::printf("depth: %d tokens in the context before each run\n", a->depth);
-    std::printf("| test   |          t/s | runs |\n|--------|--------------|------|\n");
-    if (a->p > 0) std::printf("| pp%-4d | %7.2f ± %4.2f | %4d |\n", a->p, pp.median(), pp.stdev(), a->reps);
-    if (a->n > 0) std::printf("| tg%-4d | %7.2f ± %4.2f | %4d |\n", a->n, tg.median(), tg.stdev(), a->reps);
+    std::printf("| test          |          t/s | attention | runs |\n|---------------|--------------|-----------|------|\n");
+    for (const DepthRun& d : runs) {
+      const std::string at = d.depth ? cat(" @ d", d.depth) : std::string();
+      if (a->p > 0)
+        std::printf("| %-13s | %7.2f ± %4.2f | %8.1f%% | %4d |\n", cat("pp", a->p, at).c_str(), d.pp.median(),
+                    d.pp.stdev(), 100 * d.pp.attn_share(), a->reps);
+      if (a->n > 0)
+        std::printf("| %-13s | %7.2f ± %4.2f | %8.1f%% | %4d |\n", cat("tg", a->n, at).c_str(), d.tg.median(),
+                    d.tg.stdev(), 100 * d.tg.attn_share(), a->reps);
+    }
     if (a->n > 0) {
       std::printf("weights read per token: %.3f GB -> %.2f GB/s at tg%d", double(per_tok) / 1e9, gbps, a->n);
       if (!a->no_probe)

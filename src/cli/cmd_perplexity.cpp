@@ -25,7 +25,7 @@ using namespace metharme::eval;
 
 struct Args {
   std::vector<std::string> models, datasets, data;
-  std::string protocol = "gptq", kld_base, q4_act, checkpoint;
+  std::string protocol = "gptq", kld_base, kld_base_kv, q4_act, checkpoint;
   int seqlen = 2048, ctx = 512, limit = 0;
   std::shared_ptr<RuntimeFlags> rt_flags;
   bool json = false, no_progress = false;
@@ -152,17 +152,28 @@ int run(const Args& a) {
   } else {
     // Every model walks the windows together with the base, so the base's logits are never stored.
     // A -m naming the base shares its runtime (and logits); otherwise the base gets a row of its own, first.
-    Loaded base = load(a.kld_base, window, *a.rt_flags);
-    report.kld_base = label_of(base.path);
+    // --kld-base-kv-type: the base runs with its own KV type (e.g. f32 against the -m models'
+    // q8), so the KV cache's cost is measured on one model; the base then never shares a runtime.
+    RuntimeFlags base_flags = *a.rt_flags;
+    const bool own_kv = !a.kld_base_kv.empty();
+    if (own_kv) {
+      base_flags.kv_type = a.kld_base_kv;
+      base_flags.kv_type_k.clear();
+      base_flags.kv_type_v.clear();
+      base_flags.quantkv = -1;
+    }
+    auto kv_tag = [&](const RuntimeFlags& f) { return own_kv ? " kv " + kv_types_label(f) : std::string(); };
+    Loaded base = load(a.kld_base, window, base_flags);
+    report.kld_base = label_of(base.path) + kv_tag(base_flags);
     bool base_listed = false;
-    for (const std::string& p : a.models) base_listed |= canonical(p) == canonical(a.kld_base);
+    for (const std::string& p : a.models) base_listed |= !own_kv && canonical(p) == canonical(a.kld_base);
     if (!base_listed) report.models.push_back({report.kld_base, base.path, base.weights->format, true});
     const size_t first_model = report.models.size();
     std::vector<Loaded> loaded;
     std::vector<LlamaRuntime*> rts;
     std::vector<std::string> ids;
     for (const std::string& p : a.models) {
-      const bool is_base = canonical(p) == canonical(a.kld_base);
+      const bool is_base = !own_kv && canonical(p) == canonical(a.kld_base);
       if (is_base) {
         rts.push_back(base.rt.get());
       } else {
@@ -170,12 +181,12 @@ int run(const Args& a) {
         rts.push_back(loaded.back().rt.get());
       }
       const ModelWeights& w = is_base ? *base.weights : *loaded.back().weights;
-      report.models.push_back({label_of(p), p, w.format, is_base});
-      ids.push_back(model_id(p, w));
+      report.models.push_back({label_of(p) + kv_tag(*a.rt_flags), p, w.format, is_base});
+      ids.push_back(model_id(p, w) + kv_tag(*a.rt_flags));
     }
     for (size_t si = 0; si < sets.size(); ++si) {
       EvalResult r = eval_with_progress(sets[si], rts, base.rt.get(), "vs " + report.kld_base, ids,
-                                        model_id(a.kld_base, *base.weights));
+                                        model_id(a.kld_base, *base.weights) + kv_tag(base_flags));
       if (!base_listed) report.rows.push_back({0, si, std::move(r.base), false, {}});
       for (size_t m = 0; m < rts.size(); ++m) {
         if (rts[m] == base.rt.get()) r.models[m].seconds += r.base.seconds;  // its forward passes ran as the base
@@ -216,6 +227,10 @@ Registrar reg("perplexity",
   a->ctx_opt = app.add_option("--ctx", a->ctx, "Chunk length of the llamacpp protocol")->check(CLI::Range(4, 1 << 20));
   app.add_option("--limit", a->limit, "Evaluate only the first N windows of each dataset")->check(CLI::Range(1, 1 << 30));
   app.add_option("--kld-base", a->kld_base, "Base model folder: also report KL(base || model) and top-1 agreement");
+  app.add_option("--kld-base-kv-type", a->kld_base_kv,
+                 "KV cache type of the --kld-base model (f32, f16, q8, q4); the -m models keep --kv-type. With "
+                 "the same folder for both, this measures what a KV type costs")
+      ->check(CLI::IsMember({"f32", "f16", "q8", "q4", "q8_0", "q4_0"}));
   app.add_option("--checkpoint", a->checkpoint,
                  "Save the scores after every window to this JSON file and resume from it when rerun");
   app.add_flag("--json", a->json, "Print the results as JSON");

@@ -1,5 +1,5 @@
 // Flags shared by every command that runs a model (generate, chat, perplexity, serve, bench):
-// worker threads and the KV cache type today; RoPE scaling, speculative drafting and GPU offload
+// worker threads and the KV cache types today; RoPE scaling, speculative drafting and GPU offload
 // belong here too, so every command spells them alike.
 #pragma once
 
@@ -15,8 +15,10 @@
 namespace metharme::cli {
 
 struct RuntimeFlags {
-  int threads = 0;      // 0 = the CPUs this process may use
-  std::string kv_type;  // KV cache element type: f32 | f16
+  int threads = 0;                   // 0 = the CPUs this process may use
+  std::string kv_type;               // KV cache element type of keys and values: f32 | f16 | q8 | q4
+  std::string kv_type_k, kv_type_v;  // per-part overrides; empty = kv_type
+  int quantkv = -1;                  // KoboldCpp's --quantkv 0|1|2 (f16|q8|q4); -1 = not given
   // Speculative decoding (README "Speculative decoding").
   std::string draft;                 // --draft DIR: draft model folder ("" none)
   bool lookup = false;               // --lookup: prompt-lookup drafting
@@ -58,5 +60,9 @@ void apply_runtime_flags(const RuntimeFlags& f, const ModelWeights& w, RuntimeOp
 // context size and the target's threads and KV type; describes the drafting on stderr.
 std::unique_ptr<SpecSetup> setup_speculation(const RuntimeFlags& f, const Tokenizer& tok, const LlamaRuntime& target,
                                              const RuntimeOptions& target_opt);
+
+// "q8" when keys and values share a type, else "k=q8,v=f16" (reports and logs).
+std::string kv_types_label(const RuntimeOptions& ro);
+std::string kv_types_label(const RuntimeFlags& f);
 
 }  // namespace metharme::cli

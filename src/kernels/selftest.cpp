@@ -43,7 +43,7 @@ bool SelfTest::pass() const {
 }
 
 std::span<KernelFamily* const> kernel_families() {
-  static KernelFamily* const families[] = {&q4_family(), &dense_family(), &i8_family()};
+  static KernelFamily* const families[] = {&q4_family(), &dense_family(), &i8_family(), &kv_family()};
   return families;
 }
 

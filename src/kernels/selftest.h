@@ -59,6 +59,7 @@ std::span<KernelFamily* const> kernel_families();
 KernelFamily& q4_family();     // kernels/q4_selftest.cpp
 KernelFamily& dense_family();  // kernels/dense_selftest.cpp
 KernelFamily& i8_family();     // kernels/i8w_selftest.cpp (GGUF Q8_0, Q5_K, Q6_K)
+KernelFamily& kv_family();     // kernels/kv_selftest.cpp
 
 // The ISA to use for family f: active_isa(), lowered past every ISA whose self-test failed.
 // Runs the self-test of an ISA the first time it is asked for (thread-safe); later calls cost two

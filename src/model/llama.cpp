@@ -1,6 +1,7 @@
 #include "model/llama.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -30,7 +31,7 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   if (gpu_) cpu_layers_ = gpu_->plan().first_layer;
   LlamaConfig cpu_cfg = c;
   cpu_cfg.num_hidden_layers = cpu_layers_;
-  kv_ = KvCache(cpu_cfg, opt_.n_ctx, opt_.n_seq, opt_.kv_type);
+  kv_ = KvCache(cpu_cfg, opt_.n_ctx, opt_.n_seq, opt_.kv_type_k, opt_.kv_type_v);
   kv_.set_mirror(gpu_.get());
   group_ = c.num_attention_heads / c.num_key_value_heads;
   const size_t B = size_t(opt_.max_batch);
@@ -45,6 +46,9 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   scores_ = floats(size_t(pool_.size()) * size_t(group_) * size_t(opt_.n_ctx));
   // Prefill tiles (lazy pages: costs memory only once a long prompt uses it).
   tile_scores_ = floats(size_t(pool_.size()) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx));
+  // Decoded keys and values for prefill tiles over a cache that is not f32.
+  if (opt_.kv_type_k != kernels::KvType::kF32 || opt_.kv_type_v != kernels::KvType::kF32)
+    tile_kv_ = floats(size_t(pool_.size()) * 2 * size_t(opt_.n_ctx) * size_t(c.head_dim));
   logits_ = floats(size_t(c.vocab_size));
   logit_rows_.reserve(B);
   eval_batch_.reserve(B);
@@ -90,9 +94,10 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
     ops::apply_rope(ki, c.num_key_value_heads, rope_, toks[size_t(i)].pos);
     kv_.store(layer, toks[size_t(i)].seq, toks[size_t(i)].pos, ki, v + size_t(i) * kvd);
   });
-  // A prefill of one sequence (consecutive positions, fp32 cache): tiles of query rows per head,
-  // each two sgemms over the keys it sees.
-  bool prefill = n >= ops::kPrefillTile && kv_.type() == kernels::WType::kF32;
+  // A prefill of one sequence (consecutive positions, any cache type): tiles of query rows per
+  // head, each two sgemms over the keys it sees.
+  const auto t0 = std::chrono::steady_clock::now();
+  bool prefill = n >= ops::kPrefillTile;
   for (int i = 1; prefill && i < n; ++i)
     prefill = toks[size_t(i)].seq == toks[0].seq && toks[size_t(i)].pos == toks[0].pos + i;
   if (prefill) {
@@ -102,9 +107,12 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
       const int h = task / tiles, r0 = (task % tiles) * ops::kPrefillTile;  // head-major: K/V stay in cache
       const int rows = std::min(ops::kPrefillTile, n - r0);
       float* scratch = tile_scores_.as<float>() + size_t(thread) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx);
+      float* kv_scratch =
+          tile_kv_.size() ? tile_kv_.as<float>() + size_t(thread) * 2 * size_t(opt_.n_ctx) * size_t(hd) : nullptr;
       ops::attend_prefill_tile(q + size_t(r0) * qd + size_t(h) * hd, qd, h, group_, hd, kv, toks[0].pos + r0, rows,
-                               att + size_t(r0) * qd + size_t(h) * hd, qd, scratch);
+                               att + size_t(r0) * qd + size_t(h) * hd, qd, scratch, kv_scratch);
     });
+    attn_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return;
   }
   // Otherwise token by token, head-major: consecutive tasks read the same kv head.
@@ -116,6 +124,7 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
     size_t off = size_t(i) * qd + size_t(g) * group_ * hd;
     ops::attend_group(q + off, g, group_, hd, kv_.slice(layer, t.seq), t.pos + 1, att + off, scores);
   });
+  attn_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void LlamaRuntime::layer_forward(int layer, std::span<const BatchToken> toks, float* x) {

@@ -29,7 +29,9 @@ struct RuntimeOptions {
   int n_seq = 1;         // independent sequences (KV slots)
   int max_batch = 512;   // tokens per internal step; longer batches are split
   int n_threads = 0;     // 0 = all CPUs this process may use
-  kernels::WType kv_type = kernels::WType::kF32;
+  // KV cache element types of keys and values (kernels/kv.h): f32, f16, q8 or q4.
+  kernels::KvType kv_type_k = kernels::KvType::kF32;
+  kernels::KvType kv_type_v = kernels::KvType::kF32;
   RopeOverrides rope = {};  // command-line RoPE settings (model/rope_setup.h); default: the model's own
   bool log_rope = false;  // print the chosen RoPE scaling on stderr (one line, only when not plain)
   // GPU offload (model/offload.h): the last gpu_layers layers on Vulkan device gpu_device;
@@ -88,6 +90,12 @@ class LlamaRuntime {
   // attention; writes att [n][q_dim] (the o_proj input).
   void attention(int layer, std::span<const BatchToken> tokens, const float* xb, float* att);
 
+  // Wall time spent attending over the cache (scores, softmax and weighted sum of values, decode
+  // and prefill alike; not the q/k/v projections, RoPE or the KV store) since the last reset:
+  // two clock reads per layer and step, so the bench can report attention's share of a step.
+  double attention_seconds() const { return attn_seconds_; }
+  void reset_attention_seconds() { attn_seconds_ = 0; }
+
  private:
   void step(std::span<const BatchToken> tokens, float* logits);
   template <class F>
@@ -103,9 +111,10 @@ class LlamaRuntime {
   std::unique_ptr<GpuOffload> gpu_;  // layers [cpu_layers_, L) run there
   int cpu_layers_ = 0;
   int group_ = 1;  // query heads per kv head
+  double attn_seconds_ = 0;
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
-  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, logits_;
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, tile_kv_, logits_;
   std::vector<int> logit_rows_;
   std::vector<BatchToken> eval_batch_;
 };

@@ -26,6 +26,15 @@ size_t layer_weight_bytes(const LayerWeights& L, int d) {
   return b;
 }
 
+// The device cache holds f32 or f16 rows; the quantized types have no shader yet.
+kernels::WType gpu_kv_type(const RuntimeOptions& opt) {
+  const kernels::KvType k = opt.kv_type_k, v = opt.kv_type_v;
+  MH_CHECK(k == v && (k == kernels::KvType::kF32 || k == kernels::KvType::kF16), "GPU offload: KV cache type ",
+           kernels::kv_type_name(k), "/", kernels::kv_type_name(v),
+           " has no Vulkan shader yet; offloaded layers need --kv-type f16 or f32");
+  return k == kernels::KvType::kF32 ? kernels::WType::kF32 : kernels::WType::kF16;
+}
+
 size_t kv_layer_bytes(const LlamaConfig& c, int n_ctx, int n_seq, kernels::WType t) {
   return 2 * size_t(n_seq) * c.num_key_value_heads * size_t(n_ctx) * c.head_dim * kernels::wtype_size(t);
 }
@@ -87,7 +96,7 @@ OffloadPlan make_plan(const ModelWeights& w, const RuntimeOptions& opt, int n_ct
     p.kv_bytes = 0;
     for (int l = p.first_layer; l < L; ++l) {
       p.weight_bytes += layer_weight_bytes(w.layers[size_t(l)], c.hidden_size);
-      p.kv_bytes += kv_layer_bytes(c, n_ctx, opt.n_seq, opt.kv_type);
+      p.kv_bytes += kv_layer_bytes(c, n_ctx, opt.n_seq, gpu_kv_type(opt));
     }
     if (p.total() <= budget || (p.first_layer == L && !p.head)) break;
     MH_CHECK(opt.gpu_auto, "GPU offload: ", p.describe(), " = ", mib(p.total()), ", more than the ", mib(budget),
@@ -160,7 +169,7 @@ VulkanOffload::VulkanOffload(std::unique_ptr<gpu::Context> ctx, const ModelWeigh
     D.kv.hd = c.head_dim;
     D.kv.n_ctx = n_ctx;
     D.kv.n_seq = opt.n_seq;
-    D.kv.type = opt.kv_type == kernels::WType::kF32 ? 0 : 1;
+    D.kv.type = gpu_kv_type(opt) == kernels::WType::kF32 ? 0 : 1;
     D.kv.k = ctx_->alloc(D.kv.bytes_each(), p + "K cache");
     D.kv.v = ctx_->alloc(D.kv.bytes_each(), p + "V cache");
     layers_.push_back(D);

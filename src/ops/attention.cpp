@@ -6,32 +6,45 @@
 #include <cstring>
 
 #include "ops/elementwise.h"
+#include "util/error.h"
 
 namespace metharme::ops {
 
 void attend_group(const float* q, int g, int group, int head_dim, const KvSlice& kv, int n_pos, float* out,
                   float* scores) {
-  const auto& k = kernels::dense_kernels();
-  const size_t es = kernels::wtype_size(kv.type);
-  const uint8_t* kb = static_cast<const uint8_t*>(kv.k) + size_t(g) * size_t(kv.head_stride) * es;
-  const uint8_t* vb = static_cast<const uint8_t*>(kv.v) + size_t(g) * size_t(kv.head_stride) * es;
+  const auto& k = kernels::kv_kernels();
+  const uint8_t* kb = kv.k + size_t(g) * kv.k_head_bytes;
+  const uint8_t* vb = kv.v + size_t(g) * kv.v_head_bytes;
   // scores[h][j] = q_h . K[j]
-  k.gemm(kv.type, kb, head_dim, q, head_dim, scores, n_pos, group, head_dim, 0, n_pos);
+  k.scores(kv.k_type, kb, head_dim, n_pos, q, head_dim, group, scores, n_pos);
   const float scale = float(1.0 / std::sqrt(double(head_dim)));
-  for (int h = 0; h < group; ++h) {
-    float* s = scores + size_t(h) * size_t(n_pos);
-    softmax(s, n_pos, scale);
-    float* o = out + size_t(h) * size_t(head_dim);
-    std::memset(o, 0, size_t(head_dim) * sizeof(float));
-    k.gemv_t(kv.type, vb, head_dim, s, n_pos, head_dim, o);
-  }
+  for (int h = 0; h < group; ++h) softmax(scores + size_t(h) * size_t(n_pos), n_pos, scale);
+  std::memset(out, 0, size_t(group) * size_t(head_dim) * sizeof(float));
+  k.weighted_sum(kv.v_type, vb, head_dim, n_pos, scores, n_pos, group, out, head_dim);
 }
 
 void attend_prefill_tile(const float* q, int ldq, int h, int group, int head_dim, const KvSlice& kv, int pos_first,
-                         int rows, float* out, int ldo, float* scores) {
+                         int rows, float* out, int ldo, float* scores, float* kv_scratch) {
   const int g = h / group, n_keys = pos_first + rows;
-  const float* K = static_cast<const float*>(kv.k) + int64_t(g) * kv.head_stride;
-  const float* V = static_cast<const float*>(kv.v) + int64_t(g) * kv.head_stride;
+  const uint8_t* kb = kv.k + size_t(g) * kv.k_head_bytes;
+  const uint8_t* vb = kv.v + size_t(g) * kv.v_head_bytes;
+  const float* K = reinterpret_cast<const float*>(kb);
+  const float* V = reinterpret_cast<const float*>(vb);
+  // Other types: decode the rows this tile sees into f32 (one pass, next to 2 * rows multiply-adds
+  // per decoded value in the sgemms below).
+  if (kv.k_type != kernels::KvType::kF32 || kv.v_type != kernels::KvType::kF32) {
+    MH_CHECK(kv_scratch != nullptr, "attend_prefill_tile: a non-f32 KV cache needs scratch");
+    float* kd = kv_scratch;
+    float* vd = kv_scratch + size_t(n_keys) * size_t(head_dim);
+    if (kv.k_type != kernels::KvType::kF32) {
+      kernels::kv_kernels().to_f32(kv.k_type, kb, head_dim, n_keys, kd);
+      K = kd;
+    }
+    if (kv.v_type != kernels::KvType::kF32) {
+      kernels::kv_kernels().to_f32(kv.v_type, vb, head_dim, n_keys, vd);
+      V = vd;
+    }
+  }
   // S = Q K^T over every key the tile's last row sees; row i sees keys [0, pos_first + i].
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, head_dim, 1.0f, q, ldq, K, head_dim, 0.0f, scores,
               n_keys);
@@ -42,8 +55,8 @@ void attend_prefill_tile(const float* q, int ldq, int h, int group, int head_dim
     softmax(s, n, scale);
     std::memset(s + n, 0, size_t(n_keys - n) * sizeof(float));
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, n_keys, 1.0f, scores, n_keys, V, head_dim, 0.0f,
-              out, ldo);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, n_keys, 1.0f, scores, n_keys, V, head_dim,
+              0.0f, out, ldo);
 }
 
 }  // namespace metharme::ops

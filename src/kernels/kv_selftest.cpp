@@ -1,0 +1,67 @@
+// Self-test of the KV kernels (kernels/selftest.h): q8 and q4 rows written by the scalar
+// quantizer, head_dim 64 (the vector paths) and 40 (a partial block: the fallback), 7 positions
+// (a group of 4 and a tail of 3) and 3 query heads (a pair and a single), against the scalar twins.
+// f32 / f16 rows are the dense family's kernels (tested there; calling them from here would
+// re-enter checked_isa while it holds the self-test lock).
+#include <string>
+#include <vector>
+
+#include "kernels/kv.h"
+#include "kernels/selftest.h"
+
+namespace metharme::kernels {
+
+namespace {
+
+struct Rand {
+  uint32_t s = 0x9E3779B9u;
+  float next() {
+    s ^= s << 13;
+    s ^= s >> 17;
+    s ^= s << 5;
+    return float(s >> 8) * (2.0f / 16777216.0f) - 1.0f;  // [-1, 1)
+  }
+};
+
+void check(Isa isa, SelfTest& t, KvType type, int head_dim, Rand& r) {
+  constexpr int kPos = 7, kHeads = 3;
+  const KvKernels& opt = kv_kernels(isa);
+  const KvKernels& ref = kv_kernels_scalar();
+  std::vector<float> x(size_t(kPos) * size_t(head_dim)), q(size_t(kHeads) * size_t(head_dim)), p(size_t(kHeads) * kPos);
+  for (auto& v : x) v = 3 * r.next();
+  for (auto& v : q) v = r.next();
+  for (auto& v : p) v = r.next();
+  std::vector<uint8_t> rows(kv_row_bytes(type, head_dim) * kPos);
+  ref.from_f32(type, x.data(), head_dim, kPos, rows.data());
+  const std::string tag = std::string(kv_type_name(type)) + " hd=" + std::to_string(head_dim);
+
+  std::vector<float> so(size_t(kHeads) * kPos, -1.0f), sr(so);
+  opt.scores(type, rows.data(), head_dim, kPos, q.data(), head_dim, kHeads, so.data(), kPos);
+  ref.scores(type, rows.data(), head_dim, kPos, q.data(), head_dim, kHeads, sr.data(), kPos);
+  t.compare("kv scores " + tag, so.data(), sr.data(), so.size(), 1e-5, head_dim * 3e-6);
+
+  std::vector<float> oo(q.size(), 0.5f), orf(oo);
+  opt.weighted_sum(type, rows.data(), head_dim, kPos, p.data(), kPos, kHeads, oo.data(), head_dim);
+  ref.weighted_sum(type, rows.data(), head_dim, kPos, p.data(), kPos, kHeads, orf.data(), head_dim);
+  t.compare("kv weighted_sum " + tag, oo.data(), orf.data(), oo.size(), 1e-5, 3e-5);
+
+  std::vector<float> fo(x.size()), fr(x.size());
+  opt.to_f32(type, rows.data(), head_dim, kPos, fo.data());
+  ref.to_f32(type, rows.data(), head_dim, kPos, fr.data());
+  t.compare_exact("kv to_f32 " + tag, fo.data(), fr.data(), fo.size() * 4);
+}
+
+void run(Isa isa, SelfTest& t) {
+  Rand r;
+  for (KvType type : {KvType::kQ8, KvType::kQ4})
+    for (int hd : {64, 40}) check(isa, t, type, hd, r);
+}
+
+}  // namespace
+
+KernelFamily& kv_family() {
+  static KernelFamily f{"kv", run};
+  return f;
+}
+
+}  // namespace metharme::kernels
