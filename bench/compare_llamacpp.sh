@@ -14,7 +14,7 @@
 #
 # Usage: bench/compare_llamacpp.sh [--shapes "1b 7b"] [--threads "1 2"] [-p 512] [-n 128] [-r 3]
 #                                  [--depths "0"] [--kv f32|f16|q8|q4] [--llama-kv f16|q8_0]
-#                                  [--work DIR] [--build DIR]
+#                                  [--quants "q4_0 q8_0"] [--work DIR] [--build DIR]
 #   --work   where the random models are kept between runs (default ${TMPDIR:-/tmp}/metharme-compare;
 #            7B needs about 15 GB: GPTQ 3.9 GB, Q4_0 3.8 GB, Q8_0 7.2 GB)
 #   --build  the CMake build folder holding bin `metharme` (default ./build)
@@ -33,6 +33,7 @@ LLAMA_KV=
 WORK=${TMPDIR:-/tmp}/metharme-compare
 BUILD=build
 NLC_VERSION=3.21.1
+QUANTS="q4_0 q8_0"
 while (($#)); do
   case $1 in
     --shapes) SHAPES=$2; shift 2 ;;
@@ -43,6 +44,7 @@ while (($#)); do
     --depths) DEPTHS=$2; shift 2 ;;
     --kv) KV=$2; shift 2 ;;
     --llama-kv) LLAMA_KV=$2; shift 2 ;;
+    --quants) QUANTS=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
@@ -71,7 +73,7 @@ mkdir -p "$WORK"
 for s in $SHAPES; do
   [[ -f $WORK/$s-gptq/model.safetensors ]] ||
     "$METHARME" synth -o "$WORK/$s-gptq" --shape "$s" --bits 4 --group-size 128 --seed 1 --tokenizer "$TOKENIZER"
-  for q in q4_0 q8_0; do
+  for q in $QUANTS; do
     [[ -f $WORK/$s-$q.gguf ]] || "$METHARME" synth -o "$WORK/$s-$q.gguf" --shape "$s" --gguf $q --seed 1 --tokenizer "$TOKENIZER"
   done
 done
@@ -84,7 +86,7 @@ for s in $SHAPES; do
     echo "== $s, $t thread(s): metharme" >&2
     "$METHARME" bench -m "$WORK/$s-gptq" -p "$PP" -n "$TG" -r "$REPS" -t "$t" -d "${DEPTHS// /,}" --kv-type "$KV" --json |
       node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);j.engine="metharme";j.shape=process.argv[1];console.log(JSON.stringify(j))})' "$s" >>"$RESULTS"
-    for q in q4_0 q8_0; do
+    for q in $QUANTS; do
       echo "== $s, $t thread(s): llama.cpp $q" >&2
       (cd "$NLC" && LLAMA_KV_TYPE=$LLAMA_KV node llamacpp_bench.mjs "$WORK/$s-$q.gguf" "$t" "$PP" "$TG" "$REPS" "${DEPTHS// /,}") |
         node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);j.shape=process.argv[1];j.quant=process.argv[2];console.log(JSON.stringify(j))})' "$s" "$q" >>"$RESULTS"
