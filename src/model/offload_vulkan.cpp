@@ -135,7 +135,7 @@ class VulkanOffload final : public GpuOffload {
   std::unique_ptr<gpu::Context> ctx_;
   LlamaConfig c_;
   OffloadPlan plan_;
-  int batch_ = 0, rows_ = 0, n_ctx_ = 0, n_seq_ = 0;
+  int batch_ = 0, rows_ = 0, n_ctx_ = 0;
   std::vector<DeviceLayer> layers_;  // layers [first_layer, n_layers)
   gpu::DeviceLinear head_;
   gpu::Buffer final_norm_, x_, xb_, q_, k_, v_, att_, hg_, hu_, tok_, cos_, sin_, xh_, logits_;
@@ -144,7 +144,7 @@ class VulkanOffload final : public GpuOffload {
 
 VulkanOffload::VulkanOffload(std::unique_ptr<gpu::Context> ctx, const ModelWeights& w, const RuntimeOptions& opt,
                              int n_ctx, const OffloadPlan& plan, const ops::RopeTable& rope)
-    : ctx_(std::move(ctx)), c_(w.config), plan_(plan), batch_(opt.max_batch), n_ctx_(n_ctx), n_seq_(opt.n_seq) {
+    : ctx_(std::move(ctx)), c_(w.config), plan_(plan), batch_(opt.max_batch), n_ctx_(n_ctx) {
   const LlamaConfig& c = c_;
   const size_t B = size_t(batch_), d = size_t(c.hidden_size);
   auto upload_floats = [&](const std::vector<float>& v, const char* what) {
