@@ -15,8 +15,9 @@ uint64_t read_sum_avx2(const void* p, size_t n) {
     d = _mm256_add_epi64(d, _mm256_loadu_si256(v + i + 3));
   }
   a = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
-  return uint64_t(_mm256_extract_epi64(a, 0) + _mm256_extract_epi64(a, 1) + _mm256_extract_epi64(a, 2) +
-                  _mm256_extract_epi64(a, 3));
+  // Summed as unsigned: the total wraps by design (only the reads matter), signed overflow would be UB.
+  return uint64_t(_mm256_extract_epi64(a, 0)) + uint64_t(_mm256_extract_epi64(a, 1)) +
+         uint64_t(_mm256_extract_epi64(a, 2)) + uint64_t(_mm256_extract_epi64(a, 3));
 }
 
 }  // namespace metharme::kernels
