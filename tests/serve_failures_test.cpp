@@ -163,18 +163,7 @@ TEST(ServeFailures, PromptAboveTheByteLimitIs413BeforeTokenizing) {
 
 // Raw HTTP over a socket: what the server answers (until it closes), or "" after timeout_s.
 int connect_to(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{20, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
+  return test::connect_loopback(port);
 }
 
 std::string read_all(int fd) {

@@ -23,6 +23,7 @@
 #include <regex>
 #include <thread>
 
+#include "support/serve_util.h"
 #include "support/test_util.h"
 
 namespace metharme {
@@ -123,17 +124,8 @@ Reply post(int port, const std::string& path, const std::string& body) {
 }
 
 int raw_request(int port, const std::string& head, int dribble_ms = 0) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{20, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int fd = test::connect_loopback(port);
+  if (fd < 0) return -1;
   if (dribble_ms > 0) {  // one byte at a time, never the end of the head
     for (char c : head) {
       if (send(fd, &c, 1, MSG_NOSIGNAL) != 1) break;

@@ -1,5 +1,10 @@
 #include "support/serve_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "support/test_util.h"
 
 namespace metharme::test {
@@ -127,6 +132,21 @@ std::vector<SseEvent> parse_sse(const std::string& body, std::string& error) {
     i = end + 2;
   }
   return out;
+}
+
+int connect_loopback(int port, int timeout_s) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
 }
 
 }  // namespace metharme::test

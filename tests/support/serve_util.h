@@ -73,4 +73,7 @@ struct SseEvent {
 };
 std::vector<SseEvent> parse_sse(const std::string& body, std::string& error);
 
+// A TCP connection to 127.0.0.1:port with a receive timeout of timeout_s; -1 when refused.
+int connect_loopback(int port, int timeout_s = 20);
+
 }  // namespace metharme::test
