@@ -231,6 +231,68 @@ void check_isa(Isa isa) {
 TEST(Q4Kernels, Avx2MatchesScalar) { check_isa(Isa::kAvx2); }
 TEST(Q4Kernels, Avx512VnniMatchesScalar) { check_isa(Isa::kAvx512); }
 
+// The AMX product against the scalar gemm_q8 on every shape (gs 32, 64, 128 and one group; fp16
+// and fp32 scales; act-order), rows around its 16- and 32-row tiles and its 256-row pass, whole
+// and partial tile ranges. Integer sums are exact; the per-block fp32 steps are those of the scalar
+// twin (one product per block), so the tolerance is fp32 rounding.
+TEST(Q4Kernels, AmxMatchesScalar) {
+  if (!kernels::amx_supported()) GTEST_SKIP() << "this CPU or kernel has no AMX-INT8 tiles";
+  const auto& ref = kernels::q4_kernels_scalar();
+  const kernels::Q4GemmQ8 amx = kernels::q4_gemm_q8_amx_unchecked();
+  std::mt19937 rng(4242);
+  for (const Shape& s : kShapes) {
+    RandomGptq g(s, rng);
+    auto w = ops::q4_repack(g.src, 1);
+    for (int M : {1, 15, 16, 17, 33, 50, 64, 270}) {
+      SCOPED_TRACE(::testing::Message() << s << " M=" << M << " block=" << w->block);
+      auto x = random_rows(M, s.k, rng);
+      KernelRun a(*w, x, M, ref);
+      for (int t0 : {0, 1}) {
+        if (t0 >= w->mat.n_tiles) continue;
+        const float sentinel = -12345.0f;
+        std::vector<float> yr(size_t(M) * size_t(s.n), sentinel), yo(yr);
+        ref.gemm_q8(w->mat, a.q8(*w), M, t0, w->mat.n_tiles, yr.data(), s.n);
+        amx(w->mat, a.q8(*w), M, t0, w->mat.n_tiles, yo.data(), s.n);
+        for (size_t i = 0; i < yr.size(); ++i) {
+          if (int(i % size_t(s.n)) < t0 * kernels::kQ4TileCols) {
+            ASSERT_EQ(yo[i], sentinel) << i;
+            continue;
+          }
+          ASSERT_NEAR(yo[i], yr[i], 1e-5f * (1.0f + std::fabs(yr[i]))) << "m=" << i / size_t(s.n) << " n=" << i % size_t(s.n);
+        }
+      }
+    }
+  }
+}
+
+// The op picks AMX from kQ4AmxMinRows rows; with it turned off (as METHARME_ISA=avx512 does) the
+// AVX-512 kernel gives the same outputs within fp32 rounding.
+TEST(Q4Kernels, AmxOnAndOffAgreeInTheLinearOp) {
+  if (!kernels::amx_enabled()) GTEST_SKIP() << "AMX is not in use on this CPU";
+  ASSERT_NE(kernels::q4_gemm_q8_amx(), nullptr) << "the AMX self-test failed";
+  std::mt19937 rng(7);
+  const Shape s{200, 384, 128, true, false, 1, false};
+  RandomGptq g(s, rng);
+  ops::Linear l;
+  l.kind = ops::Linear::Kind::kQ4;
+  l.n_out = s.n;
+  l.n_in = s.k;
+  l.q4 = ops::q4_repack(g.src, 2);
+  ThreadPool pool(2);
+  ops::set_q4_act(ops::Q4Act::kQ8);
+  const int M = 40;
+  static_assert(40 >= kernels::kQ4AmxMinRows);
+  auto x = random_rows(M, s.k, rng);
+  std::vector<float> on(size_t(M) * size_t(s.n)), off(on.size());
+  ops::LinearOut o1{&l, on.data()}, o2{&l, off.data()};
+  ops::linear_multi(&o1, 1, x.data(), M, pool);
+  kernels::set_amx_enabled(false);
+  ops::linear_multi(&o2, 1, x.data(), M, pool);
+  kernels::set_amx_enabled(true);
+  ops::set_q4_act(ops::Q4Act::kAuto);
+  for (size_t i = 0; i < on.size(); ++i) ASSERT_NEAR(on[i], off[i], 1e-5f * (1.0f + std::fabs(off[i]))) << i;
+}
+
 // The scalar references themselves against fp64 on the dequantized weights.
 TEST_P(Q4Shapes, ScalarKernelsMatchDenseProduct) {
   std::mt19937 rng(7);

@@ -7,12 +7,35 @@
 #ifdef METHARME_HAVE_VULKAN
 #include "gpu/device.h"
 #endif
+#include "kernels/q4.h"
 #include "kernels/selftest.h"
 #include "model/weights.h"
 #include "util/error.h"
 
 namespace metharme::cli {
 namespace {
+
+// The AMX int4 product (an extra path of the int4 family, kernels/q4.h) where the CPU and OS have it.
+int amx_self_test() {
+  using namespace kernels;
+  if (!amx_supported()) {
+    std::printf("int4-amx: not used (no AMX-INT8, or the OS does not grant the tile state)\n");
+    return 0;
+  }
+  KernelFamily& f = q4_amx_family();
+  const FamilyReport r = run_self_test(f, Isa::kAvx512, simulated_mismatch(f, Isa::kAvx512));
+  double worst = 0;
+  for (const auto& c : r.checks) worst = std::max(worst, c.max_err);
+  std::printf("%-7s %-12s %-6s %12.3g %7.0f us  %zu\n", r.family, "amx", r.pass ? "pass" : "FAIL", worst, r.micros,
+              r.checks.size());
+  if (!amx_enabled())
+    std::printf("int4-amx: not used (METHARME_ISA=%s)\n", std::getenv("METHARME_ISA") ? std::getenv("METHARME_ISA") : "");
+  else if (q4_gemm_q8_amx())
+    std::printf("int4-amx: using amx for products of %d rows or more\n", kQ4AmxMinRows);
+  else
+    std::printf("int4-amx: not used (self-test failed)\n");
+  return r.pass ? 0 : 1;
+}
 
 // Every kernel family at every ISA this CPU has, against the scalar kernels; 1 if any fails.
 int self_test() {
@@ -38,6 +61,7 @@ int self_test() {
     }
     std::printf("%s: using %s\n", f->name, isa_name(checked_isa(*f)));
   }
+  failed += amx_self_test();
   if (detect_isa() == Isa::kScalar) std::printf("(this CPU has no AVX2: only the scalar kernels run)\n");
   return failed ? 1 : 0;
 }

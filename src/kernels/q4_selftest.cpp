@@ -3,6 +3,7 @@
 // grid) and zero points from a fixed generator; activation rows 1 (the decode path), 2, 5 and 7
 // (the batched paths' row groups).
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "kernels/q4.h"
@@ -123,7 +124,64 @@ void run(Isa isa, SelfTest& t) {
   }
 }
 
+// The AMX product against the scalar gemm_q8: 17 rows (one zero-padded 16-row block) and 40 (one
+// full 32-row block and a partial one), 32- and 64-value blocks, both scale types, all tiles and
+// from tile 1.
+void run_amx(Isa isa, SelfTest& t) {
+  if (isa != Isa::kAvx512 || !amx_supported()) return;  // no checks: reported as a failure
+  Rand r;
+  const Q4GemmQ8 amx = q4_gemm_q8_amx_unchecked();
+  for (bool f32_scales : {false, true}) {
+    const Problem p(f32_scales);
+    for (int M : {17, 40})
+      for (int block : {32, 64}) {
+        const int nb = kKp / block;
+        const std::vector<float> x = activations(M, r);
+        std::vector<int8_t> q(x.size());
+        std::vector<float> d(size_t(M) * nb);
+        std::vector<int32_t> sum(d.size());
+        for (int m = 0; m < M; ++m)
+          q4_kernels_scalar().quantize_q8(&x[size_t(m) * kKp], kKp, block, &q[size_t(m) * kKp], &d[size_t(m) * nb],
+                                          &sum[size_t(m) * nb]);
+        const Q8Act q8{q.data(), d.data(), sum.data(), kKp, block};
+        for (int t0 : {0, 1}) {
+          std::vector<float> yo(size_t(M) * kN, -1.0f), yr(yo);
+          amx(p.m, q8, M, t0, kTiles, yo.data(), kN);
+          q4_kernels_scalar().gemm_q8(p.m, q8, M, t0, kTiles, yr.data(), kN);
+          t.compare("gemm_q8 amx M=" + std::to_string(M) + " block=" + std::to_string(block) + " t0=" +
+                        std::to_string(t0) + (f32_scales ? " (fp32 scales)" : ""),
+                    yo.data(), yr.data(), yo.size(), 1e-5, 1e-5);
+        }
+      }
+  }
+}
+
 }  // namespace
+
+KernelFamily& q4_amx_family() {
+  static KernelFamily f{"int4-amx", run_amx};
+  return f;
+}
+
+Q4GemmQ8 q4_gemm_q8_amx() {
+  if (!amx_enabled()) return nullptr;
+  static const bool ok = [] {
+    KernelFamily& f = q4_amx_family();
+    const FamilyReport rep = run_self_test(f, Isa::kAvx512, simulated_mismatch(f, Isa::kAvx512));
+    if (!rep.pass) {
+      const KernelCheck* bad = nullptr;
+      for (const auto& c : rep.checks)
+        if (!c.pass && !bad) bad = &c;
+      std::fprintf(stderr,
+                   "metharme: warning: the int4 AMX kernel failed its self-test against the scalar one (%s: max "
+                   "error %.3g); using avx512-vnni instead\n",
+                   bad ? bad->kernel.c_str() : "no checks", bad ? bad->max_err : 0.0);
+    }
+    f.verdict[int(Isa::kAvx512)].store(rep.pass ? 1 : 2);
+    return rep.pass;
+  }();
+  return ok ? q4_gemm_q8_amx_unchecked() : nullptr;
+}
 
 KernelFamily& q4_family() {
   static KernelFamily f{"int4", run};

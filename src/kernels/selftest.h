@@ -60,6 +60,9 @@ KernelFamily& q4_family();     // kernels/q4_selftest.cpp
 KernelFamily& dense_family();  // kernels/dense_selftest.cpp
 KernelFamily& i8_family();     // kernels/i8w_selftest.cpp (GGUF Q8_0, Q5_K, Q6_K)
 KernelFamily& kv_family();     // kernels/kv_selftest.cpp
+// The AMX int4 product, tested at kAvx512 where amx_supported(); not in kernel_families(): it is
+// an extra path beside the int4 tables (q4_gemm_q8_amx(), kernels/q4.h), not an ISA level.
+KernelFamily& q4_amx_family();  // kernels/q4_selftest.cpp
 
 // The ISA to use for family f: active_isa(), lowered past every ISA whose self-test failed.
 // Runs the self-test of an ISA the first time it is asked for (thread-safe); later calls cost two

@@ -481,6 +481,9 @@ void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, T
     return Piece{lin, t0, int(std::min<int64_t>(T, t0 + per))};
   };
   const auto& kern = kernels::q4_kernels();
+  // Enough rows to fill AMX tiles: the AMX product (nullptr where unusable, kernels/q4.h).
+  kernels::Q4GemmQ8 gemm_q8 = M >= kernels::kQ4AmxMinRows ? kernels::q4_gemm_q8_amx() : nullptr;
+  if (!gemm_q8) gemm_q8 = kern.gemm_q8;
   pool.run(n_pieces, [&](int task, int) {
     const Piece p = piece(task);
     const Q4Weight& w = *outs[p.lin].w->q4;
@@ -490,7 +493,7 @@ void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, T
       run_sgemm_panel(w, a.xf.data(), M, p.t0, p.t1, y);
     } else if (mode == Q4Act::kQ8) {
       kernels::Q8Act xa{a.xq.data(), a.xd.data(), a.xs.data(), w.mat.kp, w.block};
-      kern.gemm_q8(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
+      gemm_q8(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
     } else {
       kernels::F32Act xa{a.xf.data(), a.gsum.data(), w.mat.kp, w.mat.n_groups};
       kern.gemm_f32(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
