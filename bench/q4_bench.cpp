@@ -70,12 +70,18 @@ struct Acts {
 };
 
 enum Design { kQ8 = 0, kF32 = 1, kF32Sgemm = 2 };
+constexpr int kAmx = 3;  // BM_Q4 isa argument: the AMX product (kernels::q4_gemm_q8_amx_unchecked)
 
 // args: design, isa, M, N, K, number of distinct matrices cycled through
 void BM_Q4(benchmark::State& st) {
   const auto design = Design(st.range(0));
-  const auto isa = kernels::Isa(st.range(1));
+  const bool amx = st.range(1) == kAmx;  // the AMX product (q8 only)
+  const auto isa = amx ? kernels::Isa::kAvx512 : kernels::Isa(st.range(1));
   const int M = int(st.range(2)), N = int(st.range(3)), K = int(st.range(4)), n_mats = int(st.range(5));
+  if (amx && !kernels::amx_supported()) {
+    st.SkipWithError("no AMX on this CPU or kernel");
+    return;
+  }
   if (!kernels::isa_supported(isa)) {
     st.SkipWithError("ISA not supported on this CPU");
     return;
@@ -91,7 +97,10 @@ void BM_Q4(benchmark::State& st) {
   int i = 0;
   for (auto _ : st) {
     const ops::Q4Weight& w = *mats[size_t(i++ % n_mats)]->w;
-    if (design == kQ8) {
+    if (amx) {
+      kernels::q4_gemm_q8_amx_unchecked()(w.mat, {a.xq.data(), a.xd.data(), a.xs.data(), w.mat.kp, w.block}, M, 0,
+                                          w.mat.n_tiles, y.data(), N);
+    } else if (design == kQ8) {
       k.gemm_q8(w.mat, {a.xq.data(), a.xd.data(), a.xs.data(), w.mat.kp, w.block}, M, 0, w.mat.n_tiles, y.data(), N);
     } else if (design == kF32) {
       k.gemm_f32(w.mat, {a.xf.data(), a.gsum.data(), w.mat.kp, w.mat.n_groups}, M, 0, w.mat.n_tiles, y.data(), N);
@@ -107,7 +116,8 @@ void BM_Q4(benchmark::State& st) {
   const double macs = double(M) * N * K, bytes = double(ops::q4_weight_bytes(w0));
   st.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.SetLabel(std::string(design == kQ8 ? "q8 " : design == kF32 ? "f32 " : "f32+sgemm ") + kernels::isa_name(isa));
+  st.SetLabel(std::string(design == kQ8 ? "q8 " : design == kF32 ? "f32 " : "f32+sgemm ") +
+             (amx ? "amx" : kernels::isa_name(isa)));
 }
 
 void args(benchmark::internal::Benchmark* b) {
@@ -120,6 +130,13 @@ void args(benchmark::internal::Benchmark* b) {
     }
   for (int isa : {1, 2})
     for (int design : {kQ8, kF32, kF32Sgemm}) b->Args({design, isa, 512, 4096, 4096, 1});
+  // Issue 16: AVX-512 VNNI against AMX tiles, the 7B square and gate shapes and small row counts
+  // (where AMX starts to pay: kernels::kQ4AmxMinRows).
+  for (int isa : {2, kAmx}) {
+    for (int M : {4, 8, 16, 32, 64, 512}) b->Args({kQ8, isa, M, 4096, 4096, 1});
+    b->Args({kQ8, isa, 512, 11008, 4096, 1});
+    b->Args({kQ8, isa, 512, 4096, 11008, 1});
+  }
   // The 1B shape's decode matrices (q/o, gate/up, down), 1 and 8 rows (continuous batching).
   for (int isa : {1, 2})
     for (int M : {1, 8}) {
@@ -158,6 +175,43 @@ void BM_Q4LinearOp(benchmark::State& st) {
   st.counters["GMAC/s"] = benchmark::Counter(2.0 * M * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Q4LinearOp)->ArgNames({"M", "threads"})->Args({8, 1})->Args({8, 2})->Args({1, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Issue 16: prefill through the whole op (ops::linear_multi: activation quantization, pieces over
+// the pool) on one 7B matrix, N x K = 4096 x 4096 or 11008 x 4096, M rows, 2 threads, with AMX
+// (where the CPU has it) or without (as METHARME_ISA=avx512). args: M, N, amx.
+void BM_Q4Prefill(benchmark::State& st) {
+  const int M = int(st.range(0)), N = int(st.range(1)), K = 4096;
+  const bool amx = st.range(2) != 0;
+  if (amx && !kernels::amx_enabled()) {
+    st.SkipWithError("AMX is not in use on this CPU");
+    return;
+  }
+  auto mat = make_mat(N, K, 128, 21);
+  ops::Linear lin;
+  lin.kind = ops::Linear::Kind::kQ4;
+  lin.n_out = N;
+  lin.n_in = K;
+  lin.q4 = mat->w;
+  std::vector<float> x(size_t(M) * K), y(size_t(M) * N);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  ThreadPool pool(2);
+  kernels::set_amx_enabled(amx);
+  for (auto _ : st) {
+    ops::LinearOut out{&lin, y.data()};
+    ops::linear_multi(&out, 1, x.data(), M, pool);
+  }
+  kernels::set_amx_enabled(true);
+  st.counters["GMAC/s"] = benchmark::Counter(double(M) * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(amx ? "amx" : "avx512-vnni");
+}
+BENCHMARK(BM_Q4Prefill)
+    ->ArgNames({"M", "N", "amx"})
+    ->ArgsProduct({{512}, {4096, 11008}, {0, 1}})
+    ->ArgsProduct({{16, 32, 64}, {4096}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // The fp16 lm_head of the 1B shape (32000 x 2048, 131 MB: streamed from DRAM every call) with
 // M rows, one thread: M = 1 is decode, M = 8 a continuous-batching step of 8 requests.

@@ -27,9 +27,13 @@ namespace metharme::kernels {
 
 namespace {
 
-constexpr int kPassRows = 256;   // rows whose fp32 sums stay in one buffer (256 x 128 x 4 = 128 KiB)
-constexpr int kPanelTiles = 8;   // 16-column tiles unpacked together
-constexpr int kChunkK = 1024;    // k unpacked at a time (whole blocks): 8 tiles x 1024 x 16 = 128 KiB
+// Working set, all in the 2 MiB L2 of a Sapphire Rapids core: fp32 sums of a pass (256 rows x 32
+// tiles x 16 x 4 = 512 KiB), its packed A chunk (256 x 1024 = 256 KiB), one unpacked B panel
+// (8 tiles x 1024 x 16 = 128 KiB).
+constexpr int kPassRows = 256;   // rows per pass, a multiple of 32
+constexpr int kSpanTiles = 32;   // 16-column tiles whose sums stay in the pass's buffer
+constexpr int kPanelTiles = 8;   // tiles unpacked together
+constexpr int kChunkK = 1024;    // k per chunk (whole blocks)
 
 inline size_t tile_bytes(const Q4Matrix& w) { return size_t(w.kp) / kQ4StepK * kQ4StepBytes; }
 
@@ -106,24 +110,25 @@ void tile_block(const int8_t* a, int64_t lda, const int8_t* b, size_t bstride, i
   if (NA > 1 && NB > 1) _tile_stored(3, c + 768, 64);
 }
 
-// One pass: rows [r0, r0 + rows) x tiles [p0, p0 + np) into acc[rows][np * 16] (zeroed by the caller).
+// One pass: rows [r0, r0 + rows) x the panel's tiles [p0, p0 + np); fp32 sums in acc[row][stride]
+// (the panel's first column at acc[0]).
 struct Pass {
   const Q4Matrix& w;
   const Q8Act& x;
-  int r0, rows, p0, np, kb;
+  int r0, rows, p0, np, kb, stride;
   float* acc;
-  int8_t* bbuf;
-  int8_t* apad;
+  const int8_t* bbuf;   // unpack(): [np][kc / 4][64]
+  const int8_t* apack;  // pack_a(): [rows / 32][b - b0][32][block]
 };
 
 // C of rows mb.. (mrows) x tiles j, j+1 (nbt) for block b, added to acc with its scales.
 void post(const Pass& p, const int32_t* c, int mb, int mrows, int j, int nbt, int b) {
-  const int nb = p.w.kp / p.x.block, g = b / (p.w.gs / p.x.block), stride = p.np * kQ4TileCols;
+  const int nb = p.w.kp / p.x.block, g = b / (p.w.gs / p.x.block);
   __m512 s[2];
   for (int i = 0; i < nbt; ++i) s[i] = scales16(p.w, p.p0 + j + i, g);
   for (int r = 0; r < mrows; ++r) {
     const __m512 d = _mm512_set1_ps(p.x.d[size_t(p.r0 + mb + r) * size_t(nb) + size_t(b)]);
-    float* ac = p.acc + size_t(mb + r) * size_t(stride) + size_t(j) * kQ4TileCols;
+    float* ac = p.acc + size_t(mb + r) * size_t(p.stride) + size_t(j) * kQ4TileCols;
     const int32_t* cr = c + (r / 16) * 512 + (r % 16) * 16;
     for (int i = 0; i < nbt; ++i) {
       const __m512 f = _mm512_cvtepi32_ps(_mm512_loadu_si512(cr + 256 * i));
@@ -132,68 +137,95 @@ void post(const Pass& p, const int32_t* c, int mb, int mrows, int j, int nbt, in
   }
 }
 
-// Blocks [b0, b1) (k0 = b0 * block, kc bytes), B already unpacked into p.bbuf.
+// Rows [r0, r0 + rows) of blocks [b0, b1) as out[m / 32][b - b0][32][block], rows past the end
+// zero: tile loads then read contiguous lines (rows kp apart would all share one L1 set).
+void pack_a(const Q8Act& x, int r0, int rows, int b0, int b1, int8_t* out) {
+  const int block = x.block, kc = (b1 - b0) * block;
+  for (int mb = 0; mb < rows; mb += 32)
+    for (int r = 0; r < 32; ++r) {
+      int8_t* o = out + size_t(mb) * size_t(kc) + size_t(r) * size_t(block);
+      const int8_t* src = x.q + size_t(r0 + mb + r) * size_t(x.kp) + size_t(b0) * size_t(block);
+      const bool zero = mb + r >= rows;
+      for (int b = 0; b < b1 - b0; ++b)
+        for (int i = 0; i < block; i += 32) {
+          const __m256i v = zero ? _mm256_setzero_si256()
+                                 : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * block + i));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + size_t(b) * 32 * size_t(block) + size_t(i)), v);
+        }
+    }
+}
+
+template <int NA, int NB>
+void tile_pair(const Pass& p, int mb, int mrows, int j, int b0, int b1) {
+  const int block = p.x.block, kc = (b1 - b0) * block, nsub = block / p.kb;
+  const size_t bstride = size_t(kc) * kQ4TileCols;
+  const int8_t* a = p.apack + size_t(mb) * size_t(kc);
+  // Two C buffers: block b's tile products run while block b - 1 is scaled into acc.
+  alignas(64) int32_t c[2][4 * 256];
+  for (int b = b0; b < b1; ++b) {
+    const int8_t* ab = a + size_t(b - b0) * 32 * size_t(block);
+    const int8_t* bb = p.bbuf + size_t(j) * bstride + size_t(b - b0) * size_t(block) * 16;
+    tile_block<NA, NB>(ab, block, bb, bstride, p.kb, nsub, c[b & 1]);
+    if (b > b0) post(p, c[(b - 1) & 1], mb, mrows, j, NB, b - 1);
+  }
+  post(p, c[(b1 - 1) & 1], mb, mrows, j, NB, b1 - 1);
+}
+
+// Blocks [b0, b1) of the pass, A packed and B unpacked.
 void run_chunk(const Pass& p, int b0, int b1) {
-  const int block = p.x.block, k0 = b0 * block, kc = (b1 - b0) * block, nsub = block / p.kb;
-  alignas(64) int32_t c[4 * 256];
   for (int mb = 0; mb < p.rows; mb += 32) {
     const int mrows = std::min(32, p.rows - mb);
-    const int8_t* a = p.x.q + size_t(p.r0 + mb) * size_t(p.x.kp) + size_t(k0);
-    int64_t lda = p.x.kp;
-    if (mrows < 32) {  // the last rows, zero-padded to 32 so whole tiles load
-      for (int r = 0; r < 32; ++r) {
-        int8_t* dst = p.apad + size_t(r) * size_t(kc);
-        if (r < mrows) std::memcpy(dst, a + size_t(r) * size_t(p.x.kp), size_t(kc));
-        else std::memset(dst, 0, size_t(kc));
-      }
-      a = p.apad;
-      lda = kc;
-    }
     for (int j = 0; j < p.np; j += 2) {
       const int nbt = std::min(2, p.np - j);
-      const size_t bstride = size_t(kc) * kQ4TileCols;
-      for (int b = b0; b < b1; ++b) {
-        const int8_t* ab = a + (b - b0) * block;
-        const int8_t* bb = p.bbuf + size_t(j) * bstride + size_t(b - b0) * size_t(block) * 16;
-        if (mrows > 16) {
-          if (nbt > 1) tile_block<2, 2>(ab, lda, bb, bstride, p.kb, nsub, c);
-          else tile_block<2, 1>(ab, lda, bb, bstride, p.kb, nsub, c);
-        } else {
-          if (nbt > 1) tile_block<1, 2>(ab, lda, bb, bstride, p.kb, nsub, c);
-          else tile_block<1, 1>(ab, lda, bb, bstride, p.kb, nsub, c);
-        }
-        post(p, c, mb, mrows, j, nbt, b);
+      if (mrows > 16) {
+        if (nbt > 1) tile_pair<2, 2>(p, mb, mrows, j, b0, b1);
+        else tile_pair<2, 1>(p, mb, mrows, j, b0, b1);
+      } else {
+        if (nbt > 1) tile_pair<1, 2>(p, mb, mrows, j, b0, b1);
+        else tile_pair<1, 1>(p, mb, mrows, j, b0, b1);
       }
+    }
+  }
+}
+
+// Tiles [s0, s0 + ns), rows [r0, r0 + rows): every chunk of k packs A once for all its panels.
+void run_span(const Q4Matrix& w, const Q8Act& x, int r0, int rows, int s0, int ns, float* acc, int8_t* bbuf,
+              int8_t* apack) {
+  const int nb = w.kp / x.block, bpc = std::max(1, kChunkK / x.block), stride = ns * kQ4TileCols;
+  const int kb = x.block % 64 == 0 ? 64 : 32;
+  std::fill(acc, acc + size_t(rows) * size_t(stride), 0.0f);
+  for (int b0 = 0; b0 < nb; b0 += bpc) {
+    const int b1 = std::min(nb, b0 + bpc);
+    pack_a(x, r0, rows, b0, b1, apack);
+    for (int p0 = s0; p0 < s0 + ns; p0 += kPanelTiles) {
+      const int np = std::min(kPanelTiles, s0 + ns - p0);
+      unpack(w, p0, np, b0 * x.block, (b1 - b0) * x.block, bbuf);
+      const Pass p{w, x, r0, rows, p0, np, kb, stride, acc + size_t(p0 - s0) * kQ4TileCols, bbuf, apack};
+      run_chunk(p, b0, b1);
     }
   }
 }
 
 void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
   if (M <= 0 || t0 >= t1) return;
-  const int kb = x.block % 64 == 0 ? 64 : 32;
-  const int nb = w.kp / x.block, bpc = std::max(1, kChunkK / x.block), kc_max = bpc * x.block;
+  const int kc_max = std::max(1, kChunkK / x.block) * x.block;
   thread_local std::vector<float> acc;
-  thread_local std::vector<int8_t> bbuf, apad;
-  acc.resize(size_t(kPassRows) * kPanelTiles * kQ4TileCols);
+  thread_local std::vector<int8_t> bbuf, apack;
+  acc.resize(size_t(kPassRows) * kSpanTiles * kQ4TileCols);
   bbuf.resize(size_t(kPanelTiles) * size_t(kc_max) * kQ4TileCols);
-  apad.resize(size_t(32) * size_t(kc_max));
-  configure(kb);
-  for (int p0 = t0; p0 < t1; p0 += kPanelTiles) {
-    const int np = std::min(kPanelTiles, t1 - p0), stride = np * kQ4TileCols;
+  apack.resize(size_t(kPassRows) * size_t(kc_max));
+  configure(x.block % 64 == 0 ? 64 : 32);
+  for (int s0 = t0; s0 < t1; s0 += kSpanTiles) {
+    const int ns = std::min(kSpanTiles, t1 - s0), stride = ns * kQ4TileCols;
     for (int r0 = 0; r0 < M; r0 += kPassRows) {
-      const Pass p{w, x, r0, std::min(kPassRows, M - r0), p0, np, kb, acc.data(), bbuf.data(), apad.data()};
-      std::fill(acc.begin(), acc.begin() + size_t(p.rows) * size_t(stride), 0.0f);
-      for (int b0 = 0; b0 < nb; b0 += bpc) {
-        const int b1 = std::min(nb, b0 + bpc);
-        unpack(w, p0, np, b0 * x.block, (b1 - b0) * x.block, p.bbuf);
-        run_chunk(p, b0, b1);
-      }
-      for (int j = 0; j < np; ++j) {
-        const int n0 = (p0 + j) * kQ4TileCols, valid = std::min(kQ4TileCols, w.n - n0);
+      const int rows = std::min(kPassRows, M - r0);
+      run_span(w, x, r0, rows, s0, ns, acc.data(), bbuf.data(), apack.data());
+      for (int j = 0; j < ns; ++j) {
+        const int n0 = (s0 + j) * kQ4TileCols, valid = std::min(kQ4TileCols, w.n - n0);
         const __mmask16 mask = __mmask16((1u << valid) - 1u);
-        for (int r = 0; r < p.rows; ++r)
+        for (int r = 0; r < rows; ++r)
           _mm512_mask_storeu_ps(y + int64_t(r0 + r) * ldy + n0, mask,
-                                _mm512_loadu_ps(p.acc + size_t(r) * size_t(stride) + size_t(j) * kQ4TileCols));
+                                _mm512_loadu_ps(acc.data() + size_t(r) * size_t(stride) + size_t(j) * kQ4TileCols));
       }
     }
   }
