@@ -178,15 +178,16 @@ BENCHMARK(BM_Q4LinearOp)->ArgNames({"M", "threads"})->Args({8, 1})->Args({8, 2})
 
 // Issue 16: prefill through the whole op (ops::linear_multi: activation quantization, pieces over
 // the pool) on one 7B matrix, N x K = 4096 x 4096 or 11008 x 4096, M rows, 2 threads, with AMX
-// (where the CPU has it) or without (as METHARME_ISA=avx512). args: M, N, amx.
+// (where the CPU has it) or without (as METHARME_ISA=avx512). args: M, N, amx, group size (128:
+// GPTQ g128; 32: the GGUF Q4_0 / Q4_K layout, 32-value activation blocks).
 void BM_Q4Prefill(benchmark::State& st) {
-  const int M = int(st.range(0)), N = int(st.range(1)), K = 4096;
+  const int M = int(st.range(0)), N = int(st.range(1)), K = 4096, gs = int(st.range(3));
   const bool amx = st.range(2) != 0;
   if (amx && !kernels::amx_enabled()) {
     st.SkipWithError("AMX is not in use on this CPU");
     return;
   }
-  auto mat = make_mat(N, K, 128, 21);
+  auto mat = make_mat(N, K, gs, 21);
   ops::Linear lin;
   lin.kind = ops::Linear::Kind::kQ4;
   lin.n_out = N;
@@ -207,9 +208,10 @@ void BM_Q4Prefill(benchmark::State& st) {
   st.SetLabel(amx ? "amx" : "avx512-vnni");
 }
 BENCHMARK(BM_Q4Prefill)
-    ->ArgNames({"M", "N", "amx"})
-    ->ArgsProduct({{512}, {4096, 11008}, {0, 1}})
-    ->ArgsProduct({{16, 32, 64}, {4096}, {0, 1}})
+    ->ArgNames({"M", "N", "amx", "gs"})
+    ->ArgsProduct({{512}, {4096, 11008}, {0, 1}, {128}})
+    ->ArgsProduct({{16, 32, 64}, {4096}, {0, 1}, {128}})
+    ->ArgsProduct({{32, 512}, {4096}, {0, 1}, {32}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

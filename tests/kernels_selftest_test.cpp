@@ -105,6 +105,33 @@ TEST(KernelSelfTest, InfoSelfTestReportsASimulatedMismatch) {
   EXPECT_TRUE(contains(r.err, "warning: the int4 " + name + " kernels failed their self-test")) << r.err;
 }
 
+// The AMX int4 product: its own line in info --self-test, and a simulated mismatch turns it off
+// (the other families untouched).
+TEST(KernelSelfTest, InfoSelfTestCoversTheAmxProduct) {
+  if (!kernels::amx_enabled()) GTEST_SKIP() << "AMX is not in use on this CPU";
+  {
+    auto r = test::run_cli({"info", "--self-test"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "int4-amx amx          pass")) << r.out;
+    EXPECT_TRUE(contains(r.out, "int4-amx: using amx for products of")) << r.out;
+  }
+  {
+    EnvVar e("METHARME_SELFTEST_SIMULATE_MISMATCH", "int4-amx:amx");
+    auto r = test::run_cli({"info", "--self-test"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "int4-amx amx          FAIL")) << r.out;
+    EXPECT_TRUE(contains(r.out, "int4-amx: not used (self-test failed)")) << r.out;
+    EXPECT_TRUE(contains(r.out, "int4: using avx512-vnni\n")) << r.out;
+    EXPECT_TRUE(contains(r.err, "warning: the int4 AMX kernel failed its self-test")) << r.err;
+  }
+  {
+    EnvVar e("METHARME_ISA", "avx512");
+    auto r = test::run_cli({"info", "--self-test"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "int4-amx: not used (METHARME_ISA=avx512)")) << r.out;
+  }
+}
+
 // A mismatch at run time: one warning naming the ISA, and the same greedy text from the lower
 // kernels. stories260k runs the dense kernels, the GPTQ fixture the int4 ones.
 TEST(KernelSelfTest, GenerateFallsBackWithOneWarning) {

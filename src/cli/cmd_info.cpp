@@ -30,6 +30,8 @@ int amx_self_test() {
               r.checks.size());
   if (!amx_enabled())
     std::printf("int4-amx: not used (METHARME_ISA=%s)\n", std::getenv("METHARME_ISA") ? std::getenv("METHARME_ISA") : "");
+  else if (checked_isa(q4_family()) != Isa::kAvx512)
+    std::printf("int4-amx: not used (int4 runs at %s)\n", isa_name(checked_isa(q4_family())));
   else if (q4_gemm_q8_amx())
     std::printf("int4-amx: using amx for products of %d rows or more\n", kQ4AmxMinRows);
   else

@@ -78,13 +78,13 @@ const Q4Kernels& q4_kernels();
 
 // The AMX product (kernels/q4_amx.cpp): gemm_q8's contract, for x.block a multiple of 32.
 using Q4GemmQ8 = void (*)(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy);
-// It when amx_enabled() and its self-test (family "int4-amx", kernels/q4_selftest.cpp) passed, else
-// nullptr: the caller then uses q4_kernels().gemm_q8. The first call runs the self-test.
+// It when amx_enabled(), int4 runs at kAvx512 and the AMX self-test ("int4-amx", q4_selftest.cpp;
+// run by the first call) passed, else nullptr: the caller then uses q4_kernels().gemm_q8.
 Q4GemmQ8 q4_gemm_q8_amx();
 // The kernel itself (calling it where amx_supported() is false is undefined).
 Q4GemmQ8 q4_gemm_q8_amx_unchecked();
 // Rows from which ops/q4_linear.cpp uses the AMX product (bench/RESULTS.md, issue 16).
-constexpr int kQ4AmxMinRows = 16;
+constexpr int kQ4AmxMinRows = 32;
 
 // Per-ISA tables (calling one the CPU lacks is undefined).
 const Q4Kernels& q4_kernels_scalar();

@@ -164,7 +164,8 @@ KernelFamily& q4_amx_family() {
 }
 
 Q4GemmQ8 q4_gemm_q8_amx() {
-  if (!amx_enabled()) return nullptr;
+  // AMX sits above the int4 AVX-512 level: off where that level is capped or failed its self-test.
+  if (!amx_enabled() || checked_isa(q4_family()) != Isa::kAvx512) return nullptr;
   static const bool ok = [] {
     KernelFamily& f = q4_amx_family();
     const FamilyReport rep = run_self_test(f, Isa::kAvx512, simulated_mismatch(f, Isa::kAvx512));
