@@ -122,7 +122,9 @@ struct Pass {
 };
 
 // C of rows mb.. (mrows) x tiles j, j+1 (nbt) for block b, added to acc with its scales.
-void post(const Pass& p, const int32_t* c, int mb, int mrows, int j, int nbt, int b) {
+// Inlined: as a call it kept the loop state on the stack.
+__attribute__((always_inline)) inline void post(const Pass& p, const int32_t* c, int mb, int mrows, int j, int nbt,
+                                                int b) {
   const int nb = p.w.kp / p.x.block, g = b / (p.w.gs / p.x.block);
   __m512 s[2];
   for (int i = 0; i < nbt; ++i) s[i] = scales16(p.w, p.p0 + j + i, g);
