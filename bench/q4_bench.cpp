@@ -116,8 +116,10 @@ void BM_Q4(benchmark::State& st) {
   const double macs = double(M) * N * K, bytes = double(ops::q4_weight_bytes(w0));
   st.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["wGB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.SetLabel(std::string(design == kQ8 ? "q8 " : design == kF32 ? "f32 " : "f32+sgemm ") +
-             (amx ? "amx" : kernels::isa_name(isa)));
+  st.SetLabel(std::string(design == kQ8    ? "q8 "
+                          : design == kF32 ? "f32 "
+                                           : "f32+sgemm ") +
+              (amx ? "amx" : kernels::isa_name(isa)));
 }
 
 void args(benchmark::internal::Benchmark* b) {

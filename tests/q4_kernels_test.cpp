@@ -258,7 +258,8 @@ TEST(Q4Kernels, AmxMatchesScalar) {
             ASSERT_EQ(yo[i], sentinel) << i;
             continue;
           }
-          ASSERT_NEAR(yo[i], yr[i], 1e-5f * (1.0f + std::fabs(yr[i]))) << "m=" << i / size_t(s.n) << " n=" << i % size_t(s.n);
+          ASSERT_NEAR(yo[i], yr[i], 1e-5f * (1.0f + std::fabs(yr[i])))
+              << "m=" << i / size_t(s.n) << " n=" << i % size_t(s.n);
         }
       }
     }

@@ -29,7 +29,8 @@ int amx_self_test() {
   std::printf("%-7s %-12s %-6s %12.3g %7.0f us  %zu\n", r.family, "amx", r.pass ? "pass" : "FAIL", worst, r.micros,
               r.checks.size());
   if (!amx_enabled())
-    std::printf("int4-amx: not used (METHARME_ISA=%s)\n", std::getenv("METHARME_ISA") ? std::getenv("METHARME_ISA") : "");
+    std::printf("int4-amx: not used (METHARME_ISA=%s)\n",
+                std::getenv("METHARME_ISA") ? std::getenv("METHARME_ISA") : "");
   else if (checked_isa(q4_family()) != Isa::kAvx512)
     std::printf("int4-amx: not used (int4 runs at %s)\n", isa_name(checked_isa(q4_family())));
   else if (q4_gemm_q8_amx())

@@ -91,8 +91,8 @@ Isa active_isa() {
   if (const char* env = std::getenv("METHARME_ISA"); env && *env) {
     Isa want = isa;
     if (!parse_isa(env, &want))
-      std::fprintf(stderr, "metharme: warning: METHARME_ISA='%s' is not one of scalar, avx2, avx512, amx; using %s\n", env,
-                   isa_name(isa));
+      std::fprintf(stderr, "metharme: warning: METHARME_ISA='%s' is not one of scalar, avx2, avx512, amx; using %s\n",
+                   env, isa_name(isa));
     if (int(want) < int(isa)) isa = want;
   }
   g_active.store(int(isa), std::memory_order_relaxed);

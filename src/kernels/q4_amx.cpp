@@ -30,10 +30,10 @@ namespace {
 // Working set, all in the 2 MiB L2 of a Sapphire Rapids core: fp32 sums of a pass (256 rows x 32
 // tiles x 16 x 4 = 512 KiB), its packed A chunk (256 x 1024 = 256 KiB), one unpacked B panel
 // (8 tiles x 1024 x 16 = 128 KiB).
-constexpr int kPassRows = 256;   // rows per pass, a multiple of 32
-constexpr int kSpanTiles = 32;   // 16-column tiles whose sums stay in the pass's buffer
-constexpr int kPanelTiles = 8;   // tiles unpacked together
-constexpr int kChunkK = 1024;    // k per chunk (whole blocks)
+constexpr int kPassRows = 256;  // rows per pass, a multiple of 32
+constexpr int kSpanTiles = 32;  // 16-column tiles whose sums stay in the pass's buffer
+constexpr int kPanelTiles = 8;  // tiles unpacked together
+constexpr int kChunkK = 1024;   // k per chunk (whole blocks)
 
 inline size_t tile_bytes(const Q4Matrix& w) { return size_t(w.kp) / kQ4StepK * kQ4StepBytes; }
 
@@ -150,8 +150,8 @@ void pack_a(const Q8Act& x, int r0, int rows, int b0, int b1, int8_t* out) {
       const bool zero = mb + r >= rows;
       for (int b = 0; b < b1 - b0; ++b)
         for (int i = 0; i < block; i += 32) {
-          const __m256i v = zero ? _mm256_setzero_si256()
-                                 : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * block + i));
+          const __m256i v =
+              zero ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * block + i));
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + size_t(b) * 32 * size_t(block) + size_t(i)), v);
         }
     }
@@ -180,11 +180,15 @@ void run_chunk(const Pass& p, int b0, int b1) {
     for (int j = 0; j < p.np; j += 2) {
       const int nbt = std::min(2, p.np - j);
       if (mrows > 16) {
-        if (nbt > 1) tile_pair<2, 2>(p, mb, mrows, j, b0, b1);
-        else tile_pair<2, 1>(p, mb, mrows, j, b0, b1);
+        if (nbt > 1)
+          tile_pair<2, 2>(p, mb, mrows, j, b0, b1);
+        else
+          tile_pair<2, 1>(p, mb, mrows, j, b0, b1);
       } else {
-        if (nbt > 1) tile_pair<1, 2>(p, mb, mrows, j, b0, b1);
-        else tile_pair<1, 1>(p, mb, mrows, j, b0, b1);
+        if (nbt > 1)
+          tile_pair<1, 2>(p, mb, mrows, j, b0, b1);
+        else
+          tile_pair<1, 1>(p, mb, mrows, j, b0, b1);
       }
     }
   }

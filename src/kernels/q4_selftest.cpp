@@ -148,8 +148,8 @@ void run_amx(Isa isa, SelfTest& t) {
           std::vector<float> yo(size_t(M) * kN, -1.0f), yr(yo);
           amx(p.m, q8, M, t0, kTiles, yo.data(), kN);
           q4_kernels_scalar().gemm_q8(p.m, q8, M, t0, kTiles, yr.data(), kN);
-          t.compare("gemm_q8 amx M=" + std::to_string(M) + " block=" + std::to_string(block) + " t0=" +
-                        std::to_string(t0) + (f32_scales ? " (fp32 scales)" : ""),
+          t.compare("gemm_q8 amx M=" + std::to_string(M) + " block=" + std::to_string(block) +
+                        " t0=" + std::to_string(t0) + (f32_scales ? " (fp32 scales)" : ""),
                     yo.data(), yr.data(), yo.size(), 1e-5, 1e-5);
         }
       }
