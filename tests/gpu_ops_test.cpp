@@ -11,6 +11,7 @@
 
 #include "gpu/ops.h"
 #include "kernels/dense.h"
+#include "kernels/kv.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/q4_linear.h"
@@ -193,14 +194,19 @@ TEST_F(GpuOps, RopeTurnsLikeTheCpuTable) {
   for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(got[i], want[i], 4 * kEps32 * (std::fabs(want[i]) + 4)) << i;
 }
 
-// kv_store places rows where ops::KvSlice expects them, and attention over 300 positions (more
-// than one 256-key chunk) with grouped heads matches ops::attend_group, in f32 and f16.
-TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForF32AndF16Caches) {
-  const int n_seq = 2, kvh = 2, H = 4, hd = 10, n_ctx = 300, group = H / kvh;
-  for (int type : {0, 1}) {
-    const kernels::WType wt = type ? kernels::WType::kF16 : kernels::WType::kF32;
-    // Every position of both sequences, stored in one batch.
-    std::vector<int32_t> tok;
+// kv_store writes the CPU's rows (kernels/kv.h layouts, padded to 4 bytes on the device), and
+// attention over 300 positions (more than one 256-key chunk) with grouped heads matches
+// ops::attend_group over the CPU cache, for every KV type and a mixed K/V pair. hd = 40: a q8 or
+// q4 row is one full block of 32 and one of 8 (odd-sized, rows not word-aligned on the CPU).
+TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForEveryKvType) {
+  using kernels::KvType;
+  const int n_seq = 2, kvh = 2, H = 4, hd = 40, n_ctx = 300, group = H / kvh;
+  const auto& kern = kernels::kv_kernels_scalar();
+  for (auto [tk, tv] : {std::pair{KvType::kF32, KvType::kF32}, std::pair{KvType::kF16, KvType::kF16},
+                        std::pair{KvType::kQ8, KvType::kQ8}, std::pair{KvType::kQ4, KvType::kQ4},
+                        std::pair{KvType::kQ8, KvType::kQ4}}) {
+    const std::string tag = std::string(kernels::kv_type_name(tk)) + "/" + kernels::kv_type_name(tv);
+    std::vector<int32_t> tok;  // every position of both sequences, stored in one batch
     for (int s = 0; s < n_seq; ++s)
       for (int p = 0; p < n_ctx; ++p) tok.insert(tok.end(), {p, s});
     const int M = n_seq * n_ctx;
@@ -210,31 +216,47 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForF32AndF16Caches) {
     kv.hd = hd;
     kv.n_ctx = n_ctx;
     kv.n_seq = n_seq;
-    kv.type = type;
-    kv.k = ctx_->alloc(kv.bytes_each(), "k cache");
-    kv.v = ctx_->alloc(kv.bytes_each(), "v cache");
+    kv.tk = tk;
+    kv.tv = tv;
+    kv.k = ctx_->alloc(kv.k_bytes(), "k cache");
+    kv.v = ctx_->alloc(kv.v_bytes(), "v cache");
     gpu::Buffer kb = put(k), vb = put(v), tb = put_i(tok);
     ctx_->begin();
     gpu::kv_store(*ctx_, kv, kb, vb, tb, M);
     ctx_->submit();
-    // The host cache in KvSlice layout [seq][head][pos][hd], converted as the CPU cache would.
-    const size_t cells = size_t(M) * kvh * hd, es = kernels::wtype_size(wt);
-    std::vector<float> kf(cells), vf(cells);
-    for (int m = 0; m < M; ++m)
-      for (int h = 0; h < kvh; ++h)
-        for (int e = 0; e < hd; ++e) {
-          const int s = tok[size_t(2 * m) + 1], p = tok[size_t(2 * m)];
-          const size_t dst = ((size_t(s) * kvh + h) * n_ctx + p) * hd + e, src = (size_t(m) * kvh + h) * hd + e;
-          kf[dst] = k[src];
-          vf[dst] = v[src];
-        }
-    std::vector<uint8_t> kc(cells * es), vc(cells * es), kdev(cells * es);
-    kernels::dense_kernels_scalar().from_f32(wt, kf.data(), kc.data(), int64_t(cells));
-    kernels::dense_kernels_scalar().from_f32(wt, vf.data(), vc.data(), int64_t(cells));
+    // The CPU cache in KvSlice layout [seq][head][pos] rows; row m of k/v is (seq, pos) = tok[m].
+    const size_t krb = kernels::kv_row_bytes(tk, hd), vrb = kernels::kv_row_bytes(tv, hd);
+    const size_t rsk = gpu::DeviceKv::row_stride(tk, hd), rsv = gpu::DeviceKv::row_stride(tv, hd);
+    std::vector<uint8_t> kc(size_t(M) * kvh * krb), vc(size_t(M) * kvh * vrb);
+    std::vector<uint8_t> kdev(kv.k_bytes()), vdev(kv.v_bytes());
     ctx_->download(kv.k, kdev.data(), kdev.size());
-    EXPECT_EQ(kdev, kc) << "kv_store type " << type;
-    // Queries at a few positions of either sequence.
-    const std::vector<int32_t> qtok = {0, 0, 255, 1, 256, 0, 299, 1, 17, 1};
+    ctx_->download(kv.v, vdev.data(), vdev.size());
+    std::vector<float> got_row(hd), want_row(hd);
+    int same_rows = 0;
+    for (int m = 0; m < M; ++m)
+      for (int h = 0; h < kvh; ++h) {
+        const size_t row = (size_t(tok[size_t(2 * m) + 1]) * kvh + h) * n_ctx + size_t(tok[size_t(2 * m)]);
+        const size_t src = (size_t(m) * kvh + h) * hd;
+        kern.from_f32(tk, &k[src], hd, 1, &kc[row * krb]);
+        kern.from_f32(tv, &v[src], hd, 1, &vc[row * vrb]);
+        // The device's rows decode to the CPU's within one quantization step (the quantizers
+        // agree but for a division or fp16 rounding landing on the other side of a tie).
+        for (int part = 0; part < 2; ++part) {
+          const KvType t = part ? tv : tk;
+          const uint8_t* dev = part ? &vdev[row * rsv] : &kdev[row * rsk];
+          const uint8_t* cpu = part ? &vc[row * vrb] : &kc[row * krb];
+          same_rows += std::equal(cpu, cpu + kernels::kv_row_bytes(t, hd), dev) ? 1 : 0;
+          kern.to_f32(t, dev, hd, 1, got_row.data());
+          kern.to_f32(t, cpu, hd, 1, want_row.data());
+          for (int e = 0; e < hd; ++e) {
+            const float x = part ? v[src + size_t(e)] : k[src + size_t(e)];
+            const double step = t == KvType::kQ8 ? 6.0 / 127 : t == KvType::kQ4 ? 6.0 / 8 : 1e-7;
+            ASSERT_NEAR(got_row[size_t(e)], want_row[size_t(e)], 1.01 * step + 1e-3 * std::fabs(x)) << tag;
+          }
+        }
+      }
+    EXPECT_GE(same_rows, 2 * M * kvh * 99 / 100) << tag << ": the device's rows are the CPU's bytes";
+    const std::vector<int32_t> qtok = {0, 0, 255, 1, 256, 0, 299, 1, 17, 1};  // queries (pos, seq)
     const int Mq = int(qtok.size() / 2);
     const auto q = randn(size_t(Mq) * H * hd);
     gpu::Buffer qb = put(q), qt = put_i(qtok), ob = ctx_->alloc(q.size() * 4, "att");
@@ -243,13 +265,18 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForF32AndF16Caches) {
     gpu::attention(*ctx_, kv, qb, qt, ob, Mq, H, scale);
     ctx_->submit();
     const auto got = get(ob, q.size());
+    // The reference attends over the device's own rows (converted to the CPU layout), so the
+    // check is the attention shader alone.
+    std::vector<uint8_t> kd(kc.size()), vd(vc.size());
+    for (size_t r = 0; r < size_t(M) * kvh; ++r) {
+      std::copy_n(&kdev[r * rsk], krb, &kd[r * krb]);
+      std::copy_n(&vdev[r * rsv], vrb, &vd[r * vrb]);
+    }
     std::vector<float> want(q.size()), scores(size_t(group) * n_ctx);
     for (int m = 0; m < Mq; ++m) {
       const int p = qtok[size_t(2 * m)], s = qtok[size_t(2 * m) + 1];
-      const size_t so = size_t(s) * kvh * n_ctx * hd * es;
-      const kernels::KvType kt = wt == kernels::WType::kF32 ? kernels::KvType::kF32 : kernels::KvType::kF16;
-      const size_t head_bytes = size_t(n_ctx) * hd * es;
-      ops::KvSlice slice{kt, kt, kc.data() + so, vc.data() + so, head_bytes, head_bytes};
+      const size_t rows = size_t(s) * kvh * n_ctx;
+      ops::KvSlice slice{tk, tv, kd.data() + rows * krb, vd.data() + rows * vrb, n_ctx * krb, n_ctx * vrb};
       for (int g = 0; g < kvh; ++g) {
         const size_t off = size_t(m) * H * hd + size_t(g) * group * hd;
         ops::attend_group(&q[off], g, group, hd, slice, p + 1, &want[off], scores.data());
@@ -257,7 +284,7 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForF32AndF16Caches) {
     }
     // Outputs are convex combinations of values (|v| < ~5): errors of exp and of the fp32 sums
     // over up to 300 keys stay below 300 * 2^-24 * 5 * a few.
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-4) << "type " << type << " i " << i;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-4) << tag << " i " << i;
   }
 }
 

@@ -111,17 +111,29 @@ void rope(Context& ctx, Buffer x, Buffer tok, Buffer cos, Buffer sin, int M, int
 }
 
 void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M) {
-  const int32_t pc[5] = {M, kv.kv_heads, kv.hd, kv.n_ctx, kv.type};
-  ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc,
-               groups64(size_t(M) * kv.kv_heads * (kv.hd / 2)));
+  const int32_t pc[8] = {M,         kv.kv_heads,
+                         kv.hd,     kv.n_ctx,
+                         int(kv.tk), int(kv.tv),
+                         int32_t(DeviceKv::row_stride(kv.tk, kv.hd)), int32_t(DeviceKv::row_stride(kv.tv, kv.hd))};
+  ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc, groups64(size_t(M) * kv.kv_heads));
 }
 
 void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale) {
   MH_CHECK(kv.hd <= 256 && kv.hd % 2 == 0, "GPU attention: head_dim ", kv.hd, " (even and at most 256)");
   struct {
-    int32_t M, n_heads, kv_heads, hd, n_ctx, type, ld;
+    int32_t M, n_heads, kv_heads, hd, n_ctx, tk, tv, rsk, rsv, ld;
     float scale;
-  } pc{M, n_heads, kv.kv_heads, kv.hd, kv.n_ctx, kv.type, n_heads * kv.hd, scale};
+  } pc{M,
+       n_heads,
+       kv.kv_heads,
+       kv.hd,
+       kv.n_ctx,
+       int32_t(kv.tk),
+       int32_t(kv.tv),
+       int32_t(DeviceKv::row_stride(kv.tk, kv.hd)),
+       int32_t(DeviceKv::row_stride(kv.tv, kv.hd)),
+       n_heads * kv.hd,
+       scale};
   ctx.dispatch(Shader::kAttention, {q, kv.k, kv.v, tok, out}, &pc, sizeof pc, uint32_t(M) * uint32_t(n_heads));
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gpu/device.h"
+#include "kernels/kv.h"
 #include "ops/linear.h"
 
 namespace metharme::gpu {
@@ -38,11 +39,16 @@ void rmsnorm(Context& ctx, Buffer x, Buffer w, Buffer out, int M, int d, float e
 // [M][2] int32 (position, sequence); cos/sin are [n_pos][hd/2] tables.
 void rope(Context& ctx, Buffer x, Buffer tok, Buffer cos, Buffer sin, int M, int n_heads, int hd);
 
-// One layer's KV cache on the device: [n_seq][kv_heads][n_ctx][hd] of f32 (type 0) or f16 (1).
+// One layer's KV cache on the device: rows [n_seq][kv_heads][n_ctx] of head_dim values, K and V
+// each f32, f16, q8 or q4 in kernels/kv.h's row layout, a row padded to a multiple of 4 bytes.
 struct DeviceKv {
   Buffer k, v;
-  int kv_heads = 0, hd = 0, n_ctx = 0, n_seq = 0, type = 0;
-  size_t bytes_each() const { return size_t(n_seq) * kv_heads * n_ctx * hd * (type == 0 ? 4 : 2); }
+  int kv_heads = 0, hd = 0, n_ctx = 0, n_seq = 0;
+  kernels::KvType tk = kernels::KvType::kF32, tv = kernels::KvType::kF32;
+  static size_t row_stride(kernels::KvType t, int hd) { return (kernels::kv_row_bytes(t, hd) + 3) / 4 * 4; }
+  size_t rows() const { return size_t(n_seq) * kv_heads * n_ctx; }
+  size_t k_bytes() const { return rows() * row_stride(tk, hd); }
+  size_t v_bytes() const { return rows() * row_stride(tv, hd); }
 };
 void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M);
 // out [M][n_heads*hd] = causal attention of q [M][n_heads*hd] over kv (positions <= each row's).
