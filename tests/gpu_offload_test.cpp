@@ -157,6 +157,70 @@ TEST_F(GpuOffloadTest, SequencesShiftAndPrefixCopyMatchCpuWithF16Cache) {
   expect_close(d, c, "after shift and prefix copy");
 }
 
+// GGUF files as `metharme synth --gguf` writes them: q8_0 (every matrix in the int8-code layout,
+// the head too) and q4_k_m (Q4_K as int4 with per-block offsets, Q6_K as int8 codes). Every
+// layer and the head run on the device; logits equal the CPU's fp32 path within the tolerance
+// above, through full and partial offload, and greedy text is identical.
+TEST_F(GpuOffloadTest, GgufBlockTypesOffloadAndMatchCpu) {
+  test::TempDir tmp;
+  for (const std::string q : {"q8_0", "q4_k_m"}) {
+    const std::string f = tmp / (q + ".gguf");
+    auto r = test::run_cli({"synth", "-o", f, "--tokenizer", test::fixture("models/stories260k/tokenizer.model"),
+                            "--shape", "tiny", "--hidden", "256", "--intermediate", "512", "--layers", "2", "--heads",
+                            "4", "--kv-heads", "2", "--gguf", q, "--seed", "3"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto cpu = test::load_model(f, 2, 64);
+    const auto ids = test_ids(10, cpu.rt->n_vocab());
+    const auto want = test::all_logits(*cpu.rt, ids);
+    const auto want_inc = test::all_logits_incremental(*cpu.rt, ids);
+    for (int ngl : {1, kGpuAll}) {
+      auto g = test::load_model(f, 2, 64, 1, 512, ngl);
+      ASSERT_NE(g.rt->gpu(), nullptr) << q;
+      EXPECT_EQ(g.rt->gpu()->plan().head, ngl == kGpuAll);
+      expect_close(test::all_logits(*g.rt, ids), want, q + " prefill ngl " + std::to_string(ngl));
+      expect_close(test::all_logits_incremental(*g.rt, ids, 0), want_inc, q + " decode ngl " + std::to_string(ngl));
+    }
+  }
+}
+
+// q8 and q4 caches (and a q8/q4 pair) on the device. The device quantizes rows by the CPU's rule,
+// so its cache holds the CPU's bytes but for a rare tie rounded the other way (gpu_ops_test
+// checks the bytes); logits then equal the CPU's within the same tolerance, through prefill,
+// decode, a context shift (keys decoded, turned and re-encoded) and a prefix copy.
+TEST_F(GpuOffloadTest, QuantizedKvCacheOffloadMatchesCpu) {
+  using kernels::KvType;
+  const std::string dir = test::fixture("models/stories260k");
+  LoadOptions lo;
+  lo.quiet = true;
+  auto w = load_weights(dir, lo);
+  for (auto [tk, tv] : {std::pair{KvType::kQ8, KvType::kQ8}, std::pair{KvType::kQ4, KvType::kQ4},
+                        std::pair{KvType::kQ8, KvType::kQ4}}) {
+    const std::string tag = std::string(kernels::kv_type_name(tk)) + "/" + kernels::kv_type_name(tv);
+    RuntimeOptions ro;
+    ro.n_threads = 2;
+    ro.n_ctx = 64;
+    ro.n_seq = 2;
+    ro.kv_type_k = tk;
+    ro.kv_type_v = tv;
+    LlamaRuntime cpu(*w, ro);
+    ro.gpu_layers = kGpuAll;
+    LlamaRuntime g(*w, ro);
+    ASSERT_NE(g.gpu(), nullptr) << tag;
+    const auto ids = test_ids(24, cpu.n_vocab());
+    expect_close(test::all_logits(g, ids), test::all_logits(cpu, ids), tag + " prefill");
+    expect_close(test::all_logits_incremental(g, ids, 1), test::all_logits_incremental(cpu, ids, 1), tag + " decode");
+    for (LlamaRuntime* rt : {&cpu, &g}) {
+      rt->kv().shift(1, 10, 3, 14, rt->rope());  // seq 1: drop positions 3..9
+      rt->kv().copy_prefix(1, 0, 17);
+    }
+    std::vector<BatchToken> next = {{7, 17, 1, true}, {9, 17, 0, true}};
+    std::vector<float> c(2 * size_t(cpu.n_vocab())), d(c.size());
+    cpu.forward(next, c.data());
+    g.forward(next, d.data());
+    expect_close(d, c, tag + " after shift and prefix copy");
+  }
+}
+
 TEST_F(GpuOffloadTest, PlanThatDoesNotFitIsRefusedWithSizesOrReducedByAuto) {
   const std::string dir = test::fixture("models/stories260k");
   setenv("METHARME_VK_HEAP_BYTES", "600000", 1);  // 540 kB usable: less than everything

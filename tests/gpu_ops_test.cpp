@@ -14,6 +14,7 @@
 #include "kernels/kv.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
+#include "ops/i8_linear.h"
 #include "ops/q4_linear.h"
 #include "ops/rope.h"
 #include "support/gpu_util.h"
@@ -125,6 +126,86 @@ TEST_F(GpuOps, Q4MatmulMatchesDequantizedProductOnOddShapes) {
       ctx_->free(xb);
       ctx_->free(yb);
     }
+    gpu::free_linear(*ctx_, d);
+  }
+}
+
+// Runs w on M random rows and checks y against ref [N][K] (fp32, the scalar twin's weights).
+void check_matmul(gpu::Context& ctx, const gpu::DeviceLinear& d, const std::vector<float>& ref, int N, int K, int M,
+                  std::mt19937& rng, const std::string& tag) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(M) * K);
+  for (auto& v : x) v = nd(rng);
+  gpu::Buffer xb = ctx.alloc(x.size() * 4, "x"), yb = ctx.alloc(size_t(M) * N * 4, "y");
+  ctx.upload(xb, x.data(), x.size() * 4);
+  ctx.begin();
+  gpu::matmul(ctx, d, xb, yb, M);
+  ctx.submit();
+  std::vector<float> y(size_t(M) * N);
+  ctx.download(yb, y.data(), y.size() * 4);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double want = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        const double t = double(ref[size_t(n) * K + k]) * x[size_t(m) * K + k];
+        want += t;
+        mag += std::fabs(t);
+      }
+      ASSERT_NEAR(y[size_t(m) * N + n], want, 4 * K * kEps32 * mag + 1e-30) << tag << " M" << M << " m" << m << " n" << n;
+    }
+  ctx.free(xb);
+  ctx.free(yb);
+}
+
+// GGUF Q4_1 / Q4_K as the loader repacks them: int4 codes with per-32-row offsets (identity row
+// order), against ops::q4_dequantize (which adds the offsets).
+TEST_F(GpuOps, Q4MatmulWithBlockOffsetsMatchesDequantizedProduct) {
+  for (auto [N, K] : {std::pair{37, 96}, std::pair{50, 320}}) {
+    Gptq g(N, K, 32, false, rng_);
+    auto q = ops::q4_repack(g.src, 1);
+    std::uniform_real_distribution<float> od(-0.05f, 0.05f);
+    q->offsets.resize(size_t(N) * (K / 32));
+    for (float& o : q->offsets) o = od(rng_);
+    ops::Linear l;
+    l.kind = ops::Linear::Kind::kQ4;
+    l.n_out = N;
+    l.n_in = K;
+    l.q4 = q;
+    ASSERT_TRUE(gpu::linear_supported(l, nullptr));
+    gpu::DeviceLinear d = gpu::upload_linear(*ctx_, l, "q4 offsets test");
+    const auto w = ops::q4_dequantize(*q);
+    for (int M : {1, 5, 9}) check_matmul(*ctx_, d, w, N, K, M, rng_, "q4+offsets N" + std::to_string(N));
+    gpu::free_linear(*ctx_, d);
+  }
+}
+
+// The int8-code layout (GGUF Q8_0, Q6_K with 16-row scales, Q5_K with adds) against
+// ops::i8_dequantize, on column counts that leave a partial tile.
+TEST_F(GpuOps, I8MatmulMatchesDequantizedProductForEachScaleLayout) {
+  struct Case {
+    int n, k, sb;
+    bool adds;
+    int lo, hi;  // code range
+  };
+  for (Case c : {Case{37, 64, 32, false, -128, 127}, Case{21, 96, 16, false, -32, 31}, Case{45, 128, 32, true, 0, 31}}) {
+    auto w = ops::i8_alloc(c.n, c.k, c.sb, c.adds, "gpu test");
+    std::uniform_int_distribution<int> code(c.lo, c.hi);
+    std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
+    for (int n = 0; n < c.n; ++n)
+      for (int k = 0; k < c.k; ++k) {
+        ops::i8_set_code(*w, n, k, int8_t(code(rng_)));
+        if (k % c.sb == 0) ops::i8_scale(*w, n, k) = sd(rng_);
+        if (c.adds && k % 32 == 0) ops::i8_add(*w, n, k) = -sd(rng_) * 4;
+      }
+    ops::i8_finish(*w);
+    ops::Linear l;
+    l.kind = ops::Linear::Kind::kI8;
+    l.n_out = c.n;
+    l.n_in = c.k;
+    l.i8 = w;
+    gpu::DeviceLinear d = gpu::upload_linear(*ctx_, l, "i8 test");
+    const auto ref = ops::i8_dequantize(*w);
+    for (int M : {1, 4, 7}) check_matmul(*ctx_, d, ref, c.n, c.k, M, rng_, "i8 sb" + std::to_string(c.sb));
     gpu::free_linear(*ctx_, d);
   }
 }

@@ -13,12 +13,17 @@ namespace metharme::gpu {
 
 // A linear layer's weights on the device.
 struct DeviceLinear {
-  bool q4 = false;
+  enum class Kind { kDense, kQ4, kI8 } kind = Kind::kDense;
   int n = 0, k = 0;  // output columns N, input rows K
-  // int4 (kernels/q4.h layout): codes, fp32 scales, u8 zeros, kernel-row -> input-row map, bias.
-  Buffer qs, scales, zeros, perm, bias;
-  int kp = 0, gs = 0, n_groups = 0;
+  // int4 (kernels/q4.h layout): codes, fp32 scales, u8 zeros, kernel-row -> input-row map, bias,
+  // and GGUF Q4_1/Q4_K's per-32-row offsets [n][n_blocks] (n_blocks 0: none).
+  Buffer qs, scales, zeros, perm, bias, offsets;
+  int kp = 0, gs = 0, n_groups = 0, n_blocks = 0;
   bool has_bias = false;
+  // int8 codes (kernels/i8w.h layout: GGUF Q8_0, Q5_K, Q6_K): qs, fp32 scales per sb rows, adds.
+  Buffer adds;
+  int sb = 32;
+  bool has_adds = false;
   // dense: [n][k] rows of f32 (wtype 0), f16 (1) or bf16 (2).
   Buffer w;
   int wtype = 0;
