@@ -277,7 +277,8 @@ TEST_F(GpuOps, RopeTurnsLikeTheCpuTable) {
 
 // kv_store writes the CPU's rows (kernels/kv.h layouts, padded to 4 bytes on the device), and
 // attention over 300 positions (more than one 256-key chunk) with grouped heads matches
-// ops::attend_group over the CPU cache, for every KV type and a mixed K/V pair. hd = 40: a q8 or
+// ops::attend_group over the CPU cache, for every KV type and a mixed K/V pair, through both
+// attention shaders (per row, and flash-style tiles of 8 rows). hd = 40: a q8 or
 // q4 row is one full block of 32 and one of 8 (odd-sized, rows not word-aligned on the CPU).
 TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForEveryKvType) {
   using kernels::KvType;
@@ -337,15 +338,21 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForEveryKvType) {
         }
       }
     EXPECT_GE(same_rows, 2 * M * kvh * 99 / 100) << tag << ": the device's rows are the CPU's bytes";
-    const std::vector<int32_t> qtok = {0, 0, 255, 1, 256, 0, 299, 1, 17, 1};  // queries (pos, seq)
+    // Queries (pos, seq): a prefill chunk of seq 0 (positions 100..106), then rows of both
+    // sequences mixed in the tiles of 8 the tiled shader takes, with 0, 255/256 and the last.
+    std::vector<int32_t> qtok;
+    for (int p = 100; p < 107; ++p) qtok.insert(qtok.end(), {p, 0});
+    qtok.insert(qtok.end(), {0, 1, 255, 1, 256, 0, 299, 1, 17, 1, 3, 0});
     const int Mq = int(qtok.size() / 2);
     const auto q = randn(size_t(Mq) * H * hd);
     gpu::Buffer qb = put(q), qt = put_i(qtok), ob = ctx_->alloc(q.size() * 4, "att");
+    gpu::Buffer ob2 = ctx_->alloc(q.size() * 4, "att tiled");
     const float scale = float(1.0 / std::sqrt(double(hd)));
     ctx_->begin();
-    gpu::attention(*ctx_, kv, qb, qt, ob, Mq, H, scale);
+    gpu::attention_rows(*ctx_, kv, qb, qt, ob, Mq, H, scale);
+    gpu::attention_tiled(*ctx_, kv, qb, qt, ob2, Mq, H, scale);
     ctx_->submit();
-    const auto got = get(ob, q.size());
+    const auto got = get(ob, q.size()), got_tiled = get(ob2, q.size());
     // The reference attends over the device's own rows (converted to the CPU layout), so the
     // check is the attention shader alone.
     std::vector<uint8_t> kd(kc.size()), vd(vc.size());
@@ -365,7 +372,10 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForEveryKvType) {
     }
     // Outputs are convex combinations of values (|v| < ~5): errors of exp and of the fp32 sums
     // over up to 300 keys stay below 300 * 2^-24 * 5 * a few.
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-4) << tag << " i " << i;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 2e-4) << tag << " i " << i;
+      ASSERT_NEAR(got_tiled[i], want[i], 2e-4) << tag << " tiled, i " << i;
+    }
   }
 }
 

@@ -45,6 +45,7 @@ enum class Shader : int {
   kSiluMul,
   kAdd,
   kI8Matmul,
+  kAttentionTiled,
   kCount
 };
 

@@ -159,23 +159,49 @@ void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, 
   ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc, groups64(size_t(M) * kv.kv_heads));
 }
 
+namespace {
+
+struct AttnPush {
+  int32_t M, n_heads, kv_heads, hd, n_ctx, tk, tv, rsk, rsv, ld;
+  float scale;
+};
+
+AttnPush attn_push(const DeviceKv& kv, int M, int n_heads, float scale) {
+  return {M,
+          n_heads,
+          kv.kv_heads,
+          kv.hd,
+          kv.n_ctx,
+          int32_t(kv.tk),
+          int32_t(kv.tv),
+          int32_t(DeviceKv::row_stride(kv.tk, kv.hd)),
+          int32_t(DeviceKv::row_stride(kv.tv, kv.hd)),
+          n_heads * kv.hd,
+          scale};
+}
+
+}  // namespace
+
 void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale) {
+  if (M >= kTiledRows && kv.hd <= 128)
+    attention_tiled(ctx, kv, q, tok, out, M, n_heads, scale);
+  else
+    attention_rows(ctx, kv, q, tok, out, M, n_heads, scale);
+}
+
+void attention_rows(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads,
+                    float scale) {
   MH_CHECK(kv.hd <= 256 && kv.hd % 2 == 0, "GPU attention: head_dim ", kv.hd, " (even and at most 256)");
-  struct {
-    int32_t M, n_heads, kv_heads, hd, n_ctx, tk, tv, rsk, rsv, ld;
-    float scale;
-  } pc{M,
-       n_heads,
-       kv.kv_heads,
-       kv.hd,
-       kv.n_ctx,
-       int32_t(kv.tk),
-       int32_t(kv.tv),
-       int32_t(DeviceKv::row_stride(kv.tk, kv.hd)),
-       int32_t(DeviceKv::row_stride(kv.tv, kv.hd)),
-       n_heads * kv.hd,
-       scale};
+  const AttnPush pc = attn_push(kv, M, n_heads, scale);
   ctx.dispatch(Shader::kAttention, {q, kv.k, kv.v, tok, out}, &pc, sizeof pc, uint32_t(M) * uint32_t(n_heads));
+}
+
+void attention_tiled(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads,
+                     float scale) {
+  MH_CHECK(kv.hd <= 128 && kv.hd % 2 == 0, "GPU tiled attention: head_dim ", kv.hd, " (even and at most 128)");
+  const AttnPush pc = attn_push(kv, M, n_heads, scale);
+  const uint32_t tiles = uint32_t((M + 7) / 8);
+  ctx.dispatch(Shader::kAttentionTiled, {q, kv.k, kv.v, tok, out}, &pc, sizeof pc, tiles * uint32_t(n_heads));
 }
 
 void silu_mul(Context& ctx, Buffer a, Buffer b, int n) {

@@ -56,8 +56,15 @@ struct DeviceKv {
   size_t v_bytes() const { return rows() * row_stride(tv, hd); }
 };
 void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M);
-// out [M][n_heads*hd] = causal attention of q [M][n_heads*hd] over kv (positions <= each row's).
+// out [M][n_heads*hd] = causal attention of q [M][n_heads*hd] over kv (positions <= each row's):
+// attention_tiled (flash-style, tiles of 8 rows sharing each K/V block; hd <= 128) for batches of
+// kTiledRows rows or more, attention_rows (one workgroup per row and head) otherwise.
+constexpr int kTiledRows = 8;
 void attention(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads, float scale);
+void attention_rows(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads,
+                    float scale);
+void attention_tiled(Context& ctx, const DeviceKv& kv, Buffer q, Buffer tok, Buffer out, int M, int n_heads,
+                     float scale);
 void silu_mul(Context& ctx, Buffer a, Buffer b, int n);  // a = silu(a) * b
 void add(Context& ctx, Buffer y, Buffer x, int n);       // y += x
 

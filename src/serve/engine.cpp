@@ -386,8 +386,7 @@ void Engine::forward_step() {
   } catch (const std::exception& e) {
     first = e.what();
   }
-  std::fprintf(stderr, "serve: step failed (%s); running its %zu requests one at a time\n", first.c_str(),
-               row_slot_.size());
+  std::fprintf(stderr, "serve: step failed (%s); running it again one request at a time\n", first.c_str());
   const size_t vocab = size_t(rt_->n_vocab());
   std::vector<BatchToken> one;  // the error path only: allocation here is fine
   for (size_t i = 0; i < slots_.size(); ++i) {

@@ -5,6 +5,7 @@
 // Cache: rows [n_seq][kv_heads][n_ctx] of rsk / rsv bytes; K and V each f32 (type 0), f16 (1),
 // q8 (2) or q4 (3) in the row layouts of kernels/kv.h (kv_store.comp writes them); hd <= 256.
 #version 450
+#extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, binding = 1) readonly buffer KC { uint kc[]; };
@@ -18,26 +19,7 @@ shared float sc[kChunk];
 shared float qv[256];
 shared float red[64];
 
-// Element e of the row starting at byte `row` of cache buffer BUF with type T (see above).
-#define KV_DECODE(NAME, BUF, T)                                                                   \
-  uint NAME##_byte(uint a) { return (BUF[a >> 2] >> (8u * (a & 3u))) & 0xFFu; }                  \
-  float NAME(uint row, int e) {                                                                   \
-    if (T == 0) return uintBitsToFloat(BUF[(row >> 2) + uint(e)]);                                \
-    if (T == 1) {                                                                                 \
-      const uint a = (row >> 1) + uint(e);                                                        \
-      return unpackHalf2x16(BUF[a >> 1] >> (16u * (a & 1u))).x;                                  \
-    }                                                                                             \
-    const int b = e / 32, i = e % 32, len = min(32, p.hd - 32 * b);                               \
-    const uint blk = row + uint(b * (T == 2 ? 34 : 18));                                          \
-    const float d = unpackHalf2x16(NAME##_byte(blk) | (NAME##_byte(blk + 1u) << 8)).x;           \
-    if (T == 2) {                                                                                 \
-      const int q = int(NAME##_byte(blk + 2u + uint(i)));                                         \
-      return d * float(q >= 128 ? q - 256 : q);                                                   \
-    }                                                                                             \
-    const int hl = (len + 1) / 2;                                                                 \
-    const uint by = NAME##_byte(blk + 2u + uint(i < hl ? i : i - hl));                            \
-    return d * float(int(i < hl ? by & 15u : by >> 4) - 8);                                       \
-  }
+#include "kv_decode.glsl"
 KV_DECODE(kat, kc, p.tk)
 KV_DECODE(vat, vc, p.tv)
 
