@@ -103,22 +103,24 @@ TEST_F(GpuOffloadTest, EveryGptqFixtureLayoutMatchesCpu) {
   EXPECT_GE(seen, 5) << "the GPTQ fixtures (plain, g32, act-order, act-order g32, true-sequential act-order)";
 }
 
+// n greedy tokens after prompt (sequence 0 from position 0).
+std::vector<int> greedy(LlamaRuntime& rt, const std::vector<int>& prompt, int n) {
+  std::vector<int> out;
+  const float* l = rt.eval(prompt, 0);
+  for (int i = 0; i < n; ++i) {
+    const int t = argmax(l, rt.n_vocab());
+    out.push_back(t);
+    l = rt.eval(std::span<const int>(&t, 1), int(prompt.size()) + i);
+  }
+  return out;
+}
+
 TEST_F(GpuOffloadTest, GreedyTextIsIdentical) {
   const std::string dir = test::fixture("models/stories260k");
   auto cpu = test::load_model(dir, 2, 128);
   auto g = test::load_model(dir, 2, 128, 1, 512, kGpuAll);
   const std::vector<int> prompt = {1, 403, 407, 261, 378};
-  auto greedy = [&](LlamaRuntime& rt) {
-    std::vector<int> out;
-    const float* l = rt.eval(prompt, 0);
-    for (int i = 0; i < 40; ++i) {
-      const int t = argmax(l, rt.n_vocab());
-      out.push_back(t);
-      l = rt.eval(std::span<const int>(&t, 1), int(prompt.size()) + i);
-    }
-    return out;
-  };
-  EXPECT_EQ(greedy(*g.rt), greedy(*cpu.rt));
+  EXPECT_EQ(greedy(*g.rt, prompt, 40), greedy(*cpu.rt, prompt, 40));
 }
 
 // Three sequences interleaved in one batch (as the server's slots are), then a context shift of
@@ -179,6 +181,9 @@ TEST_F(GpuOffloadTest, GgufBlockTypesOffloadAndMatchCpu) {
       EXPECT_EQ(g.rt->gpu()->plan().head, ngl == kGpuAll);
       expect_close(test::all_logits(*g.rt, ids), want, q + " prefill ngl " + std::to_string(ngl));
       expect_close(test::all_logits_incremental(*g.rt, ids, 0), want_inc, q + " decode ngl " + std::to_string(ngl));
+      if (ngl == kGpuAll) {
+        EXPECT_EQ(greedy(*g.rt, {1, 403, 407, 261}, 24), greedy(*cpu.rt, {1, 403, 407, 261}, 24)) << q;
+      }
     }
   }
 }
@@ -219,6 +224,16 @@ TEST_F(GpuOffloadTest, QuantizedKvCacheOffloadMatchesCpu) {
     g.forward(next, d.data());
     expect_close(d, c, tag + " after shift and prefix copy");
   }
+  // The flags: generate with a q4 cache offloaded gives the CPU's greedy text.
+  std::vector<std::string> gen = {"generate", "-m", dir, "-p", "Once upon a time", "-n", "24", "--temp", "0",
+                                  "-t", "1", "--kv-type-k", "q8", "--kv-type-v", "q4"};
+  auto cpu_run = test::run_cli(gen);
+  ASSERT_EQ(cpu_run.exit_code, 0) << cpu_run.err;
+  gen.insert(gen.end(), {"-ngl", "all"});
+  auto gpu_run = test::run_cli(gen);
+  ASSERT_EQ(gpu_run.exit_code, 0) << gpu_run.err;
+  EXPECT_NE(gpu_run.err.find("GPU offload on"), std::string::npos) << gpu_run.err;
+  EXPECT_EQ(gpu_run.out, cpu_run.out);
 }
 
 TEST_F(GpuOffloadTest, PlanThatDoesNotFitIsRefusedWithSizesOrReducedByAuto) {
