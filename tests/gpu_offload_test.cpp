@@ -150,7 +150,7 @@ TEST_F(GpuOffloadTest, SequencesShiftAndPrefixCopyMatchCpuWithF16Cache) {
   expect_close(b, a, "3 sequences");
   for (LlamaRuntime* rt : {&cpu, &g}) {
     rt->kv().shift(2, 12, 4, 18, rt->rope());  // seq 2: drop positions 4..11
-    rt->kv().copy_prefix(1, 0, 20);                      // seq 0 := seq 1's 20 positions
+    rt->kv().copy_prefix(1, 0, 20);            // seq 0 := seq 1's 20 positions
   }
   std::vector<BatchToken> next = {{7, 22, 2, true}, {9, 20, 0, true}};
   std::vector<float> c(2 * size_t(cpu.n_vocab())), d(c.size());
@@ -167,9 +167,27 @@ TEST_F(GpuOffloadTest, GgufBlockTypesOffloadAndMatchCpu) {
   test::TempDir tmp;
   for (const std::string q : {"q8_0", "q4_k_m"}) {
     const std::string f = tmp / (q + ".gguf");
-    auto r = test::run_cli({"synth", "-o", f, "--tokenizer", test::fixture("models/stories260k/tokenizer.model"),
-                            "--shape", "tiny", "--hidden", "256", "--intermediate", "512", "--layers", "2", "--heads",
-                            "4", "--kv-heads", "2", "--gguf", q, "--seed", "3"});
+    auto r = test::run_cli({"synth",
+                            "-o",
+                            f,
+                            "--tokenizer",
+                            test::fixture("models/stories260k/tokenizer.model"),
+                            "--shape",
+                            "tiny",
+                            "--hidden",
+                            "256",
+                            "--intermediate",
+                            "512",
+                            "--layers",
+                            "2",
+                            "--heads",
+                            "4",
+                            "--kv-heads",
+                            "2",
+                            "--gguf",
+                            q,
+                            "--seed",
+                            "3"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto cpu = test::load_model(f, 2, 64);
     const auto ids = test_ids(10, cpu.rt->n_vocab());
@@ -225,8 +243,8 @@ TEST_F(GpuOffloadTest, QuantizedKvCacheOffloadMatchesCpu) {
     expect_close(d, c, tag + " after shift and prefix copy");
   }
   // The flags: generate with a q4 cache offloaded gives the CPU's greedy text.
-  std::vector<std::string> gen = {"generate", "-m", dir, "-p", "Once upon a time", "-n", "24", "--temp", "0",
-                                  "-t", "1", "--kv-type-k", "q8", "--kv-type-v", "q4"};
+  std::vector<std::string> gen = {"generate", "-m", dir,           "-p", "Once upon a time", "-n", "24", "--temp", "0",
+                                  "-t",       "1",  "--kv-type-k", "q8", "--kv-type-v",      "q4"};
   auto cpu_run = test::run_cli(gen);
   ASSERT_EQ(cpu_run.exit_code, 0) << cpu_run.err;
   gen.insert(gen.end(), {"-ngl", "all"});

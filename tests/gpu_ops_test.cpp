@@ -151,7 +151,8 @@ void check_matmul(gpu::Context& ctx, const gpu::DeviceLinear& d, const std::vect
         want += t;
         mag += std::fabs(t);
       }
-      ASSERT_NEAR(y[size_t(m) * N + n], want, 4 * K * kEps32 * mag + 1e-30) << tag << " M" << M << " m" << m << " n" << n;
+      ASSERT_NEAR(y[size_t(m) * N + n], want, 4 * K * kEps32 * mag + 1e-30)
+          << tag << " M" << M << " m" << m << " n" << n;
     }
   ctx.free(xb);
   ctx.free(yb);
@@ -187,7 +188,8 @@ TEST_F(GpuOps, I8MatmulMatchesDequantizedProductForEachScaleLayout) {
     bool adds;
     int lo, hi;  // code range
   };
-  for (Case c : {Case{37, 64, 32, false, -128, 127}, Case{21, 96, 16, false, -32, 31}, Case{45, 128, 32, true, 0, 31}}) {
+  for (Case c :
+       {Case{37, 64, 32, false, -128, 127}, Case{21, 96, 16, false, -32, 31}, Case{45, 128, 32, true, 0, 31}}) {
     auto w = ops::i8_alloc(c.n, c.k, c.sb, c.adds, "gpu test");
     std::uniform_int_distribution<int> code(c.lo, c.hi);
     std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);

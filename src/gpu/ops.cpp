@@ -152,10 +152,14 @@ void rope(Context& ctx, Buffer x, Buffer tok, Buffer cos, Buffer sin, int M, int
 }
 
 void kv_store(Context& ctx, const DeviceKv& kv, Buffer k, Buffer v, Buffer tok, int M) {
-  const int32_t pc[8] = {M,         kv.kv_heads,
-                         kv.hd,     kv.n_ctx,
-                         int(kv.tk), int(kv.tv),
-                         int32_t(DeviceKv::row_stride(kv.tk, kv.hd)), int32_t(DeviceKv::row_stride(kv.tv, kv.hd))};
+  const int32_t pc[8] = {M,
+                         kv.kv_heads,
+                         kv.hd,
+                         kv.n_ctx,
+                         int(kv.tk),
+                         int(kv.tv),
+                         int32_t(DeviceKv::row_stride(kv.tk, kv.hd)),
+                         int32_t(DeviceKv::row_stride(kv.tv, kv.hd))};
   ctx.dispatch(Shader::kKvStore, {k, v, kv.k, kv.v, tok}, pc, sizeof pc, groups64(size_t(M) * kv.kv_heads));
 }
 

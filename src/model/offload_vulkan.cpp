@@ -29,8 +29,8 @@ size_t layer_weight_bytes(const LayerWeights& L, int d) {
 
 size_t kv_layer_bytes(const LlamaConfig& c, int n_ctx, int n_seq, const RuntimeOptions& opt) {
   const size_t rows = size_t(n_seq) * c.num_key_value_heads * size_t(n_ctx);
-  return rows * (gpu::DeviceKv::row_stride(opt.kv_type_k, c.head_dim) +
-                 gpu::DeviceKv::row_stride(opt.kv_type_v, c.head_dim));
+  return rows *
+         (gpu::DeviceKv::row_stride(opt.kv_type_k, c.head_dim) + gpu::DeviceKv::row_stride(opt.kv_type_v, c.head_dim));
 }
 
 int head_rows(const LlamaConfig& c, int batch, uint64_t max_buffer) {
