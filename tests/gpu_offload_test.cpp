@@ -160,9 +160,10 @@ TEST_F(GpuOffloadTest, SequencesShiftAndPrefixCopyMatchCpuWithF16Cache) {
 }
 
 // GGUF files as `metharme synth --gguf` writes them: q8_0 (every matrix in the int8-code layout,
-// the head too), q4_0 (int4 layers, a Q6_K head) and q4_k_m (Q4_K as int4 with per-block offsets, Q6_K as int8 codes). Every
-// layer and the head run on the device; logits equal the CPU's fp32 path within the tolerance
-// above, through full and partial offload, and greedy text is identical.
+// the head too), q4_0 (int4 layers, a Q6_K head) and q4_k_m (Q4_K as int4 with per-block
+// offsets, Q6_K as int8 codes). Every layer and the head run on the device; logits equal the
+// CPU's fp32 path within the tolerance above, through full and partial offload, and greedy text
+// is identical.
 TEST_F(GpuOffloadTest, GgufBlockTypesOffloadAndMatchCpu) {
   test::TempDir tmp;
   for (const std::string q : {"q8_0", "q4_0", "q4_k_m"}) {

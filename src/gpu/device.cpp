@@ -135,7 +135,8 @@ struct PendingOut {
 }  // namespace
 
 const char* features_used() {
-  return "Vulkan 1.1 compute, 32-bit storage buffers, push constants (128 B); no optional features";
+  return "Vulkan 1.1 compute, 32-bit storage buffers, push constants (128 B), up to 12 KiB of shared memory per "
+         "workgroup (16 KiB is guaranteed); no optional features";
 }
 
 std::vector<DeviceInfo> list_devices(std::string* why) {
