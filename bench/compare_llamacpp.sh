@@ -14,10 +14,11 @@
 #
 # Usage: bench/compare_llamacpp.sh [--shapes "1b 7b"] [--threads "1 2"] [-p 512] [-n 128] [-r 3]
 #                                  [--depths "0"] [--kv f32|f16|q8|q4] [--llama-kv f16|q8_0]
-#                                  [--quants "q4_0 q8_0"] [--work DIR] [--build DIR]
+#                                  [--quants "q4_0 q8_0"] [--work DIR] [--build DIR] [--nlc DIR]
 #   --work   where the random models are kept between runs (default ${TMPDIR:-/tmp}/metharme-compare;
 #            7B needs about 15 GB: GPTQ 3.9 GB, Q4_0 3.8 GB, Q8_0 7.2 GB)
 #   --build  the CMake build folder holding bin `metharme` (default ./build)
+#   --nlc    a folder whose node_modules already holds node-llama-cpp 3.21.1 (default: npm install)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -32,7 +33,7 @@ KV=f32
 LLAMA_KV=
 WORK=${TMPDIR:-/tmp}/metharme-compare
 BUILD=build
-NLC_VERSION=3.21.1
+NLC_DIR=
 QUANTS="q4_0 q8_0"
 while (($#)); do
   case $1 in
@@ -47,7 +48,8 @@ while (($#)); do
     --quants) QUANTS=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --nlc) NLC_DIR=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,16 +58,11 @@ METHARME=$REPO/$BUILD/metharme
 TOKENIZER=${METHARME_TOKENIZER:-$REPO/../shared/fixtures/tokenizer/llama/tokenizer.model}
 [[ -x $METHARME ]] || { echo "no $METHARME: build first (cmake -S . -B build -G Ninja && ninja -C build metharme)" >&2; exit 1; }
 [[ -f $TOKENIZER ]] || { echo "no LLaMA tokenizer at $TOKENIZER (set METHARME_TOKENIZER)" >&2; exit 1; }
-command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are needed (apt-get install nodejs npm)" >&2; exit 1; }
+command -v node >/dev/null || { echo "node is needed (apt-get install nodejs npm)" >&2; exit 1; }
 
 # ---- node-llama-cpp in a temporary folder --------------------------------------------------------
-NLC=$(mktemp -d "${TMPDIR:-/tmp}/metharme-nlc-XXXXXX")
-trap 'rm -rf "$NLC"' EXIT
-echo "== installing node-llama-cpp@$NLC_VERSION into $NLC" >&2
-npm view "node-llama-cpp@$NLC_VERSION" version >/dev/null || { echo "the npm registry does not answer" >&2; exit 1; }
-# --ignore-scripts: use the prebuilt binaries, never compile llama.cpp from source here.
-(cd "$NLC" && npm install --silent --no-audit --no-fund --ignore-scripts --omit=optional \
-    "node-llama-cpp@$NLC_VERSION" "@node-llama-cpp/linux-x64@$NLC_VERSION" >/dev/null)
+source "$REPO/bench/nlc_setup.sh"
+nlc_setup "$NLC_DIR"
 cp "$REPO/bench/llamacpp_bench.mjs" "$NLC/"
 
 # ---- models ---------------------------------------------------------------------------------------

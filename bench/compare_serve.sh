@@ -13,7 +13,7 @@
 #   --work  where the random models are kept between runs (default ${TMPDIR:-/tmp}/metharme-compare,
 #           shared with bench/compare_llamacpp.sh)
 #   --bin   the metharme binary (default BUILD/metharme, BUILD from --build, default ./build)
-#   --nlc   a folder where node-llama-cpp@3.21.1 is already installed (default: install it into a
+#   --nlc   a folder whose node_modules holds node-llama-cpp@3.21.1 (default: install it into a
 #           temporary folder with npm, removed at exit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,6 @@ WORK=${TMPDIR:-/tmp}/metharme-compare
 BUILD=build
 BIN=
 NLC=
-NLC_VERSION=3.21.1
 while (($#)); do
   case $1 in
     --shape) SHAPE=$2; shift 2 ;;
@@ -42,7 +41,7 @@ while (($#)); do
     --build) BUILD=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --nlc) NLC=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,21 +56,8 @@ TOKENIZER=${METHARME_TOKENIZER:-$REPO/../shared/fixtures/tokenizer/llama/tokeniz
 [[ -f $TOKENIZER ]] || { echo "no LLaMA tokenizer at $TOKENIZER (set METHARME_TOKENIZER)" >&2; exit 1; }
 command -v node >/dev/null || { echo "node is needed (apt-get install nodejs npm)" >&2; exit 1; }
 
-OWN_NLC=0
-cleanup() {
-  ((OWN_NLC)) && rm -rf "$NLC"
-  return 0
-}
-trap cleanup EXIT
-if [[ -z $NLC ]]; then
-  NLC=$(mktemp -d "${TMPDIR:-/tmp}/metharme-nlc-XXXXXX")
-  OWN_NLC=1
-  echo "== installing node-llama-cpp@$NLC_VERSION into $NLC" >&2
-  # --ignore-scripts: use the prebuilt binaries, never compile llama.cpp from source here.
-  (cd "$NLC" && npm install --silent --no-audit --no-fund --ignore-scripts --omit=optional \
-      "node-llama-cpp@$NLC_VERSION" "@node-llama-cpp/linux-x64@$NLC_VERSION" >/dev/null)
-fi
-[[ -d $NLC/node_modules/node-llama-cpp ]] || { echo "no node-llama-cpp under $NLC/node_modules" >&2; exit 1; }
+source "$REPO/bench/nlc_setup.sh"
+nlc_setup "$NLC"
 
 mkdir -p "$WORK"
 GPTQ=$WORK/$SHAPE-gptq

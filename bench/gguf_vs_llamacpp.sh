@@ -34,7 +34,6 @@ WORK=${TMPDIR:-/tmp}/metharme-gguf-bench
 BUILD=build
 NLC_DIR=
 SYNTH_ARGS=
-NLC_VERSION=3.21.1
 while (($#)); do
   case $1 in
     --shape) SHAPE=$2; shift 2 ;;
@@ -45,7 +44,7 @@ while (($#)); do
     -r) REPS=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    --nlc) NLC_DIR=$(cd "$2" && pwd); shift 2 ;;
+    --nlc) NLC_DIR=$2; shift 2 ;;
     --synth-args) SYNTH_ARGS=$2; shift 2 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -59,20 +58,8 @@ TOKENIZER=${METHARME_TOKENIZER:-$REPO/../shared/fixtures/tokenizer/llama/tokeniz
 command -v node >/dev/null || { echo "node is needed (apt-get install nodejs npm)" >&2; exit 1; }
 
 # ---- node-llama-cpp ---------------------------------------------------------------------------------
-if [[ -n $NLC_DIR ]]; then
-  [[ -f $NLC_DIR/node_modules/node-llama-cpp/package.json ]] || { echo "no node-llama-cpp under $NLC_DIR/node_modules" >&2; exit 1; }
-  NLC=$(mktemp -d "${TMPDIR:-/tmp}/metharme-nlc-XXXXXX")
-  trap 'rm -rf "$NLC"' EXIT
-  ln -s "$NLC_DIR/node_modules" "$NLC/node_modules"
-else
-  command -v npm >/dev/null || { echo "npm is needed (or pass --nlc DIR)" >&2; exit 1; }
-  NLC=$(mktemp -d "${TMPDIR:-/tmp}/metharme-nlc-XXXXXX")
-  trap 'rm -rf "$NLC"' EXIT
-  echo "== installing node-llama-cpp@$NLC_VERSION into $NLC" >&2
-  # --ignore-scripts: the prebuilt binaries, never a source build of llama.cpp here.
-  (cd "$NLC" && npm install --silent --no-audit --no-fund --ignore-scripts --omit=optional \
-      "node-llama-cpp@$NLC_VERSION" "@node-llama-cpp/linux-x64@$NLC_VERSION" >/dev/null)
-fi
+source "$REPO/bench/nlc_setup.sh"
+nlc_setup "$NLC_DIR"
 cp "$REPO/bench/llamacpp_bench.mjs" "$NLC/"
 
 # ---- files --------------------------------------------------------------------------------------------

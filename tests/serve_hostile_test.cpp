@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,9 +19,9 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <regex>
 #include <thread>
 
+#include "support/child_util.h"
 #include "support/serve_util.h"
 #include "support/test_util.h"
 
@@ -43,100 +42,6 @@ constexpr bool kAddressSanitizer = false;
 
 using nlohmann::json;
 using clock_type = std::chrono::steady_clock;
-
-// A child `metharme serve` whose stderr is collected.
-class Child {
- public:
-  explicit Child(std::vector<std::string> args) {
-    int fds[2];
-    if (pipe(fds) != 0) throw std::runtime_error("pipe");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], 2);
-      close(fds[0]);
-      close(fds[1]);
-      std::string bin = METHARME_BIN;
-      std::vector<char*> argv = {bin.data()};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(bin.c_str(), argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    fd_ = fds[0];
-    reader_ = std::thread([this] {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd_, buf, sizeof buf)) > 0) {
-        std::lock_guard<std::mutex> lk(mu_);
-        err_.append(buf, size_t(n));
-      }
-    });
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      if (alive()) kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    reader_.join();
-    close(fd_);
-  }
-  std::string err() {
-    std::lock_guard<std::mutex> lk(mu_);
-    return err_;
-  }
-  int port() {
-    std::regex re("listening on http://[^:]+:([0-9]+)");
-    for (int i = 0; i < 6000; ++i) {
-      std::smatch m;
-      std::string e = err();
-      if (std::regex_search(e, m, re)) return std::stoi(m[1].str());
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return 0;
-  }
-  bool alive() {
-    int st = 0;
-    return waitpid(pid_, &st, WNOHANG) == 0;
-  }
-  // SIGINT, then the exit status once it ended (-1: still running after timeout_s, then killed).
-  int interrupt_and_wait(int timeout_s) {
-    kill(pid_, SIGINT);
-    for (int i = 0; i < timeout_s * 20; ++i) {
-      int st = 0;
-      if (waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
-  size_t rss_kb() {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
-    std::string line;
-    while (std::getline(in, line))
-      if (line.rfind("VmRSS:", 0) == 0) return size_t(std::stoull(line.substr(6)));
-    return 0;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::thread reader_;
-  std::mutex mu_;
-  std::string err_;
-};
-
-bool wait_ready(int port) {
-  httplib::Client c("127.0.0.1", port);
-  for (int i = 0; i < 1200; ++i) {
-    auto r = c.Get("/health");
-    if (r && r->status == 200) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
 
 struct Reply {
   int status = -1;
@@ -217,30 +122,30 @@ struct Tally {
 };
 
 TEST(ServeHostile, MixedHostileLoadLeavesValidAnswersAndTheProcessIntact) {
-  Child srv({"serve",
-             "-m",
-             test::fixture("models/stories260k"),
-             "--port",
-             "0",
-             "-t",
-             "2",
-             "--parallel",
-             "4",
-             "--queue",
-             "32",
-             "--ctx",
-             "512",
-             "--header-timeout",
-             "2",
-             "--request-timeout",
-             "4",
-             "--max-headers",
-             "64",
-             "--max-prompt-bytes",
-             "65536"});
+  test::ChildProcess srv({"serve",
+                          "-m",
+                          test::fixture("models/stories260k"),
+                          "--port",
+                          "0",
+                          "-t",
+                          "2",
+                          "--parallel",
+                          "4",
+                          "--queue",
+                          "32",
+                          "--ctx",
+                          "512",
+                          "--header-timeout",
+                          "2",
+                          "--request-timeout",
+                          "4",
+                          "--max-headers",
+                          "64",
+                          "--max-prompt-bytes",
+                          "65536"});
   const int port = srv.port();
   ASSERT_GT(port, 0) << srv.err();
-  ASSERT_TRUE(wait_ready(port)) << srv.err();
+  ASSERT_TRUE(test::wait_healthy(port)) << srv.err();
   const auto t_start = clock_type::now();
 
   // Each valid request alone first: the answers every later copy must reproduce.
@@ -421,18 +326,19 @@ TEST(ServeHostile, MixedHostileLoadLeavesValidAnswersAndTheProcessIntact) {
   // Ctrl-C after all that: a clean exit. Under ASan this is the leak check: LeakSanitizer runs at
   // exit and turns any leaked block into a non-zero status (RSS says little there, as the
   // quarantine and the allocator keep freed memory).
-  EXPECT_EQ(srv.interrupt_and_wait(60), 0) << srv.err();
+  srv.signal(SIGINT);
+  EXPECT_EQ(srv.wait_exit(60), 0) << srv.err();
 }
 
 // The server at both ends of -t: the same greedy text as with one thread.
 TEST(ServeHostile, ManyThreadsServeTheSameGreedyText) {
   std::string want;
   for (int threads : {1, 257, 1024}) {
-    Child srv({"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", std::to_string(threads),
-               "--parallel", "2", "--ctx", "256"});
+    test::ChildProcess srv({"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t",
+                            std::to_string(threads), "--parallel", "2", "--ctx", "256"});
     const int port = srv.port();
     ASSERT_GT(port, 0) << srv.err();
-    ASSERT_TRUE(wait_ready(port)) << srv.err();
+    ASSERT_TRUE(test::wait_healthy(port)) << srv.err();
     auto r = post(port, "/api/v1/generate", kobold("Hello there", {{"max_length", 8}}).dump());
     ASSERT_EQ(r.status, 200) << r.body << srv.err();
     if (threads == 1)

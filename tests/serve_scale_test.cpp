@@ -1,11 +1,9 @@
 // Scale-out pieces of `metharme serve`: /metrics (counts that match what clients got, the API key
 // rule, the text format), the prompt-reuse headers, and the SIGTERM drain of the binary (running
 // streams finish, new work gets 503 + Retry-After, /live stays 200, exit 0; a second signal ends it).
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,11 +12,11 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <sstream>
 #include <thread>
 
 #include "serve/metrics.h"
+#include "support/child_util.h"
 #include "support/serve_util.h"
 #include "support/test_util.h"
 
@@ -151,60 +149,6 @@ TEST(ServeScale, RouteLabelsAreFixedNames) {
 
 // ---- the binary under SIGTERM --------------------------------------------------------------------
 
-// `metharme serve` with stderr in a file; killed at the end if still running.
-class Proc {
- public:
-  explicit Proc(std::vector<std::string> args) : log_(dir_ / "err.log") {
-    std::vector<std::string> all = {METHARME_BIN};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~Proc() {
-    if (pid_ > 0 && code_ < 0) {
-      kill(pid_, SIGKILL);
-      wait_exit(10);
-    }
-  }
-  std::string err() const {
-    std::ifstream in(log_);
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
-  int port() const {
-    std::regex re("listening on http://[^:]+:([0-9]+)");
-    for (int i = 0; i < 6000; ++i) {
-      std::smatch m;
-      std::string e = err();
-      if (std::regex_search(e, m, re)) return std::stoi(m[1].str());
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return 0;
-  }
-  void signal(int sig) const { kill(pid_, sig); }
-  int wait_exit(int seconds) {
-    for (int i = 0; i < seconds * 100 && code_ < 0; ++i) {
-      int st = 0;
-      if (waitpid(pid_, &st, WNOHANG) == pid_)
-        code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      else
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return code_;
-  }
-
- private:
-  test::TempDir dir_;
-  std::string log_;
-  pid_t pid_ = -1;
-  int code_ = -1;
-};
-
 // A Kobold stream of `tokens` tokens in a thread; `started` once the first event arrived.
 struct Stream {
   std::atomic<bool> started{false};
@@ -242,7 +186,8 @@ bool wait_status(httplib::Client& c, const char* path, int status) {
 }
 
 TEST(ServeScale, SigtermDrainsRunningStreamsAndRefusesNewWork) {
-  Proc p({"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", "1", "--ctx", "1024"});
+  test::ChildProcess p(
+      {"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", "1", "--ctx", "1024"});
   int port = p.port();
   ASSERT_GT(port, 0) << p.err();
   httplib::Client c("127.0.0.1", port);
@@ -289,7 +234,8 @@ TEST(ServeScale, SigtermDrainsRunningStreamsAndRefusesNewWork) {
 }
 
 TEST(ServeScale, SecondSignalEndsTheDrainAtOnce) {
-  Proc p({"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", "1", "--ctx", "2048"});
+  test::ChildProcess p(
+      {"serve", "-m", test::fixture("models/llama-rand-h256"), "--port", "0", "-t", "1", "--ctx", "2048"});
   int port = p.port();
   ASSERT_GT(port, 0) << p.err();
   httplib::Client c("127.0.0.1", port);

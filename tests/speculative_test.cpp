@@ -5,13 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 
 #include "chat/generate.h"
 #include "chat/session.h"
 #include "serve/engine.h"
 #include "support/model_util.h"
+#include "support/stats_util.h"
 #include "support/test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -77,30 +80,8 @@ TEST(SpecKv, ExtendGivesEveryRowAndTruncateRollsBack) {
   EXPECT_THROW(ctx.truncate(6), Error);
 }
 
-// Chi-square critical value at significance 1e-3 (Wilson-Hilferty).
-double chi2_crit(int df) {
-  const double z = 3.09, k = 2.0 / (9.0 * df);
-  return df * std::pow(1 - k + z * std::sqrt(k), 3);
-}
-
-// Two-sample chi-square homogeneity statistic of equal-size samples; bins below 10 pooled.
-std::pair<double, int> chi2_two_sample(const std::map<int, int>& a, const std::map<int, int>& b) {
-  std::map<int, std::pair<int, int>> all;
-  for (auto [k, n] : a) all[k].first += n;
-  for (auto [k, n] : b) all[k].second += n;
-  double stat = 0;
-  int bins = 0, pa = 0, pb = 0;
-  for (auto [k, ab] : all) {
-    if (ab.first + ab.second < 10) {
-      pa += ab.first, pb += ab.second;
-      continue;
-    }
-    stat += double(ab.first - ab.second) * (ab.first - ab.second) / (ab.first + ab.second);
-    ++bins;
-  }
-  if (pa + pb > 0) stat += double(pa - pb) * (pa - pb) / (pa + pb), ++bins;
-  return {stat, bins - 1};
-}
+using test::chi2_crit;
+using test::chi2_two_sample;
 
 TEST(SpecSampler, DraftVerificationDrawsFromTheSamplersDistribution) {
   // Fixed logits over 12 tokens, a sampler chain with top-k and top-p: sample_draft() with a
@@ -117,7 +98,7 @@ TEST(SpecSampler, DraftVerificationDrawsFromTheSamplersDistribution) {
   sp.seed = 8;
   Sampler probe(sp, V);
   std::vector<int> history{3};
-  std::map<int, int> a, b, broken;
+  test::Counts a, b, broken;
   std::mt19937_64 rng(9);
   auto dist = probe.distribution(logits.data(), history);
   for (int i = 0; i < N; ++i) {
@@ -146,6 +127,95 @@ TEST(SpecSampler, DraftVerificationDrawsFromTheSamplersDistribution) {
   EXPECT_LT(stat, chi2_crit(df)) << "df " << df;
   auto [bad, bdf] = chi2_two_sample(a, broken);
   EXPECT_GT(bad, chi2_crit(bdf)) << "the test cannot tell a broken rule (df " << bdf << ")";
+}
+
+TEST(SpecSampler, DraftsSampledFromQMatchTheSamplersDistribution) {
+  // Drafts drawn from a q unlike p (flatter, and with mass on a token p's top-k removes) and
+  // verified with that q: the output's frequencies must fit p exactly (goodness of fit at 1e-3),
+  // while the wrong rule "on rejection draw from p" gives a distribution the same test rejects.
+  const int V = 10, N = 40000;
+  std::vector<float> logits{2.0f, 1.2f, 1.0f, 0.5f, 0.2f, -0.3f, 0.1f, -1.0f, 0.4f, 0.0f};
+  SamplerParams sp;
+  sp.temperature = 1.0f;
+  sp.top_k = 6;
+  sp.seed = 11;
+  Sampler spec(sp, V), probe(sp, V);
+  std::vector<int> history{4};
+  test::Probs p, wrong;
+  for (auto [id, pr] : probe.distribution(logits.data(), history)) p[id] = pr;
+  std::vector<std::pair<int, float>> q{{0, 0.2f}, {1, 0.2f}, {2, 0.15f}, {3, 0.15f}, {7, 0.2f}, {9, 0.1f}};
+  double kept = 0;
+  for (auto [id, qi] : q) kept += std::min(double(qi), p.count(id) ? p[id] : 0.0);
+  for (auto [id, pi] : p) wrong[id] = (1 - kept) * pi;
+  for (auto [id, qi] : q) wrong[id] += std::min(double(qi), p.count(id) ? p[id] : 0.0);
+  std::mt19937_64 rng(12);
+  test::Counts got;
+  int rejected = 0;
+  for (int i = 0; i < N; ++i) {
+    double r = double(rng() >> 11) * 0x1.0p-53;
+    int draft = q.back().first;
+    for (auto [id, qi] : q)
+      if ((r -= qi) < 0) {
+        draft = id;
+        break;
+      }
+    const int tok = spec.sample_draft(logits.data(), history, draft, q);
+    rejected += tok != draft;
+    got[tok]++;
+  }
+  EXPECT_GT(rejected, N / 10);
+  auto [stat, df] = test::chi2_fit(got, p);
+  EXPECT_EQ(df, 5);
+  EXPECT_LT(stat, chi2_crit(df));
+  auto [bad, bdf] = test::chi2_fit(got, wrong);
+  EXPECT_GT(bad, chi2_crit(bdf)) << "the test cannot tell the wrong rule (df " << bdf << ")";
+  // Token 7 is outside p's support: drafted often, never output.
+  EXPECT_EQ(got.count(7), 0u);
+}
+
+TEST(SpecDrafter, DraftModelSamplesWithTheRequestsSamplers) {
+  // After begin() with temperature 3 and top-k 3, the draft model's drafts vary with its random
+  // stream and each comes with the q it was drawn from: top-k's three tokens, summing to 1, equal
+  // to the samplers' distribution over the draft model's logits. Greedy settings give one-hot q.
+  auto m = test::load_model(test::fixture("models/stories260k"), 1, 64);
+  SpecConfig cfg{2, false, 2, 4, m.rt.get()};
+  Drafter d(cfg, 0);
+  SamplerParams sp;
+  sp.temperature = 3.0f;
+  sp.top_k = 3;
+  sp.seed = 5;
+  d.begin(sp, 2);
+  std::vector<int> history{1, 403, 407, 261};
+  auto logits = test::all_logits(*m.rt, history);
+  Sampler probe(sp, m.rt->n_vocab());
+  auto want = probe.distribution(logits.data() + 3 * size_t(m.rt->n_vocab()), history);
+  ASSERT_EQ(want.size(), 3u);
+  ASSERT_LT(want[0].second, 0.9) << "too peaked to see drafts vary";
+  std::map<int, int> firsts;
+  int out[2];
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_EQ(d.draft(history, 2, out), 2);
+    firsts[out[0]]++;
+    auto q0 = d.q(0);
+    ASSERT_EQ(q0.size(), 3u);
+    double sum = 0;
+    for (auto [id, pr] : q0) {
+      sum += pr;
+      auto it = std::find_if(want.begin(), want.end(), [&](const auto& w) { return w.first == id; });
+      ASSERT_NE(it, want.end()) << id;
+      EXPECT_NEAR(pr, it->second, 1e-5);
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+    EXPECT_TRUE(std::any_of(q0.begin(), q0.end(), [&](const auto& e) { return e.first == out[0]; }));
+    EXPECT_FALSE(d.q(1).empty());
+  }
+  EXPECT_GE(firsts.size(), 2u) << "drafts never vary: not sampled";
+  sp.temperature = 0;
+  d.begin(sp, 2);
+  ASSERT_EQ(d.draft(history, 1, out), 1);
+  ASSERT_EQ(d.q(0).size(), 1u);
+  EXPECT_EQ(d.q(0)[0].first, want[0].first);
+  EXPECT_EQ(out[0], want[0].first);
 }
 
 TEST(SpecSampler, GreedyKeepsTheDraftOnlyWhenItIsTheArgmax) {
@@ -225,10 +295,12 @@ TEST(SpecGenerate, GreedyEqualsPlainWithADifferentDraftModel) {
 
 TEST(SpecGenerate, SeededSamplingMatchesThePlainSamplerStatistically) {
   // Temperature 1 with rep-pen and DRY (they read the history) on stories260k; the draft is the
-  // target decoding greedily, so drafts are kept with p(argmax) and rejected often. The 2nd and
-  // 4th tokens' frequencies over 1500 seeds each must pass a chi-square homogeneity test at
-  // significance 1e-3 (per position) against plain decoding.
+  // target with its logits scaled by 0.3 (final norm), sampled with the same samplers: a flatter
+  // q, so drafts are rejected often. The 2nd and 4th tokens' frequencies over 1500 seeds each
+  // must pass a chi-square homogeneity test at significance 1e-3 (per position) against plain
+  // decoding.
   Models m("models/stories260k", "models/stories260k");
+  for (float& w : m.draft.weights->final_norm) w *= 0.3f;
   auto prompt = m.tok.encode("Once upon a time, there was a", true);
   GenerateOptions go;
   go.max_tokens = 4;
@@ -240,7 +312,7 @@ TEST(SpecGenerate, SeededSamplingMatchesThePlainSamplerStatistically) {
   SpecConfig cfg{3, false, 2, 4, m.draft.rt.get()};
   Drafter d(cfg, 0);
   KvContext plain_ctx(*m.target.rt, 0);
-  std::map<int, int> plain[2], spec[2];
+  test::Counts plain[2], spec[2];
   int64_t drafted = 0, accepted = 0;
   for (int i = 0; i < N; ++i) {
     go.sampler.seed = uint64_t(1000 + i);

@@ -54,7 +54,10 @@ class Generation {
     if (opt.sampler.grammar) gtokens_ = std::make_unique<grammar::TokenTable>(grammar_token_texts(tok, V));
     sampler_.emplace(opt.sampler, V, tok.eos(), gtokens_.get());
     sampler_->restart_grammar(!has_text(tok, prompt_ids));
-    if (opt.drafter) drafts_.resize(size_t(std::max(0, opt.draft_max)) + 1);
+    if (opt.drafter) {
+      drafts_.resize(size_t(std::max(0, opt.draft_max)) + 1);
+      opt.drafter->begin(opt.sampler, tok.eos());
+    }
   }
 
   GenerateResult run(const std::vector<int>& prompt_ids);
@@ -130,7 +133,7 @@ int Generation::advance(int next) {
   int j = 0, out = -1;
   for (; j < nd; ++j) {
     const int draft = drafts_[size_t(j) + 1];
-    const int tok = sampler_->sample_draft(rows + size_t(j) * size_t(V), history_, draft);
+    const int tok = sampler_->sample_draft(rows + size_t(j) * size_t(V), history_, draft, opt_.drafter->q(j));
     if (tok != draft) {
       out = tok;  // rejected: the replacement is the next token, drafts after it are void
       break;

@@ -25,27 +25,53 @@ int ngram_lookup(std::span<const int> history, int ngram_min, int ngram_max, int
 
 Drafter::Drafter(const SpecConfig& cfg, int seq) : cfg_(cfg) {
   if (cfg.draft_model) ctx_ = std::make_unique<KvContext>(*cfg.draft_model, seq);
+  q_.resize(size_t(std::max(0, cfg.draft_max)));
+}
+
+void Drafter::begin(const SamplerParams& p, int eos_id) {
+  if (!ctx_) return;
+  SamplerParams dp = p;
+  dp.grammar = nullptr;  // the target's grammar rejects what it refuses; q need not know it
+  dp.logprobs = SamplerParams::Logprobs::kOff;
+  dp.top_logprobs = 0;
+  dp.seed = p.seed ^ 0x9e3779b97f4a7c15ull;  // a stream apart from the target sampler's
+  sampler_.reset();
+  sampler_.emplace(dp, ctx_->runtime().n_vocab(), eos_id);
 }
 
 int Drafter::draft(std::span<const int> history, int k, int* out) {
   k = std::min(k, cfg_.draft_max);
   if (k <= 0 || history.empty()) return 0;
+  for (int i = 0; i < k; ++i) q_[size_t(i)].clear();
   if (cfg_.lookup) {
     int n = ngram_lookup(history, cfg_.ngram_min, cfg_.ngram_max, k, out);
     if (n > 0 || !ctx_) return n;
   }
-  if (!ctx_) return 0;
+  return ctx_ ? draft_model(history, k, out) : 0;
+}
+
+int Drafter::draft_model(std::span<const int> history, int k, int* out) {
   // The draft cache follows the context: only what it does not hold yet (the tokens accepted
-  // since the last draft) is evaluated, then k greedy steps. When a chat's oldest turns scroll
-  // out it shifts like the target's cache; drafts are only proposals, so that approximation
-  // costs acceptance at most, never correctness.
+  // since the last draft) is evaluated, then k steps. When a chat's oldest turns scroll out it
+  // shifts like the target's cache; drafts are only proposals, so that approximation costs
+  // acceptance at most, never correctness.
   const int room = ctx_->runtime().n_ctx() - int(history.size());
   k = std::min(k, room);
   if (k <= 0) return 0;
   const float* logits = ctx_->sync(history, true);
   const int V = ctx_->runtime().n_vocab();
+  if (sampler_) hist_.assign(history.begin(), history.end());
   for (int i = 0; i < k; ++i) {
-    out[i] = argmax(logits, V);
+    if (!sampler_) {
+      out[i] = argmax(logits, V);
+    } else {
+      try {
+        out[i] = sampler_->sample_dist(logits, hist_, q_[size_t(i)]);
+      } catch (const SamplingError&) {
+        return i;  // the draft model's row is unusable: fewer drafts, the target decides alone
+      }
+      hist_.push_back(out[i]);
+    }
     if (i + 1 < k) logits = ctx_->append(out[i]);
   }
   return k;

@@ -326,33 +326,71 @@ size_t Sampler::draw() {
   return c.items.size() - 1;
 }
 
-size_t Sampler::draw_verify(int draft) {
+size_t Sampler::draw_verify(int draft, DraftDist q) {
   Candidates& c = cand_;
   if (c.items.size() == 1) return 0;  // p is one-hot: the draft is kept iff it is that token
-  size_t d = c.items.size();
-  for (size_t i = 0; i < c.items.size(); ++i)
-    if (c.items[i].id == draft) d = i;
-  if (d == c.items.size()) return draw();  // p(draft) = 0: always rejected, and p - q is p
   c.softmax();
-  const double pd = c.p[d];
-  if (uniform() < pd) return d;
-  // Rejected: draw from p with the draft removed, renormalized (its mass is 1 - pd).
-  double r = uniform() * (1.0 - pd);
-  for (size_t i = 0; i < c.items.size(); ++i) {
-    if (i == d) continue;
-    r -= c.p[i];
-    if (r < 0) return i;
+  const size_t n = c.items.size();
+  size_t d = n;  // the draft's index; n: p(draft) = 0
+  for (size_t i = 0; i < n; ++i)
+    if (c.items[i].id == draft) d = i;
+  bool dense = !q.empty();
+  if (dense) {
+    qdense_.resize(size_t(n_vocab_), 0.0f);  // once; zero again after every call
+    for (const auto& [id, pr] : q)
+      if (id >= 0 && id < n_vocab_) qdense_[size_t(id)] = pr;
   }
-  for (size_t i = c.items.size(); i-- > 0;)
-    if (i != d && c.p[i] > 0) return i;
-  return d;  // p(draft) was 1 up to rounding
+  double qd = 1.0;
+  if (dense) {
+    qd = draft >= 0 && draft < n_vocab_ ? double(qdense_[size_t(draft)]) : 0.0;
+    if (!(qd > 0)) dense = false, qd = 1.0;  // a draft outside its own q: taken as one-hot
+  }
+  const double pd = d < n ? c.p[d] : 0.0;
+  size_t pick = d;
+  // Kept with probability min(1, p/q); otherwise drawn from the residual max(p - q, 0).
+  if (!(pd >= qd || (pd > 0 && uniform() * qd < pd))) {
+    auto w = [&](size_t i) {
+      return i == d ? 0.0 : std::max(0.0, c.p[i] - (dense ? double(qdense_[size_t(c.items[i].id)]) : 0.0));
+    };
+    double total = 0;
+    for (size_t i = 0; i < n; ++i) total += w(i);
+    // Rounding can leave no residual mass when p and q nearly agree: then p without the draft.
+    if (!(total > 0)) dense = false, total = 1.0 - pd;
+    double r = uniform() * total;
+    pick = n;
+    for (size_t i = 0; i < n && pick == n; ++i)
+      if ((r -= w(i)) < 0) pick = i;
+    for (size_t i = n; pick == n && i-- > 0;)  // rounding left r just above 0
+      if (w(i) > 0) pick = i;
+    if (pick == n) pick = d < n ? d : 0;  // p(draft) was 1 up to rounding
+  }
+  if (!q.empty() && !qdense_.empty())
+    for (const auto& [id, pr] : q)
+      if (id >= 0 && id < n_vocab_) qdense_[size_t(id)] = 0.0f;
+  return pick;
 }
 
 int Sampler::sample(const float* logits, const std::vector<int>& history) { return sample_draft(logits, history, -1); }
 
-int Sampler::sample_draft(const float* logits, const std::vector<int>& history, int draft) {
+int Sampler::sample_draft(const float* logits, const std::vector<int>& history, int draft, DraftDist q) {
   filter(logits, history);
-  const size_t i = draft < 0 ? draw() : draw_verify(draft);
+  return finish_draw(logits, draft < 0 ? draw() : draw_verify(draft, q));
+}
+
+int Sampler::sample_dist(const float* logits, const std::vector<int>& history, std::vector<std::pair<int, float>>& q) {
+  filter(logits, history);
+  const size_t i = draw();
+  q.clear();
+  if (cand_.items.size() == 1) {
+    q.emplace_back(cand_.items[0].id, 1.0f);
+  } else {
+    for (size_t k = 0; k < cand_.items.size(); ++k)
+      if (float(cand_.p[k]) > 0) q.emplace_back(cand_.items[k].id, float(cand_.p[k]));
+  }
+  return finish_draw(logits, i);
+}
+
+int Sampler::finish_draw(const float* logits, size_t i) {
   if (p_.mirostat != 0) {
     // mu moves by eta times how far the drawn token's surprise (bits, in the cut set) was from tau.
     const double p = cand_.items.size() == 1 ? 1.0 : cand_.p[i];

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,13 +111,21 @@ class Sampler {
   // (prompt and generated) for the repetition penalty. Allocates nothing.
   int sample(const float* logits, const std::vector<int>& history);
 
-  // Speculative verification of `draft`, a token proposed by a deterministic drafter (its
-  // distribution q is one-hot). With p the distribution sample() would draw from here, the draft
-  // is kept with probability min(1, p/q) = p(draft); otherwise the token is drawn from
-  // norm(max(p - q, 0)), p without the draft. The result is distributed exactly as sample()'s and
-  // the sampler's state (Mirostat, grammar, log-probabilities) follows it the same way; a greedy
-  // p keeps the draft iff it is the most likely token and uses no randomness. draft < 0: sample().
-  int sample_draft(const float* logits, const std::vector<int>& history, int draft);
+  // A draft token's distribution: {id, probability} of every token the drafter could have
+  // proposed. Empty: one-hot on the draft (a deterministic drafter such as prompt lookup).
+  using DraftDist = std::span<const std::pair<int, float>>;
+
+  // Speculative verification of `draft`, drawn by a drafter from q. With p the distribution
+  // sample() would draw from here, the draft is kept with probability min(1, p(draft)/q(draft));
+  // otherwise the token is drawn from norm(max(p - q, 0)), which never holds the draft. The result
+  // is distributed exactly as sample()'s and the sampler's state (Mirostat, grammar,
+  // log-probabilities) follows it the same way; a greedy p keeps the draft iff it is the most
+  // likely token and uses no randomness. draft < 0: sample().
+  int sample_draft(const float* logits, const std::vector<int>& history, int draft, DraftDist q = {});
+
+  // sample() for a drafter: also writes the distribution the token was drawn from to q (the
+  // survivors with probability above 0). q keeps its capacity between calls.
+  int sample_dist(const float* logits, const std::vector<int>& history, std::vector<std::pair<int, float>>& q);
 
   // The distribution sample() draws from: surviving {id, probability}, most likely first.
   std::vector<std::pair<int, double>> distribution(const float* logits, const std::vector<int>& history);
@@ -137,12 +146,13 @@ class Sampler {
  private:
   void filter(const float* logits, const std::vector<int>& history);        // leaves survivors in cand_
   void apply_slot(int id, Candidates& c, const std::vector<int>& history);  // one sampler_order id
-  void temperature_slot(Candidates& c);  // sampler_order slot 5: temperature or dynatemp, smoothing, nsigma
-  size_t draw();                         // an index into cand_ by the softmax of its logits
-  size_t draw_verify(int draft);         // sample_draft()'s accept-or-resample, an index into cand_
+  void temperature_slot(Candidates& c);            // sampler_order slot 5: temperature or dynatemp, smoothing, nsigma
+  size_t draw();                                   // an index into cand_ by the softmax of its logits
+  size_t draw_verify(int draft, DraftDist q);      // sample_draft()'s accept-or-resample, an index into cand_
+  int finish_draw(const float* logits, size_t i);  // Mirostat, log-probabilities, grammar; the token
   double uniform() { return double(rng_() >> 11) * 0x1.0p-53; }  // [0, 1), same on every platform
-  void load(const float* logits, bool grammar_first);  // the unbanned (grammar: allowed) tokens into cand_
-  void run_chain(const std::vector<int>& history);     // the samplers on cand_
+  void load(const float* logits, bool grammar_first);            // the unbanned (grammar: allowed) tokens into cand_
+  void run_chain(const std::vector<int>& history);               // the samplers on cand_
   bool grammar_keep();  // drops survivors the grammar refuses; false if none is left
   void record_logprobs(const float* logits, int token, size_t chosen);
   SamplerParams p_;
@@ -156,7 +166,8 @@ class Sampler {
   std::vector<uint8_t> seen_;    // [n_vocab] repetition-penalty scratch, all zero between calls
   std::optional<grammar::Matcher> matcher_;
   std::vector<uint8_t> allowed_;  // [n_vocab] scratch: the grammar's verdict on every token
-  bool grammar_stuck_ = false;  // no token fits the grammar: sample() returns EOS
+  std::vector<float> qdense_;     // [n_vocab] scratch: a draft's q by id, all zero between calls
+  bool grammar_stuck_ = false;    // no token fits the grammar: sample() returns EOS
   StepLogprobs last_;
 };
 

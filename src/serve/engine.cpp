@@ -188,6 +188,7 @@ void Engine::start(Slot& s, std::shared_ptr<Job> job) {
     SamplerParams sp = spec.sampler;
     if (sp.n_ctx == 0) sp.n_ctx = n_ctx();  // the rep-pen and DRY windows end at the context
     s.sampler.emplace(sp, rt_->n_vocab(), tok_->eos(), &gtokens_);
+    if (s.drafter) s.drafter->begin(sp, tok_->eos());  // the draft model samples as this request does
     s.out.emplace(*tok_, !prompt_has_text, spec.stop, spec.trim_stop, spec.banned_phrases);
     s.out->set_min_tokens(spec.min_tokens);
   } catch (const std::exception& e) {
@@ -306,7 +307,7 @@ int Engine::draw(Slot& s, float* logits, int j, int draft) {
   if (at < s.bans.size())
     for (int id : s.bans[at]) logits[id] = -INFINITY;
   if (int(at) < s.job->spec().min_tokens && s.job->spec().stop_at_eos) logits[tok_->eos()] = -INFINITY;
-  return s.sampler->sample_draft(logits, s.history, draft);
+  return s.sampler->sample_draft(logits, s.history, draft, draft >= 0 ? s.drafter->q(j) : Sampler::DraftDist());
 }
 
 void Engine::sample(Slot& s, int tok, const StepLogprobs* lp) {

@@ -1,7 +1,8 @@
 // The engine's per-slot decode step, with speculative drafts when the slot has a drafter: the
 // pending token and up to draft_max drafts go into the shared batch with logits at every one;
-// draw_step() verifies them in order (Sampler::sample_draft) and take_step() handles the kept
-// tokens exactly as plain decoding would, then drops the rejected drafts' KV positions.
+// draw_step() verifies them in order (Sampler::sample_draft, with each draft's q from the drafter)
+// and take_step() handles the kept tokens exactly as plain decoding would, then drops the
+// rejected drafts' KV positions.
 #include <algorithm>
 
 #include "serve/engine.h"

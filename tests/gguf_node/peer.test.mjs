@@ -39,6 +39,42 @@ const logSoftmax = (x) => {
   return Array.from(x, (v) => v - lse);
 };
 
+// llama.cpp's CPU build with `gguf` in a 256-token context; close() frees them.
+async function openLlama(gguf) {
+  const llama = await nlc.getLlama({gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error});
+  const model = await llama.loadModel({modelPath: gguf, gpuLayers: 0});
+  const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2});
+  const close = async () => {
+    await context.dispose();
+    await model.dispose();
+    await llama.dispose();
+  };
+  return {model, seq: context.getSequence(), close};
+}
+
+const fullDist = {temperature: 1, topK: 0, topP: 1, minP: 0};  // llama.cpp's unfiltered distribution
+
+// Perplexity of `gguf` on the first 3000 characters of tinyshakespeare by both engines, gptq
+// protocol (one BOS, windows of 64, mean NLL per window), two windows: {ours, theirs, window NLLs}.
+async function bothPerplexities(dir, gguf, model, seq) {
+  const textPath = join(dir, "text.txt");
+  writeFileSync(textPath, readFileSync(join(SHARED, "data/tinyshakespeare.txt"), "utf8").slice(0, 3000));
+  const ours = JSON.parse(execFileSync(BIN, ["perplexity", "-m", gguf, "--dataset", "text", "--data", textPath,
+    "--seqlen", "64", "--limit", "2", "--q4-act", "f32", "--json", "--no-progress"], {encoding: "utf8"})).results[0];
+  const stream = [model.tokens.bos, ...model.tokenize(readFileSync(textPath, "utf8"))];
+  const windowNll = [];
+  for (let w = 0; w < 2; ++w) {
+    await seq.clearHistory();
+    const win = stream.slice(64 * w, 64 * w + 64);
+    const res = await seq.controlledEvaluate(win.map((t) => [t, {generateNext: {probabilities: true, options: fullDist}}]));
+    let nll = 0;
+    for (let t = 0; t + 1 < win.length; ++t) nll -= Math.log(res[t].next.probabilities.get(win[t + 1]));
+    windowNll.push(nll / (win.length - 1));
+  }
+  const theirs = Math.exp(windowNll.reduce((a, b) => a + b, 0) / windowNll.length);
+  return {ours: ours.ppl, theirs, oursNll: ours.window_nll, theirsNll: windowNll};
+}
+
 test("llama.cpp runs metharme's GGUF export of a GPTQ checkpoint", {skip: !nlc || !BIN || !SHARED}, async () => {
   const dir = mkdtempSync(join(tmpdir(), "metharme-gguf-"));
   try {
@@ -48,10 +84,7 @@ test("llama.cpp runs metharme's GGUF export of a GPTQ checkpoint", {skip: !nlc |
     const golden = JSON.parse(readFileSync(join(src, "golden_logits.json"), "utf8")).prompts[0];
     const ids = golden.input_ids;
 
-    const llama = await nlc.getLlama({gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error});
-    const model = await llama.loadModel({modelPath: gguf, gpuLayers: 0});
-    const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2});
-    const seq = context.getSequence();
+    const {model, seq, close} = await openLlama(gguf);
 
     // Tokenization: llama.cpp's SentencePiece-style tokenizer on our vocabulary keys gives the
     // ids metharme gives (no BOS on either side).
@@ -61,8 +94,7 @@ test("llama.cpp runs metharme's GGUF export of a GPTQ checkpoint", {skip: !nlc |
       assert.deepEqual(Array.from(model.tokenize(text)), ours, `tokens of ${JSON.stringify(text)}`);
     }
 
-    const opts = {temperature: 1, topK: 0, topP: 1, minP: 0};
-    const input = ids.map((t) => [t, {generateNext: {probabilities: true, options: opts}}]);
+    const input = ids.map((t) => [t, {generateNext: {probabilities: true, options: fullDist}}]);
     const out = await seq.controlledEvaluate(input);
     // Log-probability of each next token vs the reference model's.
     let maxDiff = 0, sumDiff = 0;
@@ -83,33 +115,17 @@ test("llama.cpp runs metharme's GGUF export of a GPTQ checkpoint", {skip: !nlc |
     }
     // metharme perplexity of the GGUF (gptq protocol: one BOS, windows of 64, mean NLL per window)
     // equals llama.cpp's on the same windows of the same text.
-    const textPath = join(dir, "text.txt");
-    writeFileSync(textPath, readFileSync(join(SHARED, "data/tinyshakespeare.txt"), "utf8").slice(0, 3000));
-    const ppl = JSON.parse(execFileSync(BIN, ["perplexity", "-m", gguf, "--dataset", "text", "--data", textPath,
-      "--seqlen", "64", "--limit", "2", "--q4-act", "f32", "--json", "--no-progress"], {encoding: "utf8"})).results[0];
-    const stream = [model.tokens.bos, ...model.tokenize(readFileSync(textPath, "utf8"))];
-    const windowNll = [];
-    for (let w = 0; w < 2; ++w) {
-      await seq.clearHistory();
-      const win = stream.slice(64 * w, 64 * w + 64);
-      const res = await seq.controlledEvaluate(win.map((t) => [t, {generateNext: {probabilities: true, options: opts}}]));
-      let nll = 0;
-      for (let t = 0; t + 1 < win.length; ++t) nll -= Math.log(res[t].next.probabilities.get(win[t + 1]));
-      windowNll.push(nll / (win.length - 1));
-    }
-    const nodePpl = Math.exp(windowNll.reduce((a, b) => a + b, 0) / windowNll.length);
-    console.log(`perplexity of the GGUF: metharme ${ppl.ppl.toFixed(2)}, llama.cpp ${nodePpl.toFixed(2)} ` +
-                `(window NLL ${ppl.window_nll.map((x) => x.toFixed(5))} vs ${windowNll.map((x) => x.toFixed(5))})`);
-    assert.ok(Math.abs(Math.log(nodePpl / ppl.ppl)) < 5e-3, `perplexity ${ppl.ppl} vs ${nodePpl}`);
+    const ppl = await bothPerplexities(dir, gguf, model, seq);
+    console.log(`perplexity of the GGUF: metharme ${ppl.ours.toFixed(2)}, llama.cpp ${ppl.theirs.toFixed(2)} ` +
+                `(window NLL ${ppl.oursNll.map((x) => x.toFixed(5))} vs ${ppl.theirsNll.map((x) => x.toFixed(5))})`);
+    assert.ok(Math.abs(Math.log(ppl.theirs / ppl.ours)) < 5e-3, `perplexity ${ppl.ours} vs ${ppl.theirs}`);
 
     console.log(`llama.cpp vs GPTQ reference: next-token log-prob |diff| max ${maxDiff.toFixed(4)} ` +
                 `mean ${(sumDiff / (ids.length - 1)).toFixed(4)}, last-position KL ${kl.toExponential(3)} nats`);
     assert.ok(covered > 0.999, `probabilities cover ${covered}`);
     assert.ok(maxDiff < 0.1, `max log-prob difference ${maxDiff}`);
     assert.ok(kl < 1e-3, `KL ${kl}`);
-    await context.dispose();
-    await model.dispose();
-    await llama.dispose();
+    await close();
   } finally {
     rmSync(dir, {recursive: true, force: true});
   }
@@ -126,31 +142,11 @@ test("llama.cpp runs metharme's Q4_K_M export, same perplexity", {skip: !nlc || 
       "--type", "q4_k_m", "-o", gguf], {encoding: "utf8"});
     assert.match(conv, /Q4_K/);
     assert.match(conv, /Q6_K/);
-    const llama = await nlc.getLlama({gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error});
-    const model = await llama.loadModel({modelPath: gguf, gpuLayers: 0});
-    const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2});
-    const seq = context.getSequence();
-    const opts = {temperature: 1, topK: 0, topP: 1, minP: 0};
-    const textPath = join(dir, "text.txt");
-    writeFileSync(textPath, readFileSync(join(SHARED, "data/tinyshakespeare.txt"), "utf8").slice(0, 3000));
-    const ppl = JSON.parse(execFileSync(BIN, ["perplexity", "-m", gguf, "--dataset", "text", "--data", textPath,
-      "--seqlen", "64", "--limit", "2", "--q4-act", "f32", "--json", "--no-progress"], {encoding: "utf8"})).results[0];
-    const stream = [model.tokens.bos, ...model.tokenize(readFileSync(textPath, "utf8"))];
-    const windowNll = [];
-    for (let w = 0; w < 2; ++w) {
-      await seq.clearHistory();
-      const win = stream.slice(64 * w, 64 * w + 64);
-      const res = await seq.controlledEvaluate(win.map((t) => [t, {generateNext: {probabilities: true, options: opts}}]));
-      let nll = 0;
-      for (let t = 0; t + 1 < win.length; ++t) nll -= Math.log(res[t].next.probabilities.get(win[t + 1]));
-      windowNll.push(nll / (win.length - 1));
-    }
-    const nodePpl = Math.exp(windowNll.reduce((a, b) => a + b, 0) / windowNll.length);
-    console.log(`Q4_K_M perplexity: metharme ${ppl.ppl.toFixed(2)}, llama.cpp ${nodePpl.toFixed(2)}`);
-    assert.ok(Math.abs(Math.log(nodePpl / ppl.ppl)) < 5e-3, `perplexity ${ppl.ppl} vs ${nodePpl}`);
-    await context.dispose();
-    await model.dispose();
-    await llama.dispose();
+    const {model, seq, close} = await openLlama(gguf);
+    const ppl = await bothPerplexities(dir, gguf, model, seq);
+    console.log(`Q4_K_M perplexity: metharme ${ppl.ours.toFixed(2)}, llama.cpp ${ppl.theirs.toFixed(2)}`);
+    assert.ok(Math.abs(Math.log(ppl.theirs / ppl.ours)) < 5e-3, `perplexity ${ppl.ours} vs ${ppl.theirs}`);
+    await close();
   } finally {
     rmSync(dir, {recursive: true, force: true});
   }
