@@ -152,19 +152,28 @@ void BM_Decode(benchmark::State& state) {
   }
   const double bytes = double(kv.bytes_per_position()) * depth;
   state.counters["KV_GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["ms/layer"] = benchmark::Counter(1e3 / layers, benchmark::Counter::kIsIterationInvariantRate |
-                                                                    benchmark::Counter::kInvert);
+  state.counters["ms/layer"] =
+      benchmark::Counter(1e-3 * layers, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   state.SetLabel(kernels::kv_type_name(t));
 }
 
 // Types as KvType values: 0 f32, 1 f16, 2 q8, 3 q4.
-BENCHMARK(BM_PrefillFlash)->ArgNames({"depth", "type"})->ArgsProduct({{0, 2048}, {0, 1, 2, 3}})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_PrefillSgemm)->ArgNames({"depth", "type"})->ArgsProduct({{0, 2048}, {0, 2, 3}})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillFlash)
+    ->ArgNames({"depth", "type"})
+    ->ArgsProduct({{0, 2048}, {0, 1, 2, 3}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_PrefillSgemm)
+    ->ArgNames({"depth", "type"})
+    ->ArgsProduct({{0, 2048}, {0, 2, 3}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 // 16 layers at depth 2048: 285 MB of q8 (142 MB q4, 1 GB f32) per step.
-BENCHMARK(BM_Decode)->ArgNames({"depth", "type", "layers"})->ArgsProduct({{2048}, {0, 1, 2, 3}, {16}})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)
+    ->ArgNames({"depth", "type", "layers"})
+    ->ArgsProduct({{2048}, {0, 1, 2, 3}, {16}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace metharme
@@ -173,8 +182,8 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(1);  // our pool splits the work, as in the runtime
   const int threads = metharme::default_thread_count();
   const auto bw = metharme::kernels::measure_read_bandwidth(threads, size_t(512) << 20, 3);
-  std::printf("read-bandwidth probe (%d threads, 512 MiB): median %.1f GB/s, best %.1f GB/s\n", threads,
-              bw.median_gbps, bw.best_gbps);
+  std::printf("read-bandwidth probe (%d threads, 512 MiB): median %.1f GB/s, best %.1f GB/s\n", threads, bw.median_gbps,
+              bw.best_gbps);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   return 0;

@@ -1,13 +1,13 @@
 // The prefill attention tile (flash: blocks of keys, online softmax) against the per-token
 // reference (attend_group), on odd shapes, depths that are not multiples of the key block, and
 // every KV type (keys and values also of different types).
+#include "ops/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <random>
 #include <string>
-
-#include "ops/attention.h"
 
 namespace metharme::ops {
 namespace {
@@ -66,13 +66,14 @@ INSTANTIATE_TEST_SUITE_P(
                       // Depths past several key blocks, not multiples of one; odd numbers of heads.
                       Case{3, 1, 128, 197, 70, KvType::kQ8}, Case{1, 5, 128, 131, 29, KvType::kQ4},
                       Case{3, 3, 64, 150, 41, KvType::kF16}, Case{1, 7, 64, 100, 23, KvType::kF32},
-                      Case{5, 1, 64, 65, 66, KvType::kQ8, KvType::kQ4}, Case{1, 3, 128, 63, 2, KvType::kQ4, KvType::kF16},
+                      Case{5, 1, 64, 65, 66, KvType::kQ8, KvType::kQ4},
+                      Case{1, 3, 128, 63, 2, KvType::kQ4, KvType::kF16},
                       Case{2, 1, 96, 129, 64, KvType::kF32, KvType::kQ8}),
     [](const auto& info) {
       const Case& c = info.param;
       return "kv" + std::to_string(c.n_kv_heads) + "x" + std::to_string(c.group) + "_hd" + std::to_string(c.head_dim) +
-             "_pos" + std::to_string(c.pos_first) + "_rows" + std::to_string(c.rows) + "_" + kernels::kv_type_name(c.type) +
-             "_" + kernels::kv_type_name(c.v_type);
+             "_pos" + std::to_string(c.pos_first) + "_rows" + std::to_string(c.rows) + "_" +
+             kernels::kv_type_name(c.type) + "_" + kernels::kv_type_name(c.v_type);
     });
 
 }  // namespace

@@ -31,14 +31,14 @@ inline Layout layout(int m, int head_dim) {
   L.mp = round16(m);
   L.dp = round16(head_dim);
   const size_t mp = size_t(L.mp), dp = size_t(L.dp), bc = kFlashKeys;
-  L.qt = 0;                                 // [head_dim][mp]  queries, transposed and scaled
-  L.st = L.qt + size_t(head_dim) * mp;      // [bc][mp]        scores, then probabilities
-  L.kb = L.st + bc * mp;                    // [bc][head_dim]  decoded keys (round16'ed)
+  L.qt = 0;                                           // [head_dim][mp]  queries, transposed and scaled
+  L.st = L.qt + size_t(head_dim) * mp;                // [bc][mp]        scores, then probabilities
+  L.kb = L.st + bc * mp;                              // [bc][head_dim]  decoded keys (round16'ed)
   L.vb = L.kb + size_t(round16(int(bc) * head_dim));  // [bc][dp] decoded values
-  L.o = L.vb + bc * dp;                     // [mp][dp]        output accumulators
-  L.mx = L.o + mp * dp;                     // [mp] running max, [mp] running sum,
-  L.l = L.mx + mp;                          // [mp] this block's rescale factor,
-  L.al = L.l + mp;                          // [mp] each query's position (the causal mask)
+  L.o = L.vb + bc * dp;                               // [mp][dp]        output accumulators
+  L.mx = L.o + mp * dp;                               // [mp] running max, [mp] running sum,
+  L.l = L.mx + mp;                                    // [mp] this block's rescale factor,
+  L.al = L.l + mp;                                    // [mp] each query's position (the causal mask)
   L.rp = L.al + mp;
   L.total = L.rp + mp;
   return L;

@@ -32,7 +32,9 @@ void attend_group(const float* q, int g, int group, int head_dim, const KvSlice&
 // Rows per tile: about kPrefillQueries queries (rows * group) share each decoded block.
 constexpr int kPrefillQueries = 64;
 inline int prefill_tile_rows(int group) { return group >= kPrefillQueries ? 1 : kPrefillQueries / group; }
-inline size_t prefill_work_floats(int queries, int head_dim) { return kernels::kv_flash_work_floats(queries, head_dim); }
+inline size_t prefill_work_floats(int queries, int head_dim) {
+  return kernels::kv_flash_work_floats(queries, head_dim);
+}
 void attend_prefill_tile(const float* q, int ldq, int g, int group, int head_dim, const KvSlice& kv, int pos_first,
                          int rows, float* out, int ldo, float* work);
 
