@@ -17,8 +17,8 @@ struct ShaderDef {
   uint32_t bindings;
 };
 constexpr ShaderDef kShaders[] = {
-    {"q4_matmul.spv", 7}, {"dense_matmul.spv", 3}, {"rmsnorm.spv", 3},  {"rope.spv", 4},
-    {"kv_store.spv", 5},  {"attention.spv", 5},    {"silu_mul.spv", 2}, {"add.spv", 2},
+    {"q4_matmul.spv", 8}, {"dense_matmul.spv", 3}, {"rmsnorm.spv", 3}, {"rope.spv", 4},      {"kv_store.spv", 5},
+    {"attention.spv", 5}, {"silu_mul.spv", 2},     {"add.spv", 2},     {"i8_matmul.spv", 5}, {"attention_tiled.spv", 5},
 };
 static_assert(sizeof(kShaders) / sizeof(kShaders[0]) == size_t(Shader::kCount));
 constexpr uint32_t kPushBytes = 128;
@@ -135,7 +135,8 @@ struct PendingOut {
 }  // namespace
 
 const char* features_used() {
-  return "Vulkan 1.1 compute, 32-bit storage buffers, push constants (128 B); no optional features";
+  return "Vulkan 1.1 compute, 32-bit storage buffers, push constants (128 B), up to 12 KiB of shared memory per "
+         "workgroup (16 KiB is guaranteed); no optional features";
 }
 
 std::vector<DeviceInfo> list_devices(std::string* why) {

@@ -35,7 +35,19 @@ struct Buffer {
   bool valid() const { return id >= 0; }
 };
 
-enum class Shader : int { kQ4Matmul, kDenseMatmul, kRmsnorm, kRope, kKvStore, kAttention, kSiluMul, kAdd, kCount };
+enum class Shader : int {
+  kQ4Matmul,
+  kDenseMatmul,
+  kRmsnorm,
+  kRope,
+  kKvStore,
+  kAttention,
+  kSiluMul,
+  kAdd,
+  kI8Matmul,
+  kAttentionTiled,
+  kCount
+};
 
 class Context {
  public:

@@ -10,6 +10,7 @@
 #include "gpu/ops.h"
 #include "kernels/dense.h"
 #include "ops/elementwise.h"
+#include "ops/i8_linear.h"
 #include "ops/q4_linear.h"
 #include "util/error.h"
 #include "util/half.h"
@@ -89,7 +90,22 @@ std::string device_self_test(Context& ctx) {
   };
   std::vector<float> w16f(w16.size());
   for (size_t i = 0; i < w16.size(); ++i) w16f[i] = fp16_to_f32(w16[i]);
-  for (const Case& c : {Case{"int4 matmul", &q4, wq}, Case{"f16 matmul", &f16, w16f}}) {
+  // Int8 codes with 16-row scales and per-32-row adds (GGUF Q5_K/Q6_K/Q8_0's layout).
+  auto i8w = ops::i8_alloc(N, K, 16, true, "device self-test");
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      ops::i8_set_code(*i8w, n, k, int8_t(int(rng() % 256) - 128));
+      if (k % 16 == 0) ops::i8_scale(*i8w, n, k) = 0.001f + 0.01f * std::fabs(nd(rng));
+      if (k % 32 == 0) ops::i8_add(*i8w, n, k) = 0.01f * nd(rng);
+    }
+  ops::i8_finish(*i8w);
+  ops::Linear i8;
+  i8.kind = ops::Linear::Kind::kI8;
+  i8.n_out = N;
+  i8.n_in = K;
+  i8.i8 = i8w;
+  for (const Case& c : {Case{"int4 matmul", &q4, wq}, Case{"f16 matmul", &f16, w16f},
+                        Case{"int8-code matmul", &i8, ops::i8_dequantize(*i8w)}}) {
     std::vector<float> got = run_matmul(ctx, *c.l, x, M);
     if (simulate) got[got.size() / 2] += 1.0f;
     std::vector<double> want(got.size()), mag(got.size());

@@ -1,5 +1,5 @@
-// A known-answer check of a device before the model trusts it: the int4 and f16 matmuls and
-// RMSNorm on small random data against the CPU's scalar twins (as kernels/selftest.h does for
+// A known-answer check of a device before the model trusts it: the int4, int8-code and f16 matmuls
+// on small random data against the CPU's scalar twins (as kernels/selftest.h does for
 // the CPU's ISA kernels). METHARME_SELFTEST_SIMULATE_MISMATCH containing "vulkan" fails it (a
 // documented test hook).
 #pragma once

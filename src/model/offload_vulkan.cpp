@@ -10,6 +10,7 @@
 #include "gpu/device.h"
 #include "gpu/ops.h"
 #include "gpu/selftest.h"
+#include "kernels/kv.h"
 #include "model/offload.h"
 #include "util/error.h"
 
@@ -26,17 +27,10 @@ size_t layer_weight_bytes(const LayerWeights& L, int d) {
   return b;
 }
 
-// The device cache holds f32 or f16 rows; the quantized types have no shader yet.
-kernels::WType gpu_kv_type(const RuntimeOptions& opt) {
-  const kernels::KvType k = opt.kv_type_k, v = opt.kv_type_v;
-  MH_CHECK(k == v && (k == kernels::KvType::kF32 || k == kernels::KvType::kF16), "GPU offload: KV cache type ",
-           kernels::kv_type_name(k), "/", kernels::kv_type_name(v),
-           " has no Vulkan shader yet; offloaded layers need --kv-type f16 or f32");
-  return k == kernels::KvType::kF32 ? kernels::WType::kF32 : kernels::WType::kF16;
-}
-
-size_t kv_layer_bytes(const LlamaConfig& c, int n_ctx, int n_seq, kernels::WType t) {
-  return 2 * size_t(n_seq) * c.num_key_value_heads * size_t(n_ctx) * c.head_dim * kernels::wtype_size(t);
+size_t kv_layer_bytes(const LlamaConfig& c, int n_ctx, int n_seq, const RuntimeOptions& opt) {
+  const size_t rows = size_t(n_seq) * c.num_key_value_heads * size_t(n_ctx);
+  return rows *
+         (gpu::DeviceKv::row_stride(opt.kv_type_k, c.head_dim) + gpu::DeviceKv::row_stride(opt.kv_type_v, c.head_dim));
 }
 
 int head_rows(const LlamaConfig& c, int batch, uint64_t max_buffer) {
@@ -96,13 +90,13 @@ OffloadPlan make_plan(const ModelWeights& w, const RuntimeOptions& opt, int n_ct
     p.kv_bytes = 0;
     for (int l = p.first_layer; l < L; ++l) {
       p.weight_bytes += layer_weight_bytes(w.layers[size_t(l)], c.hidden_size);
-      p.kv_bytes += kv_layer_bytes(c, n_ctx, opt.n_seq, gpu_kv_type(opt));
+      p.kv_bytes += kv_layer_bytes(c, n_ctx, opt.n_seq, opt);
     }
     if (p.total() <= budget || (p.first_layer == L && !p.head)) break;
     MH_CHECK(opt.gpu_auto, "GPU offload: ", p.describe(), " = ", mib(p.total()), ", more than the ", mib(budget),
              " usable on '", info.name,
              "' (90% of its largest device-local heap); use --gpu-layers auto, fewer "
-             "layers, a smaller context (-c) or --kv-type f16");
+             "layers, a smaller context (-c) or a smaller --kv-type (f16, q8, q4)");
     if (p.head)
       p.head = false;  // auto: the head goes first (it is read once per token, like one layer)
     else
@@ -140,6 +134,10 @@ class VulkanOffload final : public GpuOffload {
   gpu::DeviceLinear head_;
   gpu::Buffer final_norm_, x_, xb_, q_, k_, v_, att_, hg_, hu_, tok_, cos_, sin_, xh_, logits_;
   std::vector<int32_t> tok_host_;  // [batch][2]: position, sequence
+  // METHARME_VK_FAIL_SEQ=S:C (a documented test hook): the next C steps that include sequence S
+  // report a lost device, counting from the step METHARME_VK_FAIL_SUBMIT names (default: the first).
+  int fail_seq_ = -1, fail_left_ = 0;
+  long steps_ = 0, fail_from_ = 1;
 };
 
 VulkanOffload::VulkanOffload(std::unique_ptr<gpu::Context> ctx, const ModelWeights& w, const RuntimeOptions& opt,
@@ -169,9 +167,10 @@ VulkanOffload::VulkanOffload(std::unique_ptr<gpu::Context> ctx, const ModelWeigh
     D.kv.hd = c.head_dim;
     D.kv.n_ctx = n_ctx;
     D.kv.n_seq = opt.n_seq;
-    D.kv.type = gpu_kv_type(opt) == kernels::WType::kF32 ? 0 : 1;
-    D.kv.k = ctx_->alloc(D.kv.bytes_each(), p + "K cache");
-    D.kv.v = ctx_->alloc(D.kv.bytes_each(), p + "V cache");
+    D.kv.tk = opt.kv_type_k;
+    D.kv.tv = opt.kv_type_v;
+    D.kv.k = ctx_->alloc(D.kv.k_bytes(), p + "K cache");
+    D.kv.v = ctx_->alloc(D.kv.v_bytes(), p + "V cache");
     layers_.push_back(D);
   }
   x_ = floats(B * d, "hidden states");
@@ -199,7 +198,13 @@ VulkanOffload::VulkanOffload(std::unique_ptr<gpu::Context> ctx, const ModelWeigh
   }
   ctx_->reserve_staging(staging);
   tok_host_.resize(B * 2);
-  ctx_->arm_fail_hook();  // METHARME_VK_FAIL_SUBMIT counts forward steps only
+  const char* fs = std::getenv("METHARME_VK_FAIL_SEQ");
+  if (fs && std::sscanf(fs, "%d:%d", &fail_seq_, &fail_left_) == 2) {
+    if (const char* f = std::getenv("METHARME_VK_FAIL_SUBMIT")) fail_from_ = std::atol(f);
+  } else {
+    fail_seq_ = -1;
+    ctx_->arm_fail_hook();  // METHARME_VK_FAIL_SUBMIT counts forward steps only
+  }
 }
 
 VulkanOffload::~VulkanOffload() = default;  // the Context frees every buffer
@@ -243,6 +248,11 @@ void VulkanOffload::record_head(std::span<const int> rows) {
 void VulkanOffload::run(std::span<const BatchToken> toks, float* x, std::span<const int> logit_rows, float* logits) {
   const int n = int(toks.size());
   MH_CHECK(n > 0 && n <= batch_, "GPU offload: batch of ", n, " tokens (at most ", batch_, ")");
+  if (fail_seq_ >= 0 && ++steps_ >= fail_from_ && fail_left_ > 0 &&
+      std::any_of(toks.begin(), toks.end(), [&](const BatchToken& t) { return t.seq == fail_seq_; })) {
+    --fail_left_;
+    fail("Vulkan: VK_ERROR_DEVICE_LOST (simulated for sequence ", fail_seq_, ")");
+  }
   for (int i = 0; i < n; ++i) {
     tok_host_[size_t(2 * i)] = toks[size_t(i)].pos;
     tok_host_[size_t(2 * i) + 1] = toks[size_t(i)].seq;
@@ -272,27 +282,31 @@ void VulkanOffload::run(std::span<const BatchToken> toks, float* x, std::span<co
 }
 
 // Context shift of one sequence (rare: when a chat outgrows the context): the sequence's block of
-// each layer comes to the host, is moved and turned exactly as KvCache::shift does, and goes back.
+// each layer comes to the host, is moved and turned exactly as KvCache::shift does (keys decoded,
+// turned, encoded again by the CPU's kernels; values moved as bytes), and goes back.
 void VulkanOffload::shift(int seq, int src, int dst, int count, const ops::RopeTable& rope) {
   const int kvh = c_.num_key_value_heads, hd = c_.head_dim;
+  const auto& kern = kernels::kv_kernels();
+  std::vector<float> tmp(size_t(count) * hd);
   for (DeviceLayer& L : layers_) {
-    const kernels::WType t = L.kv.type == 0 ? kernels::WType::kF32 : kernels::WType::kF16;
-    const size_t es = kernels::wtype_size(t), block = size_t(kvh) * n_ctx_ * hd * es, off = size_t(seq) * block;
-    std::vector<uint8_t> kb(block), vb(block);
-    ctx_->download(L.kv.k, kb.data(), block, off);
-    ctx_->download(L.kv.v, vb.data(), block, off);
-    const size_t n = size_t(count) * hd;
-    std::vector<float> tmp(n);
-    const auto& kern = kernels::dense_kernels();
+    const size_t rsk = gpu::DeviceKv::row_stride(L.kv.tk, hd), rsv = gpu::DeviceKv::row_stride(L.kv.tv, hd);
+    const size_t kb_bytes = size_t(kvh) * n_ctx_ * rsk, vb_bytes = size_t(kvh) * n_ctx_ * rsv;
+    const size_t krb = kernels::kv_row_bytes(L.kv.tk, hd);
+    std::vector<uint8_t> kb(kb_bytes), vb(vb_bytes), packed(size_t(count) * krb);
+    ctx_->download(L.kv.k, kb.data(), kb_bytes, size_t(seq) * kb_bytes);
+    ctx_->download(L.kv.v, vb.data(), vb_bytes, size_t(seq) * vb_bytes);
     for (int h = 0; h < kvh; ++h) {
-      const size_t head = size_t(h) * n_ctx_ * hd;
-      kern.to_f32(t, kb.data() + (head + size_t(src) * hd) * es, tmp.data(), int64_t(n));
+      uint8_t* khead = kb.data() + size_t(h) * n_ctx_ * rsk;
+      for (int r = 0; r < count; ++r) std::memcpy(&packed[size_t(r) * krb], khead + size_t(src + r) * rsk, krb);
+      kern.to_f32(L.kv.tk, packed.data(), hd, count, tmp.data());
       ops::apply_rope_delta(tmp.data(), count, rope, dst - src);
-      kern.from_f32(t, tmp.data(), kb.data() + (head + size_t(dst) * hd) * es, int64_t(n));
-      std::memmove(vb.data() + (head + size_t(dst) * hd) * es, vb.data() + (head + size_t(src) * hd) * es, n * es);
+      kern.from_f32(L.kv.tk, tmp.data(), hd, count, packed.data());
+      for (int r = 0; r < count; ++r) std::memcpy(khead + size_t(dst + r) * rsk, &packed[size_t(r) * krb], krb);
+      uint8_t* vhead = vb.data() + size_t(h) * n_ctx_ * rsv;
+      std::memmove(vhead + size_t(dst) * rsv, vhead + size_t(src) * rsv, size_t(count) * rsv);
     }
-    ctx_->upload(L.kv.k, kb.data(), block, off);
-    ctx_->upload(L.kv.v, vb.data(), block, off);
+    ctx_->upload(L.kv.k, kb.data(), kb_bytes, size_t(seq) * kb_bytes);
+    ctx_->upload(L.kv.v, vb.data(), vb_bytes, size_t(seq) * vb_bytes);
   }
 }
 
@@ -300,10 +314,11 @@ void VulkanOffload::copy_prefix(int from, int to, int count) {
   const int kvh = c_.num_key_value_heads, hd = c_.head_dim;
   ctx_->begin();
   for (DeviceLayer& L : layers_) {
-    const size_t es = L.kv.type == 0 ? 4 : 2, head = size_t(n_ctx_) * hd * es, bytes = size_t(count) * hd * es;
-    for (int h = 0; h < kvh; ++h) {
-      ctx_->copy(L.kv.k, (size_t(from) * kvh + h) * head, L.kv.k, (size_t(to) * kvh + h) * head, bytes);
-      ctx_->copy(L.kv.v, (size_t(from) * kvh + h) * head, L.kv.v, (size_t(to) * kvh + h) * head, bytes);
+    for (const auto& [buf, rs] : {std::pair{L.kv.k, gpu::DeviceKv::row_stride(L.kv.tk, hd)},
+                                  std::pair{L.kv.v, gpu::DeviceKv::row_stride(L.kv.tv, hd)}}) {
+      const size_t head = size_t(n_ctx_) * rs, bytes = size_t(count) * rs;
+      for (int h = 0; h < kvh; ++h)
+        ctx_->copy(buf, (size_t(from) * kvh + h) * head, buf, (size_t(to) * kvh + h) * head, bytes);
     }
   }
   ctx_->submit();

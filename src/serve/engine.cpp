@@ -446,13 +446,7 @@ void Engine::loop() {
       rr_ = (rr_ + 1) % n_pre;
     }
     if (batch_.empty()) continue;
-    try {
-      rt_->forward(batch_, logits_.data());
-    } catch (const std::exception& e) {
-      for (Slot& s : slots_)
-        if (s.job) finish(s, Finish::kError, e.what());
-      continue;
-    }
+    forward_step();
     if (opt_.metrics) opt_.metrics->observe_step(int(batch_.size()));
     // Each slot samples from its own rows with its own sampler, so the draws run in parallel (a
     // draw over 32000 fresh logits is ~0.25 ms: 2 ms per 8-slot step on one thread); the results

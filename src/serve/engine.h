@@ -113,6 +113,7 @@ class Engine {
 
   void run();                            // the engine thread: loop(), restarted after any exception it lets through
   void loop();                           // returns only when shutting down
+  void forward_step();                   // rt_->forward(batch_), retried per slot after an error
   void recover(const std::string& why);  // after an exception in loop(): its running jobs fail
   void admit_locked();                   // moves queued jobs into free slots
   void start(Slot& s, std::shared_ptr<Job> job);

@@ -1,5 +1,6 @@
 // y[m][n] = sum_k W[n][k] x[m][perm[k]] (+ bias[n]) over the repacked int4 layout of
-// kernels/q4.h. One workgroup: 8 output columns (half a tile) x up to 4 rows m; its 64
+// kernels/q4.h, plus (n_blocks > 0: GGUF Q4_1 / Q4_K, identity row order) the per-block offsets
+// sum_b offsets[n][b] * sum of x[m][32b .. 32b+31]. One workgroup: 8 output columns (half a tile) x up to 4 rows m; its 64
 // invocations split the k steps and meet in one shared-memory sum.
 // A tile of 16 columns holds kp/8 steps of 16 words; word (8h + c) of step o is column
 // 16t + 8h + c, its byte i has k = 8o + i in the low nibble and k = 8o + 4 + i in the high one.
@@ -12,7 +13,8 @@ layout(std430, binding = 3) readonly buffer Perm { int perm[]; };        // [kp]
 layout(std430, binding = 4) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 5) readonly buffer X { float x[]; };
 layout(std430, binding = 6) writeonly buffer Y { float y[]; };
-layout(push_constant) uniform P { int n, kp, gs, n_groups, M, ldx, ldy, has_bias; } p;
+layout(std430, binding = 7) readonly buffer Off { float offs[]; };  // [n][n_blocks]
+layout(push_constant) uniform P { int n, kp, gs, n_groups, M, ldx, ldy, has_bias, n_blocks; } p;
 
 shared float red[32][64];  // [row * 8 + column][invocation]
 
@@ -33,6 +35,12 @@ void main() {
       for (int r = 0; r < 4; ++r) xv[r * 8 + j] = (src >= 0 && r < rows) ? x[(m0 + r) * p.ldx + src] : 0.0;
     }
     const uint gbase = uint((t * p.n_groups + k0 / p.gs) * 16 + h * 8);
+    const int blk = k0 / 32;
+    float xs[4];  // this step's share of each row's block sum (offsets only)
+    for (int r = 0; r < 4; ++r) {
+      xs[r] = 0.0;
+      for (int j = 0; j < 8; ++j) xs[r] += xv[r * 8 + j];
+    }
     for (int c = 0; c < 8; ++c) {
       const uint wd = qs[base + uint(o) * 16u + uint(c)];
       const uint gi = gbase + uint(c);
@@ -43,8 +51,9 @@ void main() {
         w[i] = s * (float((wd >> (8 * i)) & 0xFu) - z);
         w[4 + i] = s * (float((wd >> (8 * i + 4)) & 0xFu) - z);
       }
+      const float off = blk < p.n_blocks && col0 + c < p.n ? offs[(col0 + c) * p.n_blocks + blk] : 0.0;
       for (int r = 0; r < rows; ++r) {
-        float a = 0;
+        float a = off * xs[r];
         for (int j = 0; j < 8; ++j) a += w[j] * xv[r * 8 + j];
         acc[r * 8 + c] += a;
       }
