@@ -1,8 +1,8 @@
 // Prefill attention at LLaMA-7B shape (32 heads x 128, T tokens in one sequence): the order in
 // which (token, kv head) tasks are handed to the pool. Token-major reads every head's K/V for each
 // token (T x 2 MB per head, 64 MB for all heads at T = 2048: more than the L3); head-major keeps one
-// head's K/V in cache while all tokens use it. BM_PrefillTiles is what LlamaRuntime::attention runs
-// for a one-sequence prefill: tiles of 64 query rows per head, two sgemms each.
+// head's K/V in cache while all tokens use it. The prefill tiles LlamaRuntime::attention
+// runs for a one-sequence prefill are measured in kv_attention_bench.
 #include <benchmark/benchmark.h>
 
 #include <cblas.h>
@@ -65,29 +65,6 @@ void BM_PrefillAttention(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2.0 * double(T) * double(T + 1) / 2 * 4096,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
-void BM_PrefillTiles(benchmark::State& state) {
-  const int T = int(state.range(0));
-  Prefill P(T);
-  KvCache& kv = P.kv;
-  std::vector<float>& q = P.q;
-  std::vector<float>& out = P.out;
-  ThreadPool pool(default_thread_count());
-  std::vector<float> scores(size_t(pool.size()) * ops::kPrefillTile * size_t(T));
-  const int tiles = (T + ops::kPrefillTile - 1) / ops::kPrefillTile;
-  for (auto _ : state) {
-    pool.run(32 * tiles, [&](int task, int thread) {
-      const int h = task / tiles, r0 = (task % tiles) * ops::kPrefillTile;
-      ops::attend_prefill_tile(q.data() + size_t(r0) * 4096 + size_t(h) * 128, 4096, h, 1, 128, kv.slice(0, 0), r0,
-                               std::min(ops::kPrefillTile, T - r0), out.data() + size_t(r0) * 4096 + size_t(h) * 128,
-                               4096, scores.data() + size_t(thread) * ops::kPrefillTile * size_t(T));
-    });
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2.0 * double(T) * double(T + 1) / 2 * 4096,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
-}
-BENCHMARK(BM_PrefillTiles)->ArgName("T")->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
-
 BENCHMARK(BM_PrefillAttention)->ArgNames({"T", "head_major"})
     ->Args({512, 0})->Args({512, 1})->Args({2048, 0})->Args({2048, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -28,6 +28,23 @@ const char* kv_type_name(KvType t);  // "f32", "f16", "q8", "q4"
 // Accepts f32 f16 q8 q4 and llama.cpp's spellings q8_0 q4_0; false for anything else.
 bool parse_kv_type(const char* s, KvType* out);
 
+// One prefill tile of flash attention (kernels/kv_flash_impl.h): query rows [0, rows) at
+// positions pos0 + r, each with n_q heads sharing one kv head; row r sees keys [0, pos0 + r].
+// q[r*ldq + h*head_dim + d] (already rotated), out[r*ldo + h*head_dim + d]. scale: the softmax
+// temperature (1/sqrt(head_dim)). work: kv_flash_work_floats(rows * n_q, head_dim) floats,
+// 64-byte aligned.
+struct FlashTile {
+  const float* q;
+  int64_t ldq;
+  float* out;
+  int64_t ldo;
+  int rows, n_q, head_dim, pos0;
+  float scale;
+  float* work;
+};
+constexpr int kFlashKeys = 64;  // keys decoded per block, each used by every query row of the tile
+size_t kv_flash_work_floats(int m, int head_dim);
+
 struct KvKernels {
   // s[h*lds + j] = sum_d q[h*ldq + d] * K_j[d]   for h < n_q, j < n_pos (K_j: row j at k).
   void (*scores)(KvType t, const void* k, int head_dim, int n_pos, const float* q, int64_t ldq, int n_q, float* s,
@@ -38,6 +55,11 @@ struct KvKernels {
   // n_rows rows of head_dim values to / from floats (dst / src: n_rows * head_dim floats).
   void (*to_f32)(KvType t, const void* src, int head_dim, int n_rows, float* dst);
   void (*from_f32)(KvType t, const float* src, int head_dim, int n_rows, void* dst);
+  // Flash attention of one prefill tile over keys k and values v (rows of their own types): the
+  // keys and values are streamed in blocks of kFlashKeys positions, each block decoded once for
+  // all rows * n_q queries, with an online softmax (running max and sum), so no score row or
+  // decoded copy of the whole prefix is ever written.
+  void (*flash)(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
 };
 
 const KvKernels& kv_kernels(Isa isa);
@@ -53,6 +75,9 @@ void dense_scores(KvType t, const void* k, int head_dim, int n_pos, const float*
 void dense_weighted_sum(KvType t, const void* v, int head_dim, int n_pos, const float* p, int64_t ldp, int n_q,
                         float* o, int64_t ldo);
 void dense_to_f32(KvType t, const void* src, int head_dim, int n_rows, float* dst);
+void flash_scalar(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
+void flash_avx2(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
+void flash_avx512(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
 }  // namespace kv_detail
 const KvKernels& kv_kernels_avx2();
 const KvKernels& kv_kernels_avx512();

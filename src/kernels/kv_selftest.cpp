@@ -1,8 +1,10 @@
 // Self-test of the KV kernels (kernels/selftest.h): q8 and q4 rows written by the scalar
 // quantizer, head_dim 64 (the vector paths) and 40 (a partial block: the fallback), 7 positions
-// (a group of 4 and a tail of 3) and 3 query heads (a pair and a single), against the scalar twins.
+// (a group of 4 and a tail of 3) and 3 query heads (a pair and a single), against the scalar twins;
+// the flash prefill tile on the same rows.
 // f32 / f16 rows are the dense family's kernels (tested there; calling them from here would
 // re-enter checked_isa while it holds the self-test lock).
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,19 @@ void check(Isa isa, SelfTest& t, KvType type, int head_dim, Rand& r) {
   opt.to_f32(type, rows.data(), head_dim, kPos, fo.data());
   ref.to_f32(type, rows.data(), head_dim, kPos, fr.data());
   t.compare_exact("kv to_f32 " + tag, fo.data(), fr.data(), fo.size() * 4);
+
+  // Flash tile: 3 query rows x 2 heads at positions 4..6 over the 7 rows as keys and values (a
+  // causal mask inside the one key block), against the scalar twin.
+  constexpr int kRows = 3, kQ = 2;
+  std::vector<float> qf(size_t(kRows * kQ) * size_t(head_dim));
+  for (auto& v : qf) v = r.next();
+  std::vector<float> work(kv_flash_work_floats(kRows * kQ, head_dim) + 16);
+  float* w = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work.data()) + 63) / 64 * 64);
+  std::vector<float> ao(qf.size()), ar(qf.size());
+  const int64_t ld = int64_t(kQ) * head_dim;
+  opt.flash(type, rows.data(), type, rows.data(), {qf.data(), ld, ao.data(), ld, kRows, kQ, head_dim, 4, 0.125f, w});
+  ref.flash(type, rows.data(), type, rows.data(), {qf.data(), ld, ar.data(), ld, kRows, kQ, head_dim, 4, 0.125f, w});
+  t.compare("kv flash " + tag, ao.data(), ar.data(), ao.size(), 1e-5, 1e-5);
 }
 
 void run(Isa isa, SelfTest& t) {

@@ -44,11 +44,9 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   hg_ = floats(B * size_t(c.intermediate_size));
   hu_ = floats(B * size_t(c.intermediate_size));
   scores_ = floats(size_t(pool_.size()) * size_t(group_) * size_t(opt_.n_ctx));
-  // Prefill tiles (lazy pages: costs memory only once a long prompt uses it).
-  tile_scores_ = floats(size_t(pool_.size()) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx));
-  // Decoded keys and values for prefill tiles over a cache that is not f32.
-  if (opt_.kv_type_k != kernels::KvType::kF32 || opt_.kv_type_v != kernels::KvType::kF32)
-    tile_kv_ = floats(size_t(pool_.size()) * 2 * size_t(opt_.n_ctx) * size_t(c.head_dim));
+  // Flash prefill tiles: one work area per thread (64-byte aligned slices).
+  tile_work_floats_ = (ops::prefill_work_floats(ops::prefill_tile_rows(group_) * group_, c.head_dim) + 15) / 16 * 16;
+  tile_work_ = floats(size_t(pool_.size()) * tile_work_floats_);
   logits_ = floats(size_t(c.vocab_size));
   logit_rows_.reserve(B);
   eval_batch_.reserve(B);
@@ -94,23 +92,20 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
     ops::apply_rope(ki, c.num_key_value_heads, rope_, toks[size_t(i)].pos);
     kv_.store(layer, toks[size_t(i)].seq, toks[size_t(i)].pos, ki, v + size_t(i) * kvd);
   });
-  // A prefill of one sequence (consecutive positions, any cache type): tiles of query rows per
-  // head, each two sgemms over the keys it sees.
+  // A prefill of one sequence (consecutive positions, any cache type): flash tiles of query rows
+  // x the heads of one kv head, in parallel over kv heads x tiles.
   const auto t0 = std::chrono::steady_clock::now();
-  bool prefill = n >= ops::kPrefillTile;
+  bool prefill = n >= ops::kPrefillQueries;
   for (int i = 1; prefill && i < n; ++i)
     prefill = toks[size_t(i)].seq == toks[0].seq && toks[size_t(i)].pos == toks[0].pos + i;
   if (prefill) {
-    const int tiles = (n + ops::kPrefillTile - 1) / ops::kPrefillTile, H = c.num_attention_heads;
+    const int tile = ops::prefill_tile_rows(group_), tiles = (n + tile - 1) / tile;
     const ops::KvSlice kv = kv_.slice(layer, toks[0].seq);
-    pool_.run(H * tiles, [&](int task, int thread) {
-      const int h = task / tiles, r0 = (task % tiles) * ops::kPrefillTile;  // head-major: K/V stay in cache
-      const int rows = std::min(ops::kPrefillTile, n - r0);
-      float* scratch = tile_scores_.as<float>() + size_t(thread) * size_t(ops::kPrefillTile) * size_t(opt_.n_ctx);
-      float* kv_scratch =
-          tile_kv_.size() ? tile_kv_.as<float>() + size_t(thread) * 2 * size_t(opt_.n_ctx) * size_t(hd) : nullptr;
-      ops::attend_prefill_tile(q + size_t(r0) * qd + size_t(h) * hd, qd, h, group_, hd, kv, toks[0].pos + r0, rows,
-                               att + size_t(r0) * qd + size_t(h) * hd, qd, scratch, kv_scratch);
+    pool_.run(c.num_key_value_heads * tiles, [&](int task, int thread) {
+      const int g = task / tiles, r0 = (task % tiles) * tile;  // kv-head-major: K/V stay in cache
+      const size_t off = size_t(r0) * qd + size_t(g) * size_t(group_) * hd;
+      ops::attend_prefill_tile(q + off, qd, g, group_, hd, kv, toks[0].pos + r0, std::min(tile, n - r0), att + off, qd,
+                               tile_work_.as<float>() + size_t(thread) * tile_work_floats_);
     });
     attn_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return;

@@ -114,7 +114,8 @@ class LlamaRuntime {
   double attn_seconds_ = 0;
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
-  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_scores_, tile_kv_, logits_;
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_work_, logits_;
+  size_t tile_work_floats_ = 0;  // per thread, a multiple of 16
   std::vector<int> logit_rows_;
   std::vector<BatchToken> eval_batch_;
 };

@@ -23,14 +23,19 @@ struct KvSlice {
 void attend_group(const float* q, int g, int group, int head_dim, const KvSlice& kv, int n_pos, float* out,
                   float* scores);
 
-// Prefill tile: query head h (kv head h / group) for `rows` consecutive positions pos_first.. of
-// one sequence, whose keys [0, pos_first + rows) are in kv. q and out point at the head's first
-// row (row strides ldq, ldo). Two sgemms instead of a dot product per key and token; keys and
-// values that are not f32 are first decoded into kv_scratch (2 * (pos_first + rows) * head_dim
-// floats; unused, may be null, when both are f32).
-// scores: scratch of rows * (pos_first + rows) floats.
-constexpr int kPrefillTile = 64;
-void attend_prefill_tile(const float* q, int ldq, int h, int group, int head_dim, const KvSlice& kv, int pos_first,
-                         int rows, float* out, int ldo, float* scores, float* kv_scratch = nullptr);
+// Prefill tile: the `group` query heads of kv head g for `rows` consecutive positions
+// pos_first.. of one sequence, whose keys [0, pos_first + rows) are in kv; row i sees keys
+// [0, pos_first + i]. q and out point at the tile's first row and the group's first head (row
+// strides ldq, ldo). Flash attention (kernels/kv.h, KvKernels::flash): the cache is streamed in
+// blocks, each decoded once for every query of the tile. work: prefill_work_floats(rows * group,
+// head_dim) floats, 64-byte aligned.
+// Rows per tile: about kPrefillQueries queries (rows * group) share each decoded block.
+constexpr int kPrefillQueries = 64;
+inline int prefill_tile_rows(int group) { return group >= kPrefillQueries ? 1 : kPrefillQueries / group; }
+inline size_t prefill_work_floats(int queries, int head_dim) {
+  return kernels::kv_flash_work_floats(queries, head_dim);
+}
+void attend_prefill_tile(const float* q, int ldq, int g, int group, int head_dim, const KvSlice& kv, int pos_first,
+                         int rows, float* out, int ldo, float* work);
 
 }  // namespace metharme::ops
