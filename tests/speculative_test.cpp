@@ -199,8 +199,11 @@ TEST(SpecDrafter, DraftModelSamplesWithTheRequestsSamplers) {
     auto q0 = d.q(0);
     ASSERT_EQ(q0.size(), 3u);
     double sum = 0;
-    for (auto [id, pr] : q0) {
+    for (const auto& e : q0) {
+      const auto id = e.first;
+      const auto pr = e.second;
       sum += pr;
+      // (clang 14 cannot capture a structured binding in a lambda)
       auto it = std::find_if(want.begin(), want.end(), [&](const auto& w) { return w.first == id; });
       ASSERT_NE(it, want.end()) << id;
       EXPECT_NEAR(pr, it->second, 1e-5);
