@@ -366,17 +366,8 @@ TEST(ServeCors, WildcardOriginAnswersAnyOrigin) {
 
 // Sends raw bytes and returns the whole answer (the server closes: "Connection: close").
 std::string raw_http(int port, const std::string& request) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return "";
-  }
-  timeval tv{30, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const int fd = test::connect_loopback(port, 30);
+  if (fd < 0) return "";
   (void)!write(fd, request.data(), request.size());
   std::string out;
   char buf[4096];
