@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/dense.h"
+#include "kernels/exp_avx2.h"
 #include "util/half.h"
 
 namespace metharme::kernels {
@@ -25,9 +26,12 @@ inline __m256 load8(const void* p, int64_t i) {
 
 template <WType T>
 inline float load1(const void* p, int64_t i) {
-  if constexpr (T == WType::kF32) return static_cast<const float*>(p)[i];
-  else if constexpr (T == WType::kF16) return fp16_to_f32(static_cast<const uint16_t*>(p)[i]);
-  else return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  if constexpr (T == WType::kF32)
+    return static_cast<const float*>(p)[i];
+  else if constexpr (T == WType::kF16)
+    return fp16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  else
+    return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
 }
 
 inline float hsum(__m256 v) {
@@ -98,10 +102,17 @@ void gemm_cols(const void* w, int64_t ldw, const float* x, int64_t ldx, float* y
     for (m = 4; m + 4 <= M; m += 4) dot_block<T, 4, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
   }
   switch (M - m) {
-    case 3: dot_block<T, 3, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy); break;
-    case 2: dot_block<T, 2, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy); break;
-    case 1: dot_block<T, 1, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy); break;
-    default: break;
+    case 3:
+      dot_block<T, 3, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
+      break;
+    case 2:
+      dot_block<T, 2, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
+      break;
+    case 1:
+      dot_block<T, 1, NR, false>(w, off, ldw, x + m * ldx, ldx, K, y + m * ldy + n, ldy);
+      break;
+    default:
+      break;
   }
 }
 
@@ -121,9 +132,12 @@ void gemm_t(const void* w, int64_t ldw, const float* x, int64_t ldx, float* y, i
 void gemm(WType wt, const void* w, int64_t ldw, const float* x, int64_t ldx, float* y, int64_t ldy, int M, int K,
           int n0, int n1) {
   switch (wt) {
-    case WType::kF32: return gemm_t<WType::kF32>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
-    case WType::kF16: return gemm_t<WType::kF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
-    case WType::kBF16: return gemm_t<WType::kBF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
+    case WType::kF32:
+      return gemm_t<WType::kF32>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
+    case WType::kF16:
+      return gemm_t<WType::kF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
+    case WType::kBF16:
+      return gemm_t<WType::kBF16>(w, ldw, x, ldx, y, ldy, M, K, n0, n1);
   }
 }
 
@@ -161,9 +175,12 @@ void gemv_t_t(const void* v, int64_t ldv, const float* p, int n, int K, float* y
 
 void gemv_t(WType wt, const void* v, int64_t ldv, const float* p, int n, int K, float* y) {
   switch (wt) {
-    case WType::kF32: return gemv_t_t<WType::kF32>(v, ldv, p, n, K, y);
-    case WType::kF16: return gemv_t_t<WType::kF16>(v, ldv, p, n, K, y);
-    case WType::kBF16: return gemv_t_t<WType::kBF16>(v, ldv, p, n, K, y);
+    case WType::kF32:
+      return gemv_t_t<WType::kF32>(v, ldv, p, n, K, y);
+    case WType::kF16:
+      return gemv_t_t<WType::kF16>(v, ldv, p, n, K, y);
+    case WType::kBF16:
+      return gemv_t_t<WType::kBF16>(v, ldv, p, n, K, y);
   }
 }
 
@@ -176,9 +193,13 @@ void to_f32_t(const void* src, float* dst, int64_t n) {
 
 void to_f32(WType wt, const void* src, float* dst, int64_t n) {
   switch (wt) {
-    case WType::kF32: std::memcpy(dst, src, size_t(n) * 4); return;
-    case WType::kF16: return to_f32_t<WType::kF16>(src, dst, n);
-    case WType::kBF16: return to_f32_t<WType::kBF16>(src, dst, n);
+    case WType::kF32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return;
+    case WType::kF16:
+      return to_f32_t<WType::kF16>(src, dst, n);
+    case WType::kBF16:
+      return to_f32_t<WType::kBF16>(src, dst, n);
   }
 }
 
@@ -193,28 +214,6 @@ void from_f32(WType wt, const float* src, void* dst, int64_t n) {
     return;
   }
   dense_kernels_scalar().from_f32(wt, src, dst, n);
-}
-
-// exp(x) for 8 floats: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in a high part exact in
-// fp32 and a low part), exp(r) by its Taylor series to r^7 (relative error < 2e-8 on that range,
-// about 1 ulp after rounding), 2^n built in the exponent field. x is clamped to [-87, 88] so
-// 2^n stays a normal number; silu only needs exp(-g) -> inf to give g / inf = 0, and
-// 3e38 does as well.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
 void silu_mul(float* a, const float* b, int n) {
