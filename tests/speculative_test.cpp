@@ -22,6 +22,15 @@
 namespace metharme {
 namespace {
 
+// One draw from (id, probability) pairs by inverse CDF (the last id when rounding leaves r >= 0).
+template <class Prob>
+int draw(const std::vector<std::pair<int, Prob>>& dist, std::mt19937_64& rng) {
+  double r = double(rng() >> 11) * 0x1.0p-53;
+  for (auto [id, p] : dist)
+    if ((r -= p) < 0) return id;
+  return dist.back().first;
+}
+
 std::vector<int> ids_of(const nlohmann::json& j) {
   return j.is_string() ? nlohmann::json::parse(j.get<std::string>()).get<std::vector<int>>()
                        : j.get<std::vector<int>>();
@@ -113,14 +122,7 @@ TEST(SpecSampler, DraftVerificationDrawsFromTheSamplersDistribution) {
     if (u < pd) {
       broken[draft]++;
     } else {
-      double r = double(rng() >> 11) * 0x1.0p-53;
-      int pick = dist.back().first;
-      for (auto [id, p] : dist)
-        if ((r -= p) < 0) {
-          pick = id;
-          break;
-        }
-      broken[pick]++;
+      broken[draw(dist, rng)]++;
     }
   }
   auto [stat, df] = chi2_two_sample(a, b);
@@ -152,13 +154,7 @@ TEST(SpecSampler, DraftsSampledFromQMatchTheSamplersDistribution) {
   test::Counts got;
   int rejected = 0;
   for (int i = 0; i < N; ++i) {
-    double r = double(rng() >> 11) * 0x1.0p-53;
-    int draft = q.back().first;
-    for (auto [id, qi] : q)
-      if ((r -= qi) < 0) {
-        draft = id;
-        break;
-      }
+    const int draft = draw(q, rng);
     const int tok = spec.sample_draft(logits.data(), history, draft, q);
     rejected += tok != draft;
     got[tok]++;
