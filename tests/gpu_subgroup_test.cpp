@@ -173,7 +173,7 @@ TEST_F(GpuSubgroup, I8MatchesCpuAndPlainShaders) {
     l.n_out = c.n;
     l.n_in = c.k;
     l.i8 = w;
-    check(l, ops::i8_dequantize(*w), {1, 3, 4, 8, 13}, "i8 N" + std::to_string(c.n) + " sb" + std::to_string(c.sb));
+    check(l, ops::i8_dequantize(*w), {1, 3, 4, 8, 13, 70}, "i8 N" + std::to_string(c.n) + " sb" + std::to_string(c.sb));
   }
 }
 

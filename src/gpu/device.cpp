@@ -18,10 +18,10 @@ struct ShaderDef {
   uint32_t bindings;
 };
 constexpr ShaderDef kShaders[] = {
-    {"q4_matmul.spv", 8},    {"dense_matmul.spv", 3},    {"rmsnorm.spv", 3},      {"rope.spv", 4},
-    {"kv_store.spv", 5},     {"attention.spv", 5},       {"silu_mul.spv", 2},     {"add.spv", 2},
-    {"i8_matmul.spv", 5},    {"attention_tiled.spv", 5}, {"q4_matmul_sg.spv", 8}, {"dense_matmul_sg.spv", 3},
-    {"i8_matmul_sg.spv", 5}, {"q4_prefill_sg.spv", 8},
+    {"q4_matmul.spv", 8},    {"dense_matmul.spv", 3},    {"rmsnorm.spv", 3},       {"rope.spv", 4},
+    {"kv_store.spv", 5},     {"attention.spv", 5},       {"silu_mul.spv", 2},      {"add.spv", 2},
+    {"i8_matmul.spv", 5},    {"attention_tiled.spv", 5}, {"q4_matmul_sg.spv", 8},  {"dense_matmul_sg.spv", 3},
+    {"i8_matmul_sg.spv", 5}, {"q4_prefill_sg.spv", 8},   {"i8_prefill_sg.spv", 5},
 };
 static_assert(sizeof(kShaders) / sizeof(kShaders[0]) == size_t(Shader::kCount));
 constexpr uint32_t kPushBytes = 128;

@@ -20,7 +20,7 @@ struct DeviceInfo {
   uint32_t subgroup_ops = 0;                 // VkSubgroupFeatureFlags in the compute stage (0 if not there)
   bool coop_matrix = false;                  // VK_KHR_cooperative_matrix offered (no shader uses it yet)
   bool subgroup_shaders = false;             // the matmuls run their _sg builds (gpu/subgroup.h)
-  bool subgroup_prefill = false;             // and int4 prefill runs q4_prefill_sg (needs shuffle, 8+ lanes)
+  bool subgroup_prefill = false;             // and int4 / int8-code prefill run *_prefill_sg (shuffle, 8+ lanes)
   std::string subgroup_note;                 // why not, when subgroup_shaders is false
   std::vector<uint64_t> device_local_heaps;  // bytes of each DEVICE_LOCAL heap
   uint64_t max_buffer_bytes = 0;             // largest range one storage-buffer binding may cover
@@ -57,7 +57,8 @@ enum class Shader : int {
   kQ4MatmulSg,  // subgroup builds of the three matmuls: same bindings and dispatch
   kDenseMatmulSg,
   kI8MatmulSg,
-  kQ4PrefillSg,  // int4 for M > 8 rows, one row per invocation (subgroup_prefill devices)
+  kQ4PrefillSg,  // int4 / int8 codes for M > 8 rows, one row per invocation (subgroup_prefill devices)
+  kI8PrefillSg,
   kCount
 };
 

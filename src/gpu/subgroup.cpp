@@ -14,7 +14,7 @@ namespace {
 constexpr uint32_t kNeededOps = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
 // matmul_reduce.glsl keeps one partial per subgroup for 16 subgroups of the 64-invocation group.
 constexpr uint32_t kMinSubgroup = 4;
-// q4_prefill_sg.comp shuffles 8 values (one per column) from lanes 0..7.
+// q4_prefill_sg.comp and i8_prefill_sg.comp shuffle 8 values (one per column) from lanes 0..7.
 constexpr uint32_t kPrefillMinSubgroup = 8;
 
 bool has_extension(VkApi& api, VkPhysicalDevice pd, const char* name) {
