@@ -1,11 +1,12 @@
 // The matmul shaders, plain against subgroup builds (gpu/subgroup.h), on one Vulkan device: two
 // contexts, one opened with METHARME_VK_SUBGROUPS=0, the same random matrix uploaded to both
-// (--type q4: act-order GPTQ, group size 128; f16: dense fp16). Each round times, for each row count M, a command
+// (--type q4: act-order GPTQ, group size 128; i8: int8 codes with a scale per 32 rows, GGUF Q8_0's
+// layout; f16: dense fp16). Each round times, for each row count M, a command
 // buffer of
 // --reps products on the plain context and then on the subgroup one (alternated, so the drift of
 // a shared machine hits both alike) and prints the median round's time per product.
 //
-//   build/bench/vulkan_matmul_bench [--type q4|f16] [--n 4096] [--k 4096] [--rows 1,8,64]
+//   build/bench/vulkan_matmul_bench [--type q4|i8|f16] [--n 4096] [--k 4096] [--rows 1,8,64]
 //                                   [--rounds 5] [--reps 4]
 //
 // Runs on the driver VK_ICD_FILENAMES selects (lavapipe, software Vulkan on the CPU, if unset):
@@ -21,6 +22,7 @@
 
 #ifdef METHARME_HAVE_VULKAN
 #include "gpu/ops.h"
+#include "ops/i8_linear.h"
 #include "support/gpu_util.h"
 #include "util/half.h"
 
@@ -78,9 +80,19 @@ int run(const Options& o) {
   std::vector<uint16_t> w16(o.type == "f16" ? size_t(o.n) * o.k : 0);
   for (auto& w : w16) w = f32_to_fp16(0.02f * float(int(rng() % 201) - 100) / 100);
   ops::Linear l = ops::make_dense_linear(kernels::WType::kF16, w16.data(), o.n, o.k);
-  if (o.type != "f16") {
+  if (o.type == "q4") {
     l.kind = ops::Linear::Kind::kQ4;
     l.q4 = ops::q4_repack(g.src, 2);
+  } else if (o.type == "i8") {
+    l.kind = ops::Linear::Kind::kI8;
+    auto w = ops::i8_alloc(o.n, o.k, 32, false, "bench");
+    for (int n = 0; n < o.n; ++n)
+      for (int k = 0; k < o.k; ++k) {
+        ops::i8_set_code(*w, n, k, int8_t(int(rng() % 256) - 128));
+        if (k % 32 == 0) ops::i8_scale(*w, n, k) = 1e-3f;
+      }
+    ops::i8_finish(*w);
+    l.i8 = w;
   }
   const int max_m = *std::max_element(o.rows.begin(), o.rows.end());
   std::vector<float> xs(size_t(max_m) * o.k);
@@ -106,7 +118,10 @@ int run(const Options& o) {
       for (int s = 0; s < 2; ++s)
         ms[i * 2 + size_t(s)].push_back(
             time_products(*sides[s].ctx, sides[s].d, sides[s].x, sides[s].y, o.rows[i], o.reps));
-  std::printf("%s %dx%d (N x K); median of %d rounds of %d products\n", o.type == "f16" ? "f16" : "int4 act-order g128",
+  std::printf("%s %dx%d (N x K); median of %d rounds of %d products\n",
+              o.type == "q4"   ? "int4 act-order g128"
+              : o.type == "i8" ? "int8 codes, scale per 32"
+                               : "f16",
               o.n, o.k, o.rounds, o.reps);
   std::printf("| M | plain ms | subgroups ms | plain / subgroups |\n|---|---|---|---|\n");
   for (size_t i = 0; i < o.rows.size(); ++i) {
