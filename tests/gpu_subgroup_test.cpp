@@ -220,6 +220,23 @@ TEST_F(GpuSubgroup, GptqModelLogitsMatchCpuWithSubgroupsOnAndOff) {
   }
 }
 
+// `info --gpu` names the subgroup operations, whether the subgroup shaders run (or why not) and
+// the cooperative-matrix extension.
+TEST_F(GpuSubgroup, InfoGpuReportsSubgroupShadersAndTheSwitch) {
+  auto on = test::run_cli({"info", "--gpu"});
+  ASSERT_EQ(on.exit_code, 0) << on.err;
+  EXPECT_NE(on.out.find("subgroup operations (compute): basic"), std::string::npos) << on.out;
+  EXPECT_NE(on.out.find("arithmetic"), std::string::npos) << on.out;
+  EXPECT_NE(on.out.find("subgroup matmul shaders: used"), std::string::npos) << on.out;
+  EXPECT_NE(on.out.find("VK_KHR_cooperative_matrix: "), std::string::npos) << on.out;
+  setenv("METHARME_VK_SUBGROUPS", "0", 1);
+  auto off = test::run_cli({"info", "--gpu"});
+  unsetenv("METHARME_VK_SUBGROUPS");
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_NE(off.out.find("subgroup matmul shaders: not used, off (METHARME_VK_SUBGROUPS=0)"), std::string::npos)
+      << off.out;
+}
+
 }  // namespace
 }  // namespace metharme
 #else

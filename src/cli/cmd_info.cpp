@@ -86,7 +86,9 @@ void list_gpus() {
       std::printf("  device-local heap %zu: %.0f MiB\n", h, double(d.device_local_heaps[h]) / (1 << 20));
     std::printf("  subgroup operations (compute): %s\n", gpu::subgroup_ops_names(d.subgroup_ops).c_str());
     std::printf("  subgroup matmul shaders: %s\n",
-                d.subgroup_shaders ? "used" : ("not used, " + d.subgroup_note).c_str());
+                !d.subgroup_shaders  ? ("not used, " + d.subgroup_note).c_str()
+                : d.subgroup_prefill ? "used (prefill: q4_prefill_sg, i8_prefill_sg)"
+                                     : "used (decode builds only: prefill needs shuffle and 8+ lanes)");
     std::printf("  VK_KHR_cooperative_matrix: %s\n",
                 d.coop_matrix ? "offered (unused: this build's glslc cannot compile GL_KHR_cooperative_matrix)" : "no");
   }

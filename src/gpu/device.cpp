@@ -140,8 +140,8 @@ struct PendingOut {
 
 const char* features_used() {
   return "Vulkan 1.1 compute, 32-bit storage buffers, push constants (128 B), up to 12 KiB of shared memory per "
-         "workgroup (16 KiB is guaranteed); optional: subgroup basic + arithmetic (and shuffle, for int4 "
-         "prefill) in compute shaders (the _sg matmuls; METHARME_VK_SUBGROUPS=0 turns them off)";
+         "workgroup (16 KiB is guaranteed); optional: subgroup basic + arithmetic (and shuffle, for int4 and "
+         "int8-code prefill) in compute shaders (the _sg matmuls; METHARME_VK_SUBGROUPS=0 turns them off)";
 }
 
 std::vector<DeviceInfo> list_devices(std::string* why) {
