@@ -57,38 +57,6 @@ class GpuOps : public ::testing::Test {
   std::mt19937 rng_{1234};
 };
 
-// A random GPTQ linear (codes, zeros, fp16 scales, optional shuffled g_idx) in checkpoint form.
-struct Gptq {
-  std::vector<uint32_t> qweight, qzeros;
-  std::vector<uint16_t> scales;
-  std::vector<int32_t> g_idx;
-  ops::GptqSource src;
-  Gptq(int N, int K, int gs, bool act_order, std::mt19937& rng) {
-    const int G = (K + gs - 1) / gs;
-    std::uniform_int_distribution<uint32_t> word;
-    qweight.resize(size_t((K + 7) / 8) * N);
-    for (auto& w : qweight) w = word(rng);
-    qzeros.resize(size_t(G) * ((N + 7) / 8));
-    for (auto& w : qzeros) w = word(rng) & 0xEEEEEEEEu;
-    std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
-    scales.resize(size_t(G) * N);
-    for (auto& s : scales) s = f32_to_fp16(sd(rng));
-    src.n = N;
-    src.k = K;
-    src.n_groups = G;
-    src.group_size = gs;
-    src.qweight = qweight.data();
-    src.qzeros = qzeros.data();
-    src.scales = scales.data();
-    src.name = "gpu test";
-    if (act_order) {
-      for (int k = 0; k < K; ++k) g_idx.push_back(k / gs);
-      std::shuffle(g_idx.begin(), g_idx.end(), rng);
-      src.g_idx = g_idx.data();
-    }
-  }
-};
-
 struct Q4Case {
   int n, k, gs;
   bool act_order;
@@ -97,7 +65,7 @@ struct Q4Case {
 TEST_F(GpuOps, Q4MatmulMatchesDequantizedProductOnOddShapes) {
   for (Q4Case c :
        {Q4Case{37, 200, 32, true}, Q4Case{16, 64, 64, false}, Q4Case{50, 300, 64, true}, Q4Case{45, 129, 128, false}}) {
-    Gptq g(c.n, c.k, c.gs, c.act_order, rng_);
+    test::Gptq g(c.n, c.k, c.gs, c.act_order, rng_);
     ops::Linear l;
     l.kind = ops::Linear::Kind::kQ4;
     l.n_out = c.n;
@@ -162,7 +130,7 @@ void check_matmul(gpu::Context& ctx, const gpu::DeviceLinear& d, const std::vect
 // order), against ops::q4_dequantize (which adds the offsets).
 TEST_F(GpuOps, Q4MatmulWithBlockOffsetsMatchesDequantizedProduct) {
   for (auto [N, K] : {std::pair{37, 96}, std::pair{50, 320}}) {
-    Gptq g(N, K, 32, false, rng_);
+    test::Gptq g(N, K, 32, false, rng_);
     auto q = ops::q4_repack(g.src, 1);
     std::uniform_real_distribution<float> od(-0.05f, 0.05f);
     q->offsets.resize(size_t(N) * (K / 32));

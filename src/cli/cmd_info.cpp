@@ -84,6 +84,13 @@ void list_gpus() {
                 d.usable ? "" : ", no compute queue");
     for (size_t h = 0; h < d.device_local_heaps.size(); ++h)
       std::printf("  device-local heap %zu: %.0f MiB\n", h, double(d.device_local_heaps[h]) / (1 << 20));
+    std::printf("  subgroup operations (compute): %s\n", gpu::subgroup_ops_names(d.subgroup_ops).c_str());
+    std::printf("  subgroup matmul shaders: %s\n",
+                !d.subgroup_shaders  ? ("not used, " + d.subgroup_note).c_str()
+                : d.subgroup_prefill ? "used (prefill: q4_prefill_sg, i8_prefill_sg)"
+                                     : "used (decode builds only: prefill needs shuffle and 8+ lanes)");
+    std::printf("  VK_KHR_cooperative_matrix: %s\n",
+                d.coop_matrix ? "offered (unused: this build's glslc cannot compile GL_KHR_cooperative_matrix)" : "no");
   }
   std::printf("vulkan features used: %s\n", gpu::features_used());
 #else
@@ -99,7 +106,8 @@ Registrar reg("info", "Load a model folder and print its configuration, weight f
   app.add_flag("--self-test", *selftest,
                "Run every optimized kernel family at every ISA this CPU has against the scalar kernels and print "
                "the results (with or without -m)");
-  app.add_flag("--gpu", *gpus, "List the Vulkan devices (--gpu-device numbers) with memory and subgroup size");
+  app.add_flag("--gpu", *gpus,
+               "List the Vulkan devices (--gpu-device numbers) with memory, subgroup size and operations");
   return [dir, selftest, gpus] {
     int rc = 0;
     if (*gpus) {

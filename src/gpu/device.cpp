@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "gpu/subgroup.h"
 #include "gpu/vk_api.h"
 #include "util/error.h"
 
@@ -17,8 +18,10 @@ struct ShaderDef {
   uint32_t bindings;
 };
 constexpr ShaderDef kShaders[] = {
-    {"q4_matmul.spv", 8}, {"dense_matmul.spv", 3}, {"rmsnorm.spv", 3}, {"rope.spv", 4},      {"kv_store.spv", 5},
-    {"attention.spv", 5}, {"silu_mul.spv", 2},     {"add.spv", 2},     {"i8_matmul.spv", 5}, {"attention_tiled.spv", 5},
+    {"q4_matmul.spv", 8},    {"dense_matmul.spv", 3},    {"rmsnorm.spv", 3},       {"rope.spv", 4},
+    {"kv_store.spv", 5},     {"attention.spv", 5},       {"silu_mul.spv", 2},      {"add.spv", 2},
+    {"i8_matmul.spv", 5},    {"attention_tiled.spv", 5}, {"q4_matmul_sg.spv", 8},  {"dense_matmul_sg.spv", 3},
+    {"i8_matmul_sg.spv", 5}, {"q4_prefill_sg.spv", 8},   {"i8_prefill_sg.spv", 5},
 };
 static_assert(sizeof(kShaders) / sizeof(kShaders[0]) == size_t(Shader::kCount));
 constexpr uint32_t kPushBytes = 128;
@@ -95,6 +98,7 @@ DeviceInfo describe(VkApi& api, VkPhysicalDevice pd, int index) {
   d.api = cat(VK_API_VERSION_MAJOR(p.apiVersion), ".", VK_API_VERSION_MINOR(p.apiVersion), ".",
               VK_API_VERSION_PATCH(p.apiVersion));
   d.subgroup_size = sub.subgroupSize;
+  describe_subgroups(api, pd, sub, d);
   d.max_buffer_bytes = p.limits.maxStorageBufferRange;
   VkPhysicalDeviceMemoryProperties mp;
   api.vkGetPhysicalDeviceMemoryProperties(pd, &mp);
@@ -136,7 +140,8 @@ struct PendingOut {
 
 const char* features_used() {
   return "Vulkan 1.1 compute, 32-bit storage buffers, push constants (128 B), up to 12 KiB of shared memory per "
-         "workgroup (16 KiB is guaranteed); no optional features";
+         "workgroup (16 KiB is guaranteed); optional: subgroup basic + arithmetic (and shuffle, for int4 and "
+         "int8-code prefill) in compute shaders (the _sg matmuls; METHARME_VK_SUBGROUPS=0 turns them off)";
 }
 
 std::vector<DeviceInfo> list_devices(std::string* why) {
@@ -466,6 +471,7 @@ void Context::dispatch(Shader shader, std::initializer_list<Buffer> bufs, const 
                        uint32_t gx, uint32_t gy) {
   Impl& m = *impl_;
   MH_CHECK(m.recording, "Vulkan: dispatch outside begin()/submit()");
+  if (m.info.subgroup_shaders) shader = subgroup_variant(shader);
   const ShaderDef& def = kShaders[size_t(shader)];
   MH_CHECK(bufs.size() == def.bindings && push_bytes <= kPushBytes, "Vulkan: ", def.file, " called with ", bufs.size(),
            " buffers");

@@ -17,6 +17,11 @@ struct DeviceInfo {
   std::string type;  // "discrete", "integrated", "cpu", ...
   std::string api;   // "1.3.230"
   uint32_t subgroup_size = 0;
+  uint32_t subgroup_ops = 0;                 // VkSubgroupFeatureFlags in the compute stage (0 if not there)
+  bool coop_matrix = false;                  // VK_KHR_cooperative_matrix offered (no shader uses it yet)
+  bool subgroup_shaders = false;             // the matmuls run their _sg builds (gpu/subgroup.h)
+  bool subgroup_prefill = false;             // and int4 / int8-code prefill run *_prefill_sg (shuffle, 8+ lanes)
+  std::string subgroup_note;                 // why not, when subgroup_shaders is false
   std::vector<uint64_t> device_local_heaps;  // bytes of each DEVICE_LOCAL heap
   uint64_t max_buffer_bytes = 0;             // largest range one storage-buffer binding may cover
   bool usable = false;                       // has a compute queue
@@ -27,6 +32,9 @@ std::vector<DeviceInfo> list_devices(std::string* why);
 
 // The device features the shaders need (printed by `metharme info`).
 const char* features_used();
+
+// "basic vote arithmetic ..." for DeviceInfo::subgroup_ops ("none" when empty; gpu/subgroup.cpp).
+std::string subgroup_ops_names(uint32_t ops);
 
 // A device buffer: an index into the Context's table (-1 = none) and its size in bytes.
 struct Buffer {
@@ -46,6 +54,11 @@ enum class Shader : int {
   kAdd,
   kI8Matmul,
   kAttentionTiled,
+  kQ4MatmulSg,  // subgroup builds of the three matmuls: same bindings and dispatch
+  kDenseMatmulSg,
+  kI8MatmulSg,
+  kQ4PrefillSg,  // int4 / int8 codes for M > 8 rows, one row per invocation (subgroup_prefill devices)
+  kI8PrefillSg,
   kCount
 };
 

@@ -18,6 +18,9 @@ int wtype_code(kernels::WType t) { return t == kernels::WType::kF32 ? 0 : t == k
 // Groups of 64 invocations covering n elements.
 uint32_t groups64(size_t n) { return uint32_t((n + 63) / 64); }
 
+// Up to this many rows (decode, small batches) int4 runs q4_matmul (or its _sg build).
+constexpr int kDecodeRows = 8;
+
 }  // namespace
 
 bool linear_supported(const ops::Linear& l, std::string* why) {
@@ -123,18 +126,21 @@ void free_linear(Context& ctx, DeviceLinear& l) {
 }
 
 void matmul(Context& ctx, const DeviceLinear& w, Buffer x, Buffer y, int M) {
-  // Workgroups of 8 columns x 4 rows (shaders/q4_matmul.comp, dense_matmul.comp).
-  const uint32_t row_blocks = uint32_t((M + 3) / 4), col_blocks = uint32_t((w.n + 7) / 8);
+  // Workgroups of 8 columns x 4 rows (shaders/*_matmul.comp; device.cpp swaps in their _sg builds),
+  // or for int4 / int8-code prefill with subgroups 8 columns x 64 rows (shaders/*_prefill_sg.comp).
+  const bool rows64 = M > kDecodeRows && ctx.info().subgroup_prefill;
+  const uint32_t row_blocks = uint32_t(rows64 ? (M + 63) / 64 : (M + 3) / 4), col_blocks = uint32_t((w.n + 7) / 8);
   if (w.kind == DeviceLinear::Kind::kQ4) {
     const int32_t pc[9] = {w.n, w.kp, w.gs, w.n_groups, M, w.k, w.n, w.has_bias ? 1 : 0, w.n_blocks};
-    ctx.dispatch(Shader::kQ4Matmul, {w.qs, w.scales, w.zeros, w.perm, w.bias, x, y, w.offsets}, pc, sizeof pc,
-                 col_blocks, row_blocks);
+    ctx.dispatch(rows64 ? Shader::kQ4PrefillSg : Shader::kQ4Matmul,
+                 {w.qs, w.scales, w.zeros, w.perm, w.bias, x, y, w.offsets}, pc, sizeof pc, col_blocks, row_blocks);
   } else if (w.kind == DeviceLinear::Kind::kI8) {
     const int32_t pc[8] = {w.n, w.kp, w.sb, w.k, M, w.k, w.n, w.has_adds ? 1 : 0};
-    ctx.dispatch(Shader::kI8Matmul, {w.qs, w.scales, w.adds, x, y}, pc, sizeof pc, col_blocks, row_blocks);
+    ctx.dispatch(rows64 ? Shader::kI8PrefillSg : Shader::kI8Matmul, {w.qs, w.scales, w.adds, x, y}, pc, sizeof pc,
+                 col_blocks, row_blocks);
   } else {
     const int32_t pc[7] = {w.n, w.k, M, w.k, w.k, w.n, w.wtype};
-    ctx.dispatch(Shader::kDenseMatmul, {w.w, x, y}, pc, sizeof pc, col_blocks, row_blocks);
+    ctx.dispatch(Shader::kDenseMatmul, {w.w, x, y}, pc, sizeof pc, col_blocks, uint32_t((M + 3) / 4));
   }
 }
 

@@ -47,7 +47,7 @@ double worst(const std::vector<float>& got, const std::vector<double>& want, con
 std::string device_self_test(Context& ctx) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  const int N = 40, K = 96, G = 3, M = 3;  // 3 groups of 32, act-order: shuffled g_idx
+  const int N = 40, K = 96, G = 3, M = 12;  // 3 groups of 32, act-order: shuffled g_idx
   std::vector<uint32_t> qweight(size_t(K / 8) * N), qzeros(size_t(G) * (N / 8));
   std::vector<uint16_t> scales(size_t(G) * N);
   std::vector<int32_t> g_idx(K);
@@ -87,6 +87,7 @@ std::string device_self_test(Context& ctx) {
     const char* name;
     const ops::Linear* l;
     std::vector<float> w;  // the CPU's view of the weights, [N][K]
+    int rows;              // 3: the decode shaders; 12: int4 prefill (q4_prefill_sg where used)
   };
   std::vector<float> w16f(w16.size());
   for (size_t i = 0; i < w16.size(); ++i) w16f[i] = fp16_to_f32(w16[i]);
@@ -104,12 +105,13 @@ std::string device_self_test(Context& ctx) {
   i8.n_out = N;
   i8.n_in = K;
   i8.i8 = i8w;
-  for (const Case& c : {Case{"int4 matmul", &q4, wq}, Case{"f16 matmul", &f16, w16f},
-                        Case{"int8-code matmul", &i8, ops::i8_dequantize(*i8w)}}) {
-    std::vector<float> got = run_matmul(ctx, *c.l, x, M);
+  for (const Case& c :
+       {Case{"int4 matmul", &q4, wq, 3}, Case{"int4 prefill matmul", &q4, wq, M}, Case{"f16 matmul", &f16, w16f, 3},
+        Case{"int8-code matmul", &i8, ops::i8_dequantize(*i8w), 3}}) {
+    std::vector<float> got = run_matmul(ctx, *c.l, x, c.rows);
     if (simulate) got[got.size() / 2] += 1.0f;
     std::vector<double> want(got.size()), mag(got.size());
-    for (int m = 0; m < M; ++m)
+    for (int m = 0; m < c.rows; ++m)
       for (int n = 0; n < N; ++n)
         for (int k = 0; k < K; ++k) {
           const double t = double(c.w[size_t(n) * K + k]) * x[size_t(m) * K + k];

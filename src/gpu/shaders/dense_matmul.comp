@@ -1,14 +1,15 @@
 // y[m][n] = sum_k W[n][k] x[m][k] for W stored f32 (wtype 0), f16 (1) or bf16 (2), row stride
 // ldw elements. One workgroup: 8 output columns x up to 4 rows m; its 64 invocations split k and
-// meet in one shared-memory sum.
+// meet in reduce_acc() (matmul_reduce.glsl: shared memory, or subgroupAdd in the _sg build).
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "matmul_reduce.glsl"
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P { int n, k, M, ldw, ldx, ldy, wtype; } p;
 
-shared float red[32][64];  // [row * 8 + column][invocation]
 
 float wat(uint e) {
   if (p.wtype == 0) return uintBitsToFloat(w[e]);
@@ -33,12 +34,9 @@ void main() {
       for (int r = 0; r < rows; ++r) acc[r * 8 + c] += wk * xv[r];
     }
   }
-  for (int i = 0; i < 32; ++i) red[i][tid] = acc[i];
-  barrier();
+  const float s = reduce_acc(acc, tid, rows);
   if (tid < rows * 8 && tid % 8 < cols) {
     const int r = tid / 8, col = col0 + tid % 8;
-    float s = 0;
-    for (int i = 0; i < 64; ++i) s += red[tid][i];
     y[(m0 + r) * p.ldy + col] = s;
   }
 }

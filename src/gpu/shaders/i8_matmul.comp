@@ -1,9 +1,11 @@
 // y[m][n] = sum_k W[n][k] x[m][k] over the int8-code layout of kernels/i8w.h (GGUF Q8_0, Q5_K,
 // Q6_K): W[n][k] = scale[n][k / sb] * code[n][k] + add[n][k / 32]. One workgroup: 8 output
-// columns (half a tile) x up to 4 rows m; its 64 invocations split the k steps and meet in one
-// shared-memory sum. Step o of tile t holds k = 4o..4o+3: word c (byte i = k 4o + i, signed) is
-// column 16t + c.
+// columns (half a tile) x up to 4 rows m; its 64 invocations split the k steps and meet in
+// reduce_acc() (matmul_reduce.glsl: shared memory, or subgroupAdd in the _sg build).
+// Step o of tile t holds k = 4o..4o+3: word c (byte i = k 4o + i, signed) is column 16t + c.
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "matmul_reduce.glsl"
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer Qs { uint qs[]; };          // [tiles][kp/4][16] words
 layout(std430, binding = 1) readonly buffer Scales { float scales[]; };  // [tiles][kp/sb][16]
@@ -11,8 +13,6 @@ layout(std430, binding = 2) readonly buffer Adds { float adds[]; };      // [til
 layout(std430, binding = 3) readonly buffer X { float x[]; };
 layout(std430, binding = 4) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P { int n, kp, sb, k, M, ldx, ldy, has_adds; } p;
-
-shared float red[32][64];  // [row * 8 + column][invocation]
 
 void main() {
   const int col0 = 8 * int(gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.z);
@@ -42,12 +42,9 @@ void main() {
       }
     }
   }
-  for (int i = 0; i < 32; ++i) red[i][tid] = acc[i];
-  barrier();
+  const float s = reduce_acc(acc, tid, rows);
   if (tid < rows * 8) {
     const int r = tid / 8, col = col0 + tid % 8;
-    float s = 0;
-    for (int i = 0; i < 64; ++i) s += red[tid][i];
     if (col < p.n) y[(m0 + r) * p.ldy + col] = s;
   }
 }

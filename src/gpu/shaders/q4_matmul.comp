@@ -1,10 +1,13 @@
 // y[m][n] = sum_k W[n][k] x[m][perm[k]] (+ bias[n]) over the repacked int4 layout of
 // kernels/q4.h, plus (n_blocks > 0: GGUF Q4_1 / Q4_K, identity row order) the per-block offsets
-// sum_b offsets[n][b] * sum of x[m][32b .. 32b+31]. One workgroup: 8 output columns (half a tile) x up to 4 rows m; its 64
-// invocations split the k steps and meet in one shared-memory sum.
+// sum_b offsets[n][b] * sum of x[m][32b .. 32b+31]. One workgroup: 8 output columns (half a
+// tile) x up to 4 rows m; its 64 invocations split the k steps and meet in reduce_acc()
+// (matmul_reduce.glsl: shared memory, or subgroupAdd in the _sg build).
 // A tile of 16 columns holds kp/8 steps of 16 words; word (8h + c) of step o is column
 // 16t + 8h + c, its byte i has k = 8o + i in the low nibble and k = 8o + 4 + i in the high one.
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "matmul_reduce.glsl"
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer Qs { uint qs[]; };
 layout(std430, binding = 1) readonly buffer Scales { float scales[]; };  // [tiles][groups][16]
@@ -15,8 +18,6 @@ layout(std430, binding = 5) readonly buffer X { float x[]; };
 layout(std430, binding = 6) writeonly buffer Y { float y[]; };
 layout(std430, binding = 7) readonly buffer Off { float offs[]; };  // [n][n_blocks]
 layout(push_constant) uniform P { int n, kp, gs, n_groups, M, ldx, ldy, has_bias, n_blocks; } p;
-
-shared float red[32][64];  // [row * 8 + column][invocation]
 
 void main() {
   const int col0 = 8 * int(gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.z);
@@ -59,12 +60,9 @@ void main() {
       }
     }
   }
-  for (int i = 0; i < 32; ++i) red[i][tid] = acc[i];
-  barrier();
+  const float s = reduce_acc(acc, tid, rows);
   if (tid < rows * 8) {
     const int r = tid / 8, col = col0 + tid % 8;
-    float s = 0;
-    for (int i = 0; i < 64; ++i) s += red[tid][i];
     if (col < p.n) y[(m0 + r) * p.ldy + col] = s + (p.has_bias != 0 ? bias[col] : 0.0);
   }
 }
