@@ -38,6 +38,9 @@ struct Q4Matrix {
   const uint16_t* scales = nullptr;
   const float* scales_f32 = nullptr;  // used instead of scales when set
   const uint8_t* zeros = nullptr;
+  // >= 0 when every entry of zeros equals it (GGUF Q4_0: 8), so a kernel may use the constant
+  // instead of loading and widening the zeros of each group; -1 when they vary.
+  int uniform_zero = -1;
 
   size_t tile_qs_bytes() const { return size_t(kp) / kQ4StepK * kQ4StepBytes; }
 };

@@ -36,7 +36,22 @@ inline __m512 scales16(const Q4Matrix& w, int t, int g) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + i)));
 }
 
-template <int R>
+// The negated zero points of tile t, group g, as int32 (a constant when the matrix has one).
+inline __m512i neg_zeros16(const Q4Matrix& w, const uint8_t* zp, int g) {
+  if (w.uniform_zero >= 0) return _mm512_set1_epi32(-w.uniform_zero);
+  const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16)));
+  return _mm512_sub_epi32(_mm512_setzero_si512(), z);
+}
+
+// R rows x one tile. Each block's integer sum starts at -zero * (the block's activation sum), so
+// the zero point costs one vpmulld per row and block instead of an fp32 correction, and the sum
+// is exactly the scalar twin's isum - zero * sum (|.| < 2^24 for blocks of up to 128, zeros of up
+// to 255). kShiftHi: the high nibbles are shifted down (one op per step, shared by the rows) and
+// join the low ones' accumulator, which saves two ops per row and block in the epilogue, where
+// with blocks of 32 (GGUF Q4_0/Q4_K) the epilogue is as long as the block's products; without it
+// they stay in place (16 x the code) in a second accumulator, one op less per step for 1 row.
+// kSteps: steps per block when known at compile time (4: blocks of 32, unrolled), else 0.
+template <int R, bool kShiftHi, int kSteps>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
   const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
@@ -50,33 +65,35 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     xs[r] = x.sum + size_t(m0 + r) * nb;
   }
   const __m512i low = _mm512_set1_epi8(0x0F);
+  constexpr int kAcc = kShiftHi ? 1 : 2;
   __m512 accf[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
   for (int b = 0; b < nb; ++b) {
-    __m512i acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-    const int k1 = (b + 1) * x.block;
-    for (int k = b * x.block; k < k1; k += kQ4StepK) {
+    const int g = b / bpg;
+    const __m512i nz = neg_zeros16(w, zp, g);
+    __m512i acc[R][kAcc];
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] = _mm512_mullo_epi32(nz, _mm512_set1_epi32(xs[r][b]));
+      if constexpr (!kShiftHi) acc[r][1] = _mm512_setzero_si512();
+    }
+    const int steps = kSteps ? kSteps : x.block / kQ4StepK;
+    for (int i = 0; i < steps; ++i) {
+      const int k = b * x.block + i * kQ4StepK;
       _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(qs + size_t(k) * 8);
-      // High nibbles stay in place (16 x the code): one op less per step than a shift and mask,
-      // and the block's sum is exactly 16 x the true one (at most 16 * 15 * 127 * 4 per lane and step).
       const __m512i lo = _mm512_and_si512(v, low);
-      const __m512i hi16 = _mm512_andnot_si512(low, v);
+      // At most 16 * 15 * 127 * 4 per lane and step when the high nibbles stay in place.
+      const __m512i hi = kShiftHi ? _mm512_and_si512(_mm512_srli_epi16(v, 4), low) : _mm512_andnot_si512(low, v);
       for (int r = 0; r < R; ++r) {
         acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], lo, _mm512_set1_epi32(load_i32(xq[r] + k)));
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], hi16, _mm512_set1_epi32(load_i32(xq[r] + k + 4)));
+        acc[r][kAcc - 1] = _mm512_dpbusd_epi32(acc[r][kAcc - 1], hi, _mm512_set1_epi32(load_i32(xq[r] + k + 4)));
       }
     }
-    const int g = b / bpg;
-    const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
     const __m512 s = scales16(w, t, g);
-    // In fp32, exactly: |isum| and zero * sum stay below 2^24 for blocks of up to 128 (as in the
-    // scalar twin, which does the subtraction in int32); no 2-uop vpmulld.
     for (int r = 0; r < R; ++r) {
-      const __m512i isum = _mm512_add_epi32(acc[r][0], _mm512_srai_epi32(acc[r][1], 4));
-      const __m512 f = _mm512_fnmadd_ps(zf, _mm512_set1_ps(float(xs[r][b])), _mm512_cvtepi32_ps(isum));
-      accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, _mm512_set1_ps(xd[r][b])), f, accf[r]);
+      __m512i isum = acc[r][0];
+      if constexpr (!kShiftHi) isum = _mm512_add_epi32(isum, _mm512_srai_epi32(acc[r][1], 4));
+      accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, _mm512_set1_ps(xd[r][b])), _mm512_cvtepi32_ps(isum), accf[r]);
     }
   }
   const int n0 = t * kQ4TileCols, valid = w.n - n0 < kQ4TileCols ? w.n - n0 : kQ4TileCols;
@@ -84,21 +101,30 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r]);
 }
 
-void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+// 8 rows per tile pass: 12 ran 13-16% slower at blocks of 32 (accumulators spilled).
+template <int kSteps>
+void gemm_q8_steps(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
   for (int t = t0; t < t1; ++t) {
     int m = 0;
-    for (; m + 8 <= M; m += 8) q8_tile<8>(w, t, x, m, y, ldy);
+    for (; m + 8 <= M; m += 8) q8_tile<8, true, kSteps>(w, t, x, m, y, ldy);
     switch (M - m) {
-      case 7: q8_tile<7>(w, t, x, m, y, ldy); break;
-      case 6: q8_tile<6>(w, t, x, m, y, ldy); break;
-      case 5: q8_tile<5>(w, t, x, m, y, ldy); break;
-      case 4: q8_tile<4>(w, t, x, m, y, ldy); break;
-      case 3: q8_tile<3>(w, t, x, m, y, ldy); break;
-      case 2: q8_tile<2>(w, t, x, m, y, ldy); break;
-      case 1: q8_tile<1>(w, t, x, m, y, ldy); break;
+      case 7: q8_tile<7, true, kSteps>(w, t, x, m, y, ldy); break;
+      case 6: q8_tile<6, true, kSteps>(w, t, x, m, y, ldy); break;
+      case 5: q8_tile<5, true, kSteps>(w, t, x, m, y, ldy); break;
+      case 4: q8_tile<4, true, kSteps>(w, t, x, m, y, ldy); break;
+      case 3: q8_tile<3, true, kSteps>(w, t, x, m, y, ldy); break;
+      case 2: q8_tile<2, false, kSteps>(w, t, x, m, y, ldy); break;
+      case 1: q8_tile<1, false, kSteps>(w, t, x, m, y, ldy); break;
       default: break;
     }
   }
+}
+
+void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+  if (x.block == 32)
+    gemm_q8_steps<4>(w, x, M, t0, t1, y, ldy);
+  else
+    gemm_q8_steps<0>(w, x, M, t0, t1, y, ldy);
 }
 
 template <int R>
