@@ -75,7 +75,7 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
 void gemm(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
   for (int t = t0; t < t1; ++t) {
     int m = 0;
-    for (; m + 8 <= M; m += 8) tile_rows<8>(w, t, x, m, y, ldy);
+    // 8-row tiles ran no faster than 4 (i8_bench M = 64, bench/RESULTS.md issue 17).
     for (; m + 4 <= M; m += 4) tile_rows<4>(w, t, x, m, y, ldy);
     for (; m + 2 <= M; m += 2) tile_rows<2>(w, t, x, m, y, ldy);
     for (; m < M; ++m) tile_rows<1>(w, t, x, m, y, ldy);
