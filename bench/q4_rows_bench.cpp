@@ -45,7 +45,7 @@ struct Options {
   std::vector<int> threads{1, 2}, rows{1, 2, 4, 5, 8};
   int prefill = 512, rounds = 5, group_size = 128, mem_mb = 384;
   bool act_order = false;
-  bool zero8 = false;  // --zeros 8
+  bool zero8 = false;      // --zeros 8
   bool cpu_clock = false;  // --clock cpu: process CPU time (threads x wall on an idle machine)
   kernels::Isa isa = kernels::active_isa();
 };
@@ -259,8 +259,8 @@ int main(int argc, char** argv) {
   std::printf(
       "int4 products by rows: ISA %s, group size %d%s%s, %d round(s), median round, %s time; small-M products "
       "stream %d MB of copies from DRAM, prefill runs on one copy\n",
-      kernels::isa_name(o.isa), o.group_size, o.act_order ? ", act-order" : "", o.zero8 ? ", zero point 8" : "", o.rounds,
-      o.cpu_clock ? "process CPU" : "wall", o.mem_mb);
+      kernels::isa_name(o.isa), o.group_size, o.act_order ? ", act-order" : "", o.zero8 ? ", zero point 8" : "",
+      o.rounds, o.cpu_clock ? "process CPU" : "wall", o.mem_mb);
   std::printf(
       "| N x K | threads | M | %s per product | G multiply-adds/s per thread | of prefill | time vs M=1 | weight "
       "GB/s%s |\n",

@@ -19,11 +19,11 @@ namespace {
 using kernels::Isa;
 
 struct Shape {
-  int n, k, gs;      // gs = -1: one group
-  bool act_order;    // scattered groups through g_idx
-  bool uneven;       // g_idx with groups of different sizes
-  int zero_offset;   // 1 = GPTQ v1 zeros, 0 = gptq_v2
-  bool f32_scales;   // fp32 scales that fp16 cannot hold (they must stay exact)
+  int n, k, gs;               // gs = -1: one group
+  bool act_order;             // scattered groups through g_idx
+  bool uneven;                // g_idx with groups of different sizes
+  int zero_offset;            // 1 = GPTQ v1 zeros, 0 = gptq_v2
+  bool f32_scales;            // fp32 scales that fp16 cannot hold (they must stay exact)
   bool uniform_zero = false;  // every zero point 8 (GGUF Q4_0): the repack flags the matrix
 };
 
@@ -86,23 +86,24 @@ struct RandomGptq {
         int code = int((qweight[size_t(k / 8) * size_t(N) + size_t(n)] >> (4 * (k % 8))) & 0xF);
         int z = int((qzeros[size_t(g) * size_t((N + 7) / 8) + size_t(n / 8)] >> (4 * (n % 8))) & 0xF) + s.zero_offset;
         const size_t si = size_t(g) * size_t(N) + size_t(n);
-        dense[size_t(n) * size_t(K) + size_t(k)] = (s.f32_scales ? scales_f32[si] : fp16_to_f32(scales[si])) * float(code - z);
+        dense[size_t(n) * size_t(K) + size_t(k)] =
+            (s.f32_scales ? scales_f32[si] : fp16_to_f32(scales[si])) * float(code - z);
       }
   }
 };
 
 const Shape kShapes[] = {
-    {40, 200, 64, false, false, 1, false},   // K not a multiple of the group size, N not of the tile
-    {16, 256, -1, false, false, 1, false},   // one group
-    {48, 384, 128, true, false, 1, false},   // act-order g128
-    {33, 96, 32, true, false, 0, false},     // act-order g32, gptq_v2 zeros, N odd
-    {24, 136, 32, false, true, 1, false},    // uneven groups (padding inside kernel order)
-    {64, 704, -1, false, false, 1, false},   // K = 704: 64-value activation blocks
-    {8, 24, -1, false, false, 1, false},     // K < 32
-    {40, 200, 64, false, false, 1, true},    // fp32 scales (G0/G1 files), N and K odd
-    {33, 96, 32, true, false, 0, true},      // fp32 scales with act-order
-    {37, 232, 32, false, false, 0, false, true},  // one zero point everywhere (GGUF Q4_0), K and N odd
-    {24, 512, 128, false, false, 0, false, true}, // the same at g128
+    {40, 200, 64, false, false, 1, false},         // K not a multiple of the group size, N not of the tile
+    {16, 256, -1, false, false, 1, false},         // one group
+    {48, 384, 128, true, false, 1, false},         // act-order g128
+    {33, 96, 32, true, false, 0, false},           // act-order g32, gptq_v2 zeros, N odd
+    {24, 136, 32, false, true, 1, false},          // uneven groups (padding inside kernel order)
+    {64, 704, -1, false, false, 1, false},         // K = 704: 64-value activation blocks
+    {8, 24, -1, false, false, 1, false},           // K < 32
+    {40, 200, 64, false, false, 1, true},          // fp32 scales (G0/G1 files), N and K odd
+    {33, 96, 32, true, false, 0, true},            // fp32 scales with act-order
+    {37, 232, 32, false, false, 0, false, true},   // one zero point everywhere (GGUF Q4_0), K and N odd
+    {24, 512, 128, false, false, 0, false, true},  // the same at g128
 };
 
 std::vector<float> random_rows(int M, int K, std::mt19937& rng) {
@@ -177,7 +178,8 @@ struct KernelRun {
       }
       for (int gi = 0; gi < G; ++gi)
         for (int j = gi * w.mat.gs; j < (gi + 1) * w.mat.gs; ++j) gsum[size_t(m) * size_t(G) + size_t(gi)] += r[j];
-      k.quantize_q8(r, kp, w.block, &xq[size_t(m) * size_t(kp)], &xd[size_t(m) * size_t(nb)], &xs[size_t(m) * size_t(nb)]);
+      k.quantize_q8(r, kp, w.block, &xq[size_t(m) * size_t(kp)], &xd[size_t(m) * size_t(nb)],
+                    &xs[size_t(m) * size_t(nb)]);
     }
   }
   kernels::Q8Act q8(const ops::Q4Weight& w) const { return {xq.data(), xd.data(), xs.data(), w.mat.kp, w.block}; }
@@ -199,7 +201,8 @@ void check_isa(Isa isa) {
       opt.dequant(w->mat, 0, w->mat.n_tiles, dopt.data());
       ASSERT_EQ(dr, dopt) << s;
     }
-    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 65, 70}) {  // 65, 70: more rows than one pass of the batched kernel (64)
+    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 33, 65,
+                  70}) {  // 17, 33, 65, 70: more rows than one pass of the batched kernels (AVX2 16, AVX-512 32)
       SCOPED_TRACE(::testing::Message() << s << " M=" << M);
       auto x = random_rows(M, s.k, rng);
       KernelRun a(*w, x, M, ref), b(*w, x, M, opt);

@@ -57,7 +57,8 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
         }
       }
       const __m512 s = _mm512_loadu_ps(sc + size_t(w.sb == 16 ? 2 * b + h : b) * kI8TileCols);
-      for (int r = 0; r < R; ++r) accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, xd[r]), _mm512_cvtepi32_ps(acc[r]), accf[r]);
+      for (int r = 0; r < R; ++r)
+        accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, xd[r]), _mm512_cvtepi32_ps(acc[r]), accf[r]);
     }
     if (ad) {
       const __m512 a = _mm512_loadu_ps(ad + size_t(b) * kI8TileCols);

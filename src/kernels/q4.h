@@ -25,7 +25,7 @@
 namespace metharme::kernels {
 
 constexpr int kQ4TileCols = 16;
-constexpr int kQ4StepK = 8;       // k per 64-byte step of a tile
+constexpr int kQ4StepK = 8;  // k per 64-byte step of a tile
 constexpr int kQ4StepBytes = 64;
 
 struct Q4Matrix {

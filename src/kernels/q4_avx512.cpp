@@ -1,9 +1,9 @@
 // AVX-512 VNNI int4 kernels (layout in q4.h): a whole 64-byte step (8 k x 16 columns) is one zmm,
 // and vpdpbusd multiplies 4 unsigned codes by 4 signed int8 activations per 32-bit lane and
 // accumulates in one instruction. Up to 8 rows share each unpacked step (q8_tile<R>), so 2-8
-// row products (continuous batching, speculative verification) run the prefill kernel's loop. Compiled with -mavx512{f,bw,vl,dq,vnni}; only called when the
-// CPU has them (kernels/isa.cpp).
-// GCC 12's own AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
+// row products (continuous batching, speculative verification) run the prefill kernel's loop. Compiled with
+// -mavx512{f,bw,vl,dq,vnni}; only called when the CPU has them (kernels/isa.cpp). GCC 12's own AVX-512 headers trip
+// -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
@@ -101,22 +101,52 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r]);
 }
 
-// 8 rows per tile pass: 12 ran 13-16% slower at blocks of 32 (accumulators spilled).
+// R <= 8 rows of tiles [t0, t1): 8 per tile pass (12 ran 13-16% slower at blocks of 32: the
+// accumulators spilled).
 template <int kSteps>
-void gemm_q8_steps(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+void gemm_q8_rows(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
   for (int t = t0; t < t1; ++t) {
     int m = 0;
     for (; m + 8 <= M; m += 8) q8_tile<8, true, kSteps>(w, t, x, m, y, ldy);
     switch (M - m) {
-      case 7: q8_tile<7, true, kSteps>(w, t, x, m, y, ldy); break;
-      case 6: q8_tile<6, true, kSteps>(w, t, x, m, y, ldy); break;
-      case 5: q8_tile<5, true, kSteps>(w, t, x, m, y, ldy); break;
-      case 4: q8_tile<4, true, kSteps>(w, t, x, m, y, ldy); break;
-      case 3: q8_tile<3, true, kSteps>(w, t, x, m, y, ldy); break;
-      case 2: q8_tile<2, false, kSteps>(w, t, x, m, y, ldy); break;
-      case 1: q8_tile<1, false, kSteps>(w, t, x, m, y, ldy); break;
-      default: break;
+      case 7:
+        q8_tile<7, true, kSteps>(w, t, x, m, y, ldy);
+        break;
+      case 6:
+        q8_tile<6, true, kSteps>(w, t, x, m, y, ldy);
+        break;
+      case 5:
+        q8_tile<5, true, kSteps>(w, t, x, m, y, ldy);
+        break;
+      case 4:
+        q8_tile<4, true, kSteps>(w, t, x, m, y, ldy);
+        break;
+      case 3:
+        q8_tile<3, true, kSteps>(w, t, x, m, y, ldy);
+        break;
+      case 2:
+        q8_tile<2, false, kSteps>(w, t, x, m, y, ldy);
+        break;
+      case 1:
+        q8_tile<1, false, kSteps>(w, t, x, m, y, ldy);
+        break;
+      default:
+        break;
     }
+  }
+}
+
+// Prefill walks the tiles once per chunk of kRowChunk rows, so a tile's passes read the chunk's
+// activations from L2 rather than all M rows' from L3 (kRowChunk x kp bytes: 128 KiB at K = 4096).
+constexpr int kRowChunk = 32;
+
+template <int kSteps>
+void gemm_q8_steps(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+  const int nb = x.kp / x.block;
+  for (int m0 = 0; m0 < M; m0 += kRowChunk) {
+    const Q8Act xc{x.q + size_t(m0) * size_t(x.kp), x.d + size_t(m0) * size_t(nb), x.sum + size_t(m0) * size_t(nb),
+                   x.kp, x.block};
+    gemm_q8_rows<kSteps>(w, xc, M - m0 < kRowChunk ? M - m0 : kRowChunk, t0, t1, y + m0 * ldy, ldy);
   }
 }
 
@@ -150,7 +180,8 @@ void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64
         }
       }
     }
-    const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
+    const __m512 z =
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
     const __m512 s = scales16(w, t, g);
     for (int r = 0; r < R; ++r) {
       const __m512 gs = _mm512_set1_ps(x.gsum[size_t(m0 + r) * x.n_groups + size_t(g)]);
@@ -167,10 +198,17 @@ void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* 
     int m = 0;
     for (; m + 4 <= M; m += 4) f32_tile<4>(w, t, x, m, y, ldy);
     switch (M - m) {
-      case 3: f32_tile<3>(w, t, x, m, y, ldy); break;
-      case 2: f32_tile<2>(w, t, x, m, y, ldy); break;
-      case 1: f32_tile<1>(w, t, x, m, y, ldy); break;
-      default: break;
+      case 3:
+        f32_tile<3>(w, t, x, m, y, ldy);
+        break;
+      case 2:
+        f32_tile<2>(w, t, x, m, y, ldy);
+        break;
+      case 1:
+        f32_tile<1>(w, t, x, m, y, ldy);
+        break;
+      default:
+        break;
     }
   }
 }
