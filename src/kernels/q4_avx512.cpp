@@ -105,24 +105,28 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
 // accumulators spilled).
 template <int kSteps>
 void gemm_q8_rows(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+  // Shifted high nibbles for 8 rows, and for 3-7 at blocks of 32 (an epilogue every 4 steps). At
+  // longer blocks 3-7 rows keep two accumulators: there the shift's op per step buys a smaller
+  // share of the loop, and g128 M = 4 measured the same either way (bench/RESULTS.md issue 17).
+  constexpr bool kShift = kSteps == 4;
   for (int t = t0; t < t1; ++t) {
     int m = 0;
     for (; m + 8 <= M; m += 8) q8_tile<8, true, kSteps>(w, t, x, m, y, ldy);
     switch (M - m) {
       case 7:
-        q8_tile<7, true, kSteps>(w, t, x, m, y, ldy);
+        q8_tile<7, kShift, kSteps>(w, t, x, m, y, ldy);
         break;
       case 6:
-        q8_tile<6, true, kSteps>(w, t, x, m, y, ldy);
+        q8_tile<6, kShift, kSteps>(w, t, x, m, y, ldy);
         break;
       case 5:
-        q8_tile<5, true, kSteps>(w, t, x, m, y, ldy);
+        q8_tile<5, kShift, kSteps>(w, t, x, m, y, ldy);
         break;
       case 4:
-        q8_tile<4, true, kSteps>(w, t, x, m, y, ldy);
+        q8_tile<4, kShift, kSteps>(w, t, x, m, y, ldy);
         break;
       case 3:
-        q8_tile<3, true, kSteps>(w, t, x, m, y, ldy);
+        q8_tile<3, kShift, kSteps>(w, t, x, m, y, ldy);
         break;
       case 2:
         q8_tile<2, false, kSteps>(w, t, x, m, y, ldy);
