@@ -73,26 +73,15 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r]);
 }
 
-void gemm_rows(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+void gemm(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
+  // All M rows per tile: 32-row chunks (as q4_avx512.cpp) measured 0.72-1.51x at M = 512, and a
+  // tile of int8 codes (16 x kp bytes) no longer stays in L1 between the chunks' passes.
   for (int t = t0; t < t1; ++t) {
     int m = 0;
     // 8-row tiles ran no faster than 4 (i8_bench M = 64, bench/RESULTS.md issue 17).
     for (; m + 4 <= M; m += 4) tile_rows<4>(w, t, x, m, y, ldy);
     for (; m + 2 <= M; m += 2) tile_rows<2>(w, t, x, m, y, ldy);
     for (; m < M; ++m) tile_rows<1>(w, t, x, m, y, ldy);
-  }
-}
-
-// Prefill walks the tiles once per chunk of rows, so a tile's passes find the chunk's activations
-// (32 x kp bytes) in L2 instead of streaming all M rows from L3 (as in q4_avx512.cpp).
-constexpr int kRowChunk = 32;
-
-void gemm(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
-  const int nb = x.kp / 32;
-  for (int m0 = 0; m0 < M; m0 += kRowChunk) {
-    const I8Act xc{x.q + size_t(m0) * size_t(x.kp), x.d + size_t(m0) * size_t(nb), x.s16 + size_t(m0) * size_t(2 * nb),
-                   x.kp};
-    gemm_rows(w, xc, std::min(kRowChunk, M - m0), t0, t1, y + m0 * ldy, ldy);
   }
 }
 
