@@ -19,11 +19,11 @@ namespace {
 using kernels::Isa;
 
 struct Shape {
-  int n, k, gs;               // gs = -1: one group
-  bool act_order;             // scattered groups through g_idx
-  bool uneven;                // g_idx with groups of different sizes
-  int zero_offset;            // 1 = GPTQ v1 zeros, 0 = gptq_v2
-  bool f32_scales;            // fp32 scales that fp16 cannot hold (they must stay exact)
+  int n, k, gs;      // gs = -1: one group
+  bool act_order;    // scattered groups through g_idx
+  bool uneven;       // g_idx with groups of different sizes
+  int zero_offset;   // 1 = GPTQ v1 zeros, 0 = gptq_v2
+  bool f32_scales;   // fp32 scales that fp16 cannot hold (they must stay exact)
   bool uniform_zero = false;  // every zero point 8 (GGUF Q4_0): the repack flags the matrix
 };
 
@@ -86,8 +86,7 @@ struct RandomGptq {
         int code = int((qweight[size_t(k / 8) * size_t(N) + size_t(n)] >> (4 * (k % 8))) & 0xF);
         int z = int((qzeros[size_t(g) * size_t((N + 7) / 8) + size_t(n / 8)] >> (4 * (n % 8))) & 0xF) + s.zero_offset;
         const size_t si = size_t(g) * size_t(N) + size_t(n);
-        dense[size_t(n) * size_t(K) + size_t(k)] =
-            (s.f32_scales ? scales_f32[si] : fp16_to_f32(scales[si])) * float(code - z);
+        dense[size_t(n) * size_t(K) + size_t(k)] = (s.f32_scales ? scales_f32[si] : fp16_to_f32(scales[si])) * float(code - z);
       }
   }
 };
@@ -178,8 +177,7 @@ struct KernelRun {
       }
       for (int gi = 0; gi < G; ++gi)
         for (int j = gi * w.mat.gs; j < (gi + 1) * w.mat.gs; ++j) gsum[size_t(m) * size_t(G) + size_t(gi)] += r[j];
-      k.quantize_q8(r, kp, w.block, &xq[size_t(m) * size_t(kp)], &xd[size_t(m) * size_t(nb)],
-                    &xs[size_t(m) * size_t(nb)]);
+      k.quantize_q8(r, kp, w.block, &xq[size_t(m) * size_t(kp)], &xd[size_t(m) * size_t(nb)], &xs[size_t(m) * size_t(nb)]);
     }
   }
   kernels::Q8Act q8(const ops::Q4Weight& w) const { return {xq.data(), xd.data(), xs.data(), w.mat.kp, w.block}; }
@@ -201,8 +199,8 @@ void check_isa(Isa isa) {
       opt.dequant(w->mat, 0, w->mat.n_tiles, dopt.data());
       ASSERT_EQ(dr, dopt) << s;
     }
-    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 33, 65,
-                  70}) {  // 17, 33, 65, 70: more rows than one pass of the batched kernels (AVX2 16, AVX-512 32)
+    // 17, 33, 65, 70: more rows than one pass of the batched kernels (AVX2 16, AVX-512 32)
+    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 33, 65, 70}) {
       SCOPED_TRACE(::testing::Message() << s << " M=" << M);
       auto x = random_rows(M, s.k, rng);
       KernelRun a(*w, x, M, ref), b(*w, x, M, opt);

@@ -43,11 +43,8 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
     for (int h = 0; h < 2; ++h) {
       const int k0 = 32 * b + 16 * h;
       const int8_t* q = qs + size_t(k0 / kI8StepK) * kI8StepBytes;
-      // Each sum starts at -128 x (the rows' 16-wide activation sum): the flip's excess is gone
-      // before the first product, exactly as the scalar twin's subtraction.
       __m512i acc[R];
-      for (int r = 0; r < R; ++r)
-        acc[r] = _mm512_set1_epi32(-128 * x.s16[size_t(m0 + r) * size_t(2 * nb) + size_t(2 * b + h)]);
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
       for (int i = 0; i < 4; ++i) {
         if (R == 1) _mm_prefetch(reinterpret_cast<const char*>(q + i * 64 + kPrefetchBytes), _MM_HINT_T0);
         const __m512i u = _mm512_xor_si512(_mm512_loadu_si512(q + i * 64), flip);
@@ -57,8 +54,11 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
         }
       }
       const __m512 s = _mm512_loadu_ps(sc + size_t(w.sb == 16 ? 2 * b + h : b) * kI8TileCols);
-      for (int r = 0; r < R; ++r)
-        accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, xd[r]), _mm512_cvtepi32_ps(acc[r]), accf[r]);
+      for (int r = 0; r < R; ++r) {
+        const int32_t xs = x.s16[size_t(m0 + r) * size_t(2 * nb) + size_t(2 * b + h)];
+        const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * xs));
+        accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, xd[r]), _mm512_cvtepi32_ps(dot), accf[r]);
+      }
     }
     if (ad) {
       const __m512 a = _mm512_loadu_ps(ad + size_t(b) * kI8TileCols);
@@ -74,11 +74,8 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
 }
 
 void gemm(const I8Matrix& w, const I8Act& x, int M, int t0, int t1, float* y, int64_t ldy) {
-  // All M rows per tile: 32-row chunks (as q4_avx512.cpp) measured 0.72-1.51x at M = 512, and a
-  // tile of int8 codes (16 x kp bytes) no longer stays in L1 between the chunks' passes.
   for (int t = t0; t < t1; ++t) {
     int m = 0;
-    // 8-row tiles ran no faster than 4 (i8_bench M = 64, bench/RESULTS.md issue 17).
     for (; m + 4 <= M; m += 4) tile_rows<4>(w, t, x, m, y, ldy);
     for (; m + 2 <= M; m += 2) tile_rows<2>(w, t, x, m, y, ldy);
     for (; m < M; ++m) tile_rows<1>(w, t, x, m, y, ldy);

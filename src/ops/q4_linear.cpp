@@ -44,8 +44,8 @@ inline size_t byte_of(int j, int c) {
 
 // Kernel-order rows: groups sorted by id, rows ascending inside a group, each group padded to gs.
 struct RowPlan {
-  std::vector<int32_t> perm;    // [kp] input row or -1
-  std::vector<int32_t> groups;  // kernel group -> checkpoint group
+  std::vector<int32_t> perm;     // [kp] input row or -1
+  std::vector<int32_t> groups;   // kernel group -> checkpoint group
   int gs = 0, kp = 0;
   bool identity = true, reordered = false;
 };
@@ -55,7 +55,8 @@ RowPlan plan_rows(const GptqSource& s) {
   std::vector<int32_t> grp(static_cast<size_t>(K));
   for (int k = 0; k < K; ++k) {
     int g = s.g_idx ? s.g_idx[k] : k / s.group_size;
-    if (g < 0 || g >= G) fail(s.name, ": g_idx[", k, "] = ", g, " is outside the ", G, " groups of scales/qzeros");
+    if (g < 0 || g >= G)
+      fail(s.name, ": g_idx[", k, "] = ", g, " is outside the ", G, " groups of scales/qzeros");
     grp[size_t(k)] = g;
   }
   std::vector<int32_t> count(size_t(G), 0), kgroup(size_t(G), -1);
@@ -104,49 +105,41 @@ void pack_codes(const GptqSource& s, const RowPlan& p, uint8_t* qs, size_t tile_
     // A qweight word holds k = 8r..8r+7 of one column: low half k 0..3, high half k 4..7, which
     // become the low and high nibbles of the column's 4 bytes in step r.
     const int qrows = (K + 7) / 8;
-    pool.parallel_for(
-        qrows, 1,
-        [&](int64_t r0, int64_t r1, int) {
-          for (int r = int(r0); r < int(r1); ++r) {
-            const int valid = std::min(8, K - r * 8);  // nibbles past K are padding
-            const uint32_t mask = valid < 8 ? (1u << (4 * valid)) - 1u : 0xFFFFFFFFu;
-            const uint32_t* row = s.qweight + size_t(r) * size_t(N);
-            for (int n = 0; n < N; ++n) {
-              const uint32_t word = load_u32(row, size_t(n)) & mask;
-              const uint32_t packed = spread_nibbles(word & 0xFFFF) | (spread_nibbles(word >> 16) << 4);
-              std::memcpy(dst(r * 8, n), &packed, 4);
-            }
-          }
-        },
-        4);
+    pool.parallel_for(qrows, 1, [&](int64_t r0, int64_t r1, int) {
+      for (int r = int(r0); r < int(r1); ++r) {
+        const int valid = std::min(8, K - r * 8);  // nibbles past K are padding
+        const uint32_t mask = valid < 8 ? (1u << (4 * valid)) - 1u : 0xFFFFFFFFu;
+        const uint32_t* row = s.qweight + size_t(r) * size_t(N);
+        for (int n = 0; n < N; ++n) {
+          const uint32_t word = load_u32(row, size_t(n)) & mask;
+          const uint32_t packed = spread_nibbles(word & 0xFFFF) | (spread_nibbles(word >> 16) << 4);
+          std::memcpy(dst(r * 8, n), &packed, 4);
+        }
+      }
+    }, 4);
     return;
   }
   // Reordered rows: unpack the codes to bytes [K][N] first (sequential reads), then gather rows
   // in kernel order from that.
   std::vector<uint8_t> codes(size_t(K) * size_t(N));
-  pool.parallel_for((K + 7) / 8, 1,
-                    [&](int64_t r0, int64_t r1, int) {
-                      for (int r = int(r0); r < int(r1); ++r) {
-                        const uint32_t* row = s.qweight + size_t(r) * size_t(N);
-                        for (int i = 0; i < 8 && r * 8 + i < K; ++i) {
-                          uint8_t* c = codes.data() + size_t(r * 8 + i) * size_t(N);
-                          for (int n = 0; n < N; ++n) c[n] = uint8_t((load_u32(row, size_t(n)) >> (4 * i)) & 0xF);
-                        }
-                      }
-                    },
-                    4);
-  pool.parallel_for(
-      p.kp / kQ4StepK, 1,
-      [&](int64_t o0, int64_t o1, int) {
-        for (int j = int(o0) * kQ4StepK; j < int(o1) * kQ4StepK; ++j) {
-          const int k = p.perm[size_t(j)];
-          if (k < 0) continue;
-          const uint8_t* c = codes.data() + size_t(k) * size_t(N);
-          const int up = (j % 8) < 4 ? 0 : 4;
-          for (int n = 0; n < N; ++n) *dst(j, n) |= uint8_t(c[n] << up);
-        }
-      },
-      4);
+  pool.parallel_for((K + 7) / 8, 1, [&](int64_t r0, int64_t r1, int) {
+    for (int r = int(r0); r < int(r1); ++r) {
+      const uint32_t* row = s.qweight + size_t(r) * size_t(N);
+      for (int i = 0; i < 8 && r * 8 + i < K; ++i) {
+        uint8_t* c = codes.data() + size_t(r * 8 + i) * size_t(N);
+        for (int n = 0; n < N; ++n) c[n] = uint8_t((load_u32(row, size_t(n)) >> (4 * i)) & 0xF);
+      }
+    }
+  }, 4);
+  pool.parallel_for(p.kp / kQ4StepK, 1, [&](int64_t o0, int64_t o1, int) {
+    for (int j = int(o0) * kQ4StepK; j < int(o1) * kQ4StepK; ++j) {
+      const int k = p.perm[size_t(j)];
+      if (k < 0) continue;
+      const uint8_t* c = codes.data() + size_t(k) * size_t(N);
+      const int up = (j % 8) < 4 ? 0 : 4;
+      for (int n = 0; n < N; ++n) *dst(j, n) |= uint8_t(c[n] << up);
+    }
+  }, 4);
 }
 
 int zero_point(const GptqSource& s, int g, int n, float scale) {
@@ -303,25 +296,18 @@ std::string q4_describe(const Q4Weight& w) {
 
 const char* q4_act_name(Q4Act a) {
   switch (a) {
-    case Q4Act::kQ8:
-      return "q8";
-    case Q4Act::kF32:
-      return "f32";
-    case Q4Act::kAuto:
-      break;
+    case Q4Act::kQ8: return "q8";
+    case Q4Act::kF32: return "f32";
+    case Q4Act::kAuto: break;
   }
   return "auto";
 }
 
 bool parse_q4_act(const std::string& s, Q4Act* out) {
-  if (s == "q8")
-    *out = Q4Act::kQ8;
-  else if (s == "f32")
-    *out = Q4Act::kF32;
-  else if (s == "auto")
-    *out = Q4Act::kAuto;
-  else
-    return false;
+  if (s == "q8") *out = Q4Act::kQ8;
+  else if (s == "f32") *out = Q4Act::kF32;
+  else if (s == "auto") *out = Q4Act::kAuto;
+  else return false;
   return true;
 }
 
@@ -400,8 +386,8 @@ void prepare(ActBuf& a, const Q4Weight& w, Q4Act mode, const float* x, int M, Th
       thread_local std::vector<float> tmp;
       grow(tmp, size_t(kp));
       gather_row(w, x + size_t(m) * size_t(K), tmp.data());
-      kern.quantize_q8(tmp.data(), kp, w.block, a.xq.data() + size_t(m) * size_t(kp),
-                       a.xd.data() + size_t(m) * size_t(nb), a.xs.data() + size_t(m) * size_t(nb));
+      kern.quantize_q8(tmp.data(), kp, w.block, a.xq.data() + size_t(m) * size_t(kp), a.xd.data() + size_t(m) * size_t(nb),
+                       a.xs.data() + size_t(m) * size_t(nb));
     };
     if (M < 4) {
       for (int m = 0; m < M; ++m) row(m);
