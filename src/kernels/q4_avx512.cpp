@@ -1,9 +1,9 @@
 // AVX-512 VNNI int4 kernels (layout in q4.h): a whole 64-byte step (8 k x 16 columns) is one zmm,
 // and vpdpbusd multiplies 4 unsigned codes by 4 signed int8 activations per 32-bit lane and
-// accumulates in one instruction. Up to 8 rows share each unpacked step (q8_tile<R>), so 2-8
-// row products (continuous batching, speculative verification) run the prefill kernel's loop. Compiled with
-// -mavx512{f,bw,vl,dq,vnni}; only called when the CPU has them (kernels/isa.cpp). GCC 12's own AVX-512 headers trip
-// -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
+// accumulates in one instruction. Up to 8 rows share each unpacked step (q8_tile<R>), so 2-8 row
+// products (continuous batching, speculative verification) run the prefill kernel's loop.
+// Compiled with -mavx512{f,bw,vl,dq,vnni}; only called when the CPU has them (kernels/isa.cpp).
+// GCC 12's own AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* helpers).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
