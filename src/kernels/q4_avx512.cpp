@@ -101,6 +101,60 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r]);
 }
 
+// R rows x tiles t and t + 1 at blocks of 32 with shifted high nibbles: each broadcast activation
+// feeds both tiles, half the broadcast loads per vpdpbusd of q8_tile<8>.
+template <int R>
+void q8_tile2(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
+  const size_t tb = tile_bytes(w);
+  const uint8_t* qs = w.qs + size_t(t) * tb;
+  const size_t zstride = size_t(w.n_groups) * kQ4TileCols;
+  const uint8_t* zp = w.zeros + size_t(t) * zstride;
+  const int nb = w.kp / 32, bpg = w.gs / 32;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 accf[R][2];
+  for (int r = 0; r < R; ++r) accf[r][0] = accf[r][1] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    const int g = b / bpg;
+    const __m512i nz[2] = {neg_zeros16(w, zp, g), neg_zeros16(w, zp + zstride, g)};
+    __m512i acc[R][2];
+    for (int r = 0; r < R; ++r) {
+      const __m512i xs = _mm512_set1_epi32(x.sum[size_t(m0 + r) * size_t(nb) + size_t(b)]);
+      acc[r][0] = _mm512_mullo_epi32(nz[0], xs);
+      acc[r][1] = _mm512_mullo_epi32(nz[1], xs);
+    }
+    for (int i = 0; i < 4; ++i) {
+      const size_t k = size_t(b) * 32 + size_t(i) * kQ4StepK;
+      __m512i lo[2], hi[2];
+      for (int j = 0; j < 2; ++j) {
+        const uint8_t* q = qs + size_t(j) * tb + k * 8;
+        _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes), _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(q);
+        lo[j] = _mm512_and_si512(v, low);
+        hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int8_t* xk = x.q + size_t(m0 + r) * size_t(x.kp) + k;
+        const __m512i xl = _mm512_set1_epi32(load_i32(xk)), xh = _mm512_set1_epi32(load_i32(xk + 4));
+        for (int j = 0; j < 2; ++j) {
+          acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], lo[j], xl);
+          acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], hi[j], xh);
+        }
+      }
+    }
+    const __m512 s[2] = {scales16(w, t, g), scales16(w, t + 1, g)};
+    for (int r = 0; r < R; ++r) {
+      const __m512 d = _mm512_set1_ps(x.d[size_t(m0 + r) * size_t(nb) + size_t(b)]);
+      for (int j = 0; j < 2; ++j)
+        accf[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(s[j], d), _mm512_cvtepi32_ps(acc[r][j]), accf[r][j]);
+    }
+  }
+  for (int j = 0; j < 2; ++j) {
+    const int n0 = (t + j) * kQ4TileCols, valid = w.n - n0 < kQ4TileCols ? w.n - n0 : kQ4TileCols;
+    const __mmask16 mask = __mmask16((1u << valid) - 1u);
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(y + (m0 + r) * ldy + n0, mask, accf[r][j]);
+  }
+}
+
 // R <= 8 rows of tiles [t0, t1): 8 per tile pass (12 ran 13-16% slower at blocks of 32: the
 // accumulators spilled).
 template <int kSteps>
@@ -109,7 +163,14 @@ void gemm_q8_rows(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, floa
   // longer blocks 3-7 rows keep two accumulators: there the shift's op per step buys a smaller
   // share of the loop, and g128 M = 4 measured the same either way (bench/RESULTS.md issue 17).
   constexpr bool kShift = kSteps == 4;
-  for (int t = t0; t < t1; ++t) {
+  int t = t0;
+  if constexpr (kSteps == 4)
+    for (; t + 2 <= t1 && M >= 4; t += 2) {
+      int m = 0;
+      for (; m + 4 <= M; m += 4) q8_tile2<4>(w, t, x, m, y, ldy);
+      for (; m < M; ++m) q8_tile2<1>(w, t, x, m, y, ldy);
+    }
+  for (; t < t1; ++t) {
     int m = 0;
     for (; m + 8 <= M; m += 8) q8_tile<8, true, kSteps>(w, t, x, m, y, ldy);
     switch (M - m) {

@@ -1,4 +1,4 @@
-// Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 24 columns (the last
+// Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 40 columns (the last
 // tile partial) x 128 rows in 2 groups of 64, random codes, scales (fp16, and fp32 off the fp16
 // grid) and zero points from a fixed generator; activation rows 1 (the decode path), 2, 5 and 7
 // (the batched paths' row groups).
@@ -14,7 +14,7 @@ namespace metharme::kernels {
 
 namespace {
 
-constexpr int kN = 24, kKp = 128, kGs = 64, kGroups = kKp / kGs, kTiles = (kN + kQ4TileCols - 1) / kQ4TileCols;
+constexpr int kN = 40, kKp = 128, kGs = 64, kGroups = kKp / kGs, kTiles = (kN + kQ4TileCols - 1) / kQ4TileCols;
 
 // xorshift32: the same numbers on every machine.
 struct Rand {
