@@ -103,7 +103,8 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
 
 // R rows x tiles t and t + 1 at blocks of 32 with shifted high nibbles: each broadcast activation
 // feeds both tiles, half the broadcast loads per vpdpbusd of q8_tile<8>. 4 rows: M = 4 ran
-// 1.15-1.35x the one-tile kernel; 6 rows were no faster than 4 (bench/RESULTS.md issue 17).
+// 1.15-1.35x the one-tile kernel; 6 rows were no faster than 4, and at gs 128 it ran 0.8x
+// (bench/RESULTS.md issue 17).
 template <int R>
 void q8_tile2(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
   const size_t tb = tile_bytes(w);
