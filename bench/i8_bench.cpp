@@ -1,7 +1,8 @@
 // GGUF Q8_0 / Q5_K / Q6_K linears, one thread, through ops::linear (activation preparation
 // included): the int8-code kernels (kernels/i8w.h) against what those types ran as before (f16
 // dense, dequantized at load) and against the int4 kernels (what Q4_0 / Q4_K run as), for decode
-// (M = 1, several matrices cycled so the weights stream from DRAM) and prefill (M = 64).
+// (M = 1, several matrices cycled so the weights stream from DRAM) and prefill (M = 64, and 512
+// except for f16).
 // Shapes: N x K = 4096 x 4096 (attn) and 4096 x 11008 (ffn_down of 7B).
 //   build/bench/i8_bench --benchmark_min_time=0.5
 #include <benchmark/benchmark.h>
@@ -94,6 +95,7 @@ void args(benchmark::internal::Benchmark* b) {
       for (auto [N, K] : {std::pair{4096, 4096}, std::pair{4096, 11008}}) {
         b->Args({kind, isa, 1, N, K, N == K ? 8 : 4});
         b->Args({kind, isa, 64, N, K, 1});
+        if (kind != kF16) b->Args({kind, isa, 512, N, K, 1});  // a 512-token prefill
       }
 }
 BENCHMARK(BM_GgufLinear)

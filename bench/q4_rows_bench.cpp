@@ -12,6 +12,9 @@
 //   build/bench/q4_rows_bench [--shapes 7b|1b|NxK,...] [--threads 1,2] [--rows 1,2,4,5,8]
 //                             [--prefill 512] [--rounds 5] [--isa avx2|avx512|scalar]
 //                             [--group-size 128] [--act-order] [--mem-mb 384] [--clock wall|cpu]
+//                             [--zeros random|8]
+// --zeros 8 gives every group the zero point 8, as GGUF Q4_0 files have (the matrix is then
+// flagged uniform, kernels/q4.h); the default draws them at random as GPTQ checkpoints have.
 // --clock cpu times with the process's CPU time instead of the wall clock (per thread: CPU
 // seconds are summed over threads), for a machine shared with other jobs.
 // Shapes are N x K (output x input): 7b = 4096x4096 (q, k, v, o), 11008x4096 (gate, up),
@@ -42,6 +45,7 @@ struct Options {
   std::vector<int> threads{1, 2}, rows{1, 2, 4, 5, 8};
   int prefill = 512, rounds = 5, group_size = 128, mem_mb = 384;
   bool act_order = false;
+  bool zero8 = false;      // --zeros 8
   bool cpu_clock = false;  // --clock cpu: process CPU time (threads x wall on an idle machine)
   kernels::Isa isa = kernels::active_isa();
 };
@@ -50,7 +54,7 @@ struct Options {
   std::fprintf(stderr,
                "q4_rows_bench: %s\nusage: q4_rows_bench [--shapes 7b|1b|NxK,...] [--threads 1,2] [--rows 1,2,4,5,8]\n"
                "       [--prefill 512] [--rounds 5] [--isa avx2|avx512|scalar] [--group-size 128] [--act-order]\n"
-               "       [--mem-mb 384] [--clock wall|cpu]\n",
+               "       [--mem-mb 384] [--clock wall|cpu] [--zeros random|8]\n",
                why);
   std::exit(2);
 }
@@ -98,6 +102,12 @@ Options parse(int argc, char** argv) {
       o.cpu_clock = v == "cpu";
       continue;
     }
+    if (a == "--zeros" && i + 1 < argc) {
+      const std::string v = argv[++i];
+      if (v != "random" && v != "8") usage("--zeros takes random or 8");
+      o.zero8 = v == "8";
+      continue;
+    }
     if (i + 1 >= argc) usage(("missing value after " + a).c_str());
     const std::string v = argv[++i];
     if (a == "--shapes")
@@ -134,13 +144,13 @@ struct Source {
   std::vector<uint16_t> scales;
   std::vector<int32_t> g_idx;
   ops::GptqSource src;
-  Source(int N, int K, int gs, bool act_order) {
+  Source(int N, int K, int gs, bool act_order, bool zero8) {
     std::mt19937_64 rng(uint64_t(N) * 31 + uint64_t(K));
     const int G = K / gs;
     qweight.resize(size_t(K / 8) * size_t(N));
     for (auto& v : qweight) v = uint32_t(rng());
     qzeros.resize(size_t(G) * size_t((N + 7) / 8));
-    for (auto& v : qzeros) v = uint32_t(rng()) & 0x77777777u;
+    for (auto& v : qzeros) v = zero8 ? 0x77777777u : uint32_t(rng()) & 0x77777777u;  // + 1 (GPTQ v1)
     scales.resize(size_t(G) * size_t(N));
     for (auto& s : scales) s = f32_to_fp16(0.002f + 0.004f * float(rng() % 1000) / 1000.0f);
     src.n = N;
@@ -178,7 +188,7 @@ double median(std::vector<double> v) {
 
 // One shape at one thread count: the table rows.
 void run_shape(const Options& o, int N, int K, int T) {
-  const Source s(N, K, o.group_size, o.act_order);
+  const Source s(N, K, o.group_size, o.act_order, o.zero8);
   ThreadPool pool(T);
   std::vector<ops::Linear> mats;
   const auto one = ops::q4_repack(s.src, T);
@@ -247,10 +257,10 @@ int main(int argc, char** argv) {
   }
   kernels::set_active_isa(o.isa);
   std::printf(
-      "int4 products by rows: ISA %s, group size %d%s, %d round(s), median round, %s time; small-M products "
+      "int4 products by rows: ISA %s, group size %d%s%s, %d round(s), median round, %s time; small-M products "
       "stream %d MB of copies from DRAM, prefill runs on one copy\n",
-      kernels::isa_name(o.isa), o.group_size, o.act_order ? ", act-order" : "", o.rounds,
-      o.cpu_clock ? "process CPU" : "wall", o.mem_mb);
+      kernels::isa_name(o.isa), o.group_size, o.act_order ? ", act-order" : "", o.zero8 ? ", zero point 8" : "",
+      o.rounds, o.cpu_clock ? "process CPU" : "wall", o.mem_mb);
   std::printf(
       "| N x K | threads | M | %s per product | G multiply-adds/s per thread | of prefill | time vs M=1 | weight "
       "GB/s%s |\n",

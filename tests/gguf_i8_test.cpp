@@ -108,7 +108,7 @@ TEST_P(GgufI8, LinearMatchesDoubleProductAtEveryIsa) {
   ThreadPool pool(2);
   const ops::Linear l = gguf_i8_linear(info_of(t, b, N, K), N, K, 0, pool);
   const kernels::Isa saved = kernels::active_isa();
-  for (int M : {1, 3, 13}) {
+  for (int M : {1, 3, 13, 37}) {
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     std::vector<float> x(size_t(M) * size_t(K));
     for (auto& v : x) v = u(rng);

@@ -24,11 +24,12 @@ struct Shape {
   bool uneven;       // g_idx with groups of different sizes
   int zero_offset;   // 1 = GPTQ v1 zeros, 0 = gptq_v2
   bool f32_scales;   // fp32 scales that fp16 cannot hold (they must stay exact)
+  bool uniform_zero = false;  // every zero point 8 (GGUF Q4_0): the repack flags the matrix
 };
 
 std::ostream& operator<<(std::ostream& os, const Shape& s) {
   return os << "N" << s.n << "_K" << s.k << "_g" << s.gs << (s.act_order ? "_act" : "") << (s.uneven ? "_uneven" : "")
-            << "_z" << s.zero_offset << (s.f32_scales ? "_f32scales" : "");
+            << "_z" << s.zero_offset << (s.f32_scales ? "_f32scales" : "") << (s.uniform_zero ? "_uniform" : "");
 }
 
 // A random GPTQ linear in checkpoint form, with the owned arrays GptqSource points into.
@@ -51,7 +52,7 @@ struct RandomGptq {
       for (int n = 0; n < N; ++n) qweight[size_t(K / 8) * size_t(N) + size_t(n)] &= (1u << (4 * (K % 8))) - 1u;
     }
     qzeros.resize(size_t(G) * size_t((N + 7) / 8));
-    for (auto& w : qzeros) w = word(rng) & (s.zero_offset ? 0xEEEEEEEEu : 0xFFFFFFFFu);
+    for (auto& w : qzeros) w = s.uniform_zero ? 0x88888888u : word(rng) & (s.zero_offset ? 0xEEEEEEEEu : 0xFFFFFFFFu);
     std::normal_distribution<float> nd(0.0f, 0.01f);
     scales.resize(size_t(G) * size_t(N));
     for (auto& v : scales) v = f32_to_fp16(std::fabs(nd(rng)) + 1e-4f);
@@ -91,15 +92,17 @@ struct RandomGptq {
 };
 
 const Shape kShapes[] = {
-    {40, 200, 64, false, false, 1, false},   // K not a multiple of the group size, N not of the tile
-    {16, 256, -1, false, false, 1, false},   // one group
-    {48, 384, 128, true, false, 1, false},   // act-order g128
-    {33, 96, 32, true, false, 0, false},     // act-order g32, gptq_v2 zeros, N odd
-    {24, 136, 32, false, true, 1, false},    // uneven groups (padding inside kernel order)
-    {64, 704, -1, false, false, 1, false},   // K = 704: 64-value activation blocks
-    {8, 24, -1, false, false, 1, false},     // K < 32
-    {40, 200, 64, false, false, 1, true},    // fp32 scales (G0/G1 files), N and K odd
-    {33, 96, 32, true, false, 0, true},      // fp32 scales with act-order
+    {40, 200, 64, false, false, 1, false},         // K not a multiple of the group size, N not of the tile
+    {16, 256, -1, false, false, 1, false},         // one group
+    {48, 384, 128, true, false, 1, false},         // act-order g128
+    {33, 96, 32, true, false, 0, false},           // act-order g32, gptq_v2 zeros, N odd
+    {24, 136, 32, false, true, 1, false},          // uneven groups (padding inside kernel order)
+    {64, 704, -1, false, false, 1, false},         // K = 704: 64-value activation blocks
+    {8, 24, -1, false, false, 1, false},           // K < 32
+    {40, 200, 64, false, false, 1, true},          // fp32 scales (G0/G1 files), N and K odd
+    {33, 96, 32, true, false, 0, true},            // fp32 scales with act-order
+    {37, 232, 32, false, false, 0, false, true},   // one zero point everywhere (GGUF Q4_0), K and N odd
+    {24, 512, 128, false, false, 0, false, true},  // the same at g128
 };
 
 std::vector<float> random_rows(int M, int K, std::mt19937& rng) {
@@ -147,6 +150,7 @@ TEST_P(Q4Shapes, RepackedLayoutDequantizesToTheGptqFormula) {
   EXPECT_EQ(w->mat.gs % 32, 0);
   EXPECT_EQ(w->act_order, GetParam().act_order || GetParam().uneven);
   EXPECT_EQ(w->mat.scales_f32 != nullptr, GetParam().f32_scales);
+  EXPECT_EQ(w->mat.uniform_zero, GetParam().uniform_zero ? 8 : -1);
   auto d = ops::q4_dequantize(*w);
   ASSERT_EQ(d.size(), g.dense.size());
   for (size_t i = 0; i < d.size(); ++i) ASSERT_EQ(d[i], g.dense[i]) << "element " << i;
@@ -195,7 +199,8 @@ void check_isa(Isa isa) {
       opt.dequant(w->mat, 0, w->mat.n_tiles, dopt.data());
       ASSERT_EQ(dr, dopt) << s;
     }
-    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 65, 70}) {  // 65, 70: more rows than one pass of the batched kernel (64)
+    // 17, 33, 65, 70: more rows than one pass of the batched kernels (AVX2 16, AVX-512 32)
+    for (int M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17, 33, 65, 70}) {
       SCOPED_TRACE(::testing::Message() << s << " M=" << M);
       auto x = random_rows(M, s.k, rng);
       KernelRun a(*w, x, M, ref), b(*w, x, M, opt);

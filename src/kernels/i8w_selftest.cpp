@@ -1,7 +1,7 @@
 // Self-test of the int8-code kernels (kernels/selftest.h): a fixed matrix of 24 columns (the last
 // tile partial) x 128 rows from a fixed generator in the three shapes the GGUF types use (Q8_0:
 // full-range codes, scales per 32; Q6_K: |code| <= 32, scales per 16; Q5_K: codes 0..31, scales
-// and adds per 32); activation rows 1 (decode), 2, 5 and 7 (the 4-, 2- and 1-row batch paths).
+// and adds per 32); activation rows 1 (decode), 2, 5, 7 and 13 (the 4-, 2- and 1-row batch paths).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -79,7 +79,7 @@ void run(Isa isa, SelfTest& t) {
   const char* names[] = {" (q8_0)", " (q6_k)", " (q5_k)"};
   for (Shape shape : {Shape::kQ8_0, Shape::kQ6K, Shape::kQ5K}) {
     const Problem p(shape, r);
-    for (int M : {1, 2, 5, 7}) {
+    for (int M : {1, 2, 5, 7, 13}) {
       const Act a(M, r);
       std::vector<float> yo(size_t(M) * kN, -1.0f), yr(yo);
       // Tile 0 is skipped, as a thread given a later range would.

@@ -25,7 +25,7 @@
 namespace metharme::kernels {
 
 constexpr int kQ4TileCols = 16;
-constexpr int kQ4StepK = 8;       // k per 64-byte step of a tile
+constexpr int kQ4StepK = 8;  // k per 64-byte step of a tile
 constexpr int kQ4StepBytes = 64;
 
 struct Q4Matrix {
@@ -38,6 +38,9 @@ struct Q4Matrix {
   const uint16_t* scales = nullptr;
   const float* scales_f32 = nullptr;  // used instead of scales when set
   const uint8_t* zeros = nullptr;
+  // >= 0 when every entry of zeros equals it (GGUF Q4_0: 8), so a kernel may use the constant
+  // instead of loading and widening the zeros of each group; -1 when they vary.
+  int uniform_zero = -1;
 
   size_t tile_qs_bytes() const { return size_t(kp) / kQ4StepK * kQ4StepBytes; }
 };

@@ -48,6 +48,12 @@ inline __m256 scales8(const Q4Matrix& w, int t, int g, int h) {
   if (w.scales_f32) return _mm256_loadu_ps(w.scales_f32 + i);
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + i)));
 }
+// The negated zero points of tile t, group g, columns 8h..8h+7 (a constant when the matrix has one).
+inline __m256i neg_zeros8(const Q4Matrix& w, const uint8_t* zp, int g, int h) {
+  if (w.uniform_zero >= 0) return _mm256_set1_epi32(-w.uniform_zero);
+  const __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + h * 8)));
+  return _mm256_sub_epi32(_mm256_setzero_si256(), z);
+}
 inline float scale1(const Q4Matrix& w, int t, int g, int c) {
   const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols + size_t(c);
   if (w.scales_f32) return w.scales_f32[i];
@@ -115,8 +121,16 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
   __m256 accf[R][2];
   for (int r = 0; r < R; ++r) accf[r][0] = accf[r][1] = _mm256_setzero_ps();
   for (int b = 0; b < nb; ++b) {
+    // The block's integer sums start at -zero * (activation sum): exactly the scalar twin's
+    // isum - zero * sum, with no per-block subtraction (and no zero loads for a uniform zero).
+    const int g = b / bpg;
+    const __m256i nz0 = neg_zeros8(w, zp, g, 0), nz1 = neg_zeros8(w, zp, g, 1);
     __m256i acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int r = 0; r < R; ++r) {
+      const __m256i xsv = _mm256_set1_epi32(xs[r][b]);
+      acc[r][0] = _mm256_mullo_epi32(nz0, xsv);
+      acc[r][1] = _mm256_mullo_epi32(nz1, xsv);
+    }
     const int k1 = (b + 1) * x.block;
     for (int k = b * x.block; k < k1; k += kQ4StepK) {
       _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
@@ -133,16 +147,12 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
         acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
       }
     }
-    const int g = b / bpg;
-    const __m256i z0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16)));
-    const __m256i z1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + 8)));
     const __m256 s0 = scales8(w, t, g, 0);
     const __m256 s1 = scales8(w, t, g, 1);
     for (int r = 0; r < R; ++r) {
-      const __m256i xsv = _mm256_set1_epi32(xs[r][b]);
       const __m256 dv = _mm256_set1_ps(xd[r][b]);
-      const __m256 f0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][0], _mm256_mullo_epi32(z0, xsv)));
-      const __m256 f1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][1], _mm256_mullo_epi32(z1, xsv)));
+      const __m256 f0 = _mm256_cvtepi32_ps(acc[r][0]);
+      const __m256 f1 = _mm256_cvtepi32_ps(acc[r][1]);
       accf[r][0] = _mm256_fmadd_ps(_mm256_mul_ps(s0, dv), f0, accf[r][0]);
       accf[r][1] = _mm256_fmadd_ps(_mm256_mul_ps(s1, dv), f1, accf[r][1]);
     }
@@ -358,8 +368,10 @@ inline void q8_block_rows(const uint8_t* q, int steps, const int8_t* xk, size_t 
 #undef MH_Q8_ADD5
 #undef MH_Q8_BLOCK5
 
-// Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows.
-constexpr int kRowsPerPass = 64;
+// Rows per q8_tile_rows call: its fp32 accumulators live in a stack array of this many rows. 16
+// rather than 64: a pass's activations (16 x kp bytes) stay in L1/L2 while the tile is walked
+// (prefill at blocks of 32: 96-110 -> 120 G multiply-adds/s, bench/RESULTS.md issue 17).
+constexpr int kRowsPerPass = 16;
 
 void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int64_t ldy, __m256 (*accf)[2]) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
@@ -383,9 +395,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
       m += take;
     }
     const int g = b / bpg;
-    const __m256 zf[2] = {
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16)))),
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + 8))))};
+    const __m256 zf[2] = {_mm256_cvtepi32_ps(neg_zeros8(w, zp, g, 0)), _mm256_cvtepi32_ps(neg_zeros8(w, zp, g, 1))};
     const __m256 s[2] = {scales8(w, t, g, 0), scales8(w, t, g, 1)};
     // Exact in fp32: |acc| and zero * sum stay below 2^24 for blocks of up to 128.
     for (int r = 0; r < M; ++r) {
@@ -393,7 +403,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
       const __m256 xsv = _mm256_set1_ps(float(x.sum[bi]));
       const __m256 dv = _mm256_set1_ps(x.d[bi]);
       for (int h = 0; h < 2; ++h) {
-        const __m256 f = _mm256_fnmadd_ps(zf[h], xsv, _mm256_cvtepi32_ps(acc[r][h]));
+        const __m256 f = _mm256_fmadd_ps(zf[h], xsv, _mm256_cvtepi32_ps(acc[r][h]));  // zf holds -zero
         accf[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(s[h], dv), f, accf[r][h]);
       }
     }

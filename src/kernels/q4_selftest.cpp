@@ -1,4 +1,4 @@
-// Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 24 columns (the last
+// Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 40 columns (the last
 // tile partial) x 128 rows in 2 groups of 64, random codes, scales (fp16, and fp32 off the fp16
 // grid) and zero points from a fixed generator; activation rows 1 (the decode path), 2, 5 and 7
 // (the batched paths' row groups).
@@ -14,7 +14,7 @@ namespace metharme::kernels {
 
 namespace {
 
-constexpr int kN = 24, kKp = 128, kGs = 64, kGroups = kKp / kGs, kTiles = (kN + kQ4TileCols - 1) / kQ4TileCols;
+constexpr int kN = 40, kKp = 128, kGs = 64, kGroups = kKp / kGs, kTiles = (kN + kQ4TileCols - 1) / kQ4TileCols;
 
 // xorshift32: the same numbers on every machine.
 struct Rand {
@@ -34,8 +34,9 @@ struct Problem {
   std::vector<float> scales_f32;
   Q4Matrix m;
 
-  // f32_scales: scales kept in fp32 (values fp16 cannot hold) instead of fp16.
-  explicit Problem(bool f32_scales) {
+  // f32_scales: scales kept in fp32 (values fp16 cannot hold) instead of fp16. uniform: every
+  // zero point 8 and the matrix flagged so (GGUF Q4_0).
+  Problem(bool f32_scales, bool uniform) {
     Rand r;
     m.n = kN;
     m.kp = kKp;
@@ -52,12 +53,13 @@ struct Problem {
       const float s = 0.002f + 0.02f * r.uniform();
       scales[i] = f32_to_fp16(s);
       scales_f32[i] = s * 1.0001f;  // off the fp16 grid
-      zeros[i] = uint8_t(r.next() % 16);
+      zeros[i] = uniform ? 8 : uint8_t(r.next() % 16);
     }
     m.qs = qs.data();
     m.scales = scales.data();
     m.zeros = zeros.data();
     if (f32_scales) m.scales_f32 = scales_f32.data();
+    if (uniform) m.uniform_zero = 8;
   }
 };
 
@@ -105,9 +107,10 @@ void check_rows(Isa isa, SelfTest& t, const Problem& p, int M, int block, Rand& 
 
 void run(Isa isa, SelfTest& t) {
   Rand r;
-  for (bool f32_scales : {false, true}) {
-    const Problem p(f32_scales);
-    const char* tag = f32_scales ? " (fp32 scales)" : "";
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool f32_scales = variant == 1;
+    const Problem p(f32_scales, variant == 2);
+    const char* tag = variant == 1 ? " (fp32 scales)" : variant == 2 ? " (uniform zero)" : "";
     {
       const size_t n = size_t(kTiles) * kQ4TileCols * kKp;
       std::vector<float> o(n), ref(n);
@@ -121,6 +124,7 @@ void run(Isa isa, SelfTest& t) {
     check_rows(isa, t, p, 5, 32, r, tag);
     check_rows(isa, t, p, 7, 64, r, tag);
     check_rows(isa, t, p, 2, 32, r, tag);
+    check_rows(isa, t, p, 8, 32, r, tag);  // AVX-512: one full 8-row tile
   }
 }
 
@@ -132,7 +136,7 @@ void run_amx(Isa isa, SelfTest& t) {
   Rand r;
   const Q4GemmQ8 amx = q4_gemm_q8_amx_unchecked();
   for (bool f32_scales : {false, true}) {
-    const Problem p(f32_scales);
+    const Problem p(f32_scales, false);
     for (int M : {17, 40})
       for (int block : {32, 64}) {
         const int nb = kKp / block;

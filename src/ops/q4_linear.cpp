@@ -159,6 +159,20 @@ int zero_point(const GptqSource& s, int g, int n, float scale) {
 
 std::atomic<int> g_q4_act{-1};
 
+// When the real columns share one zero point, padding entries (scale 0) take it too and the
+// matrix says so (Q4Matrix::uniform_zero): the kernels then skip the per-group zero loads.
+void mark_uniform_zero(Q4Weight& w) {
+  const auto& m = w.mat;
+  if (w.zeros.empty()) return;
+  const int z = w.zeros[0];
+  for (int t = 0; t < m.n_tiles; ++t)
+    for (int g = 0; g < m.n_groups; ++g)
+      for (int c = 0; c < kQ4TileCols && t * kQ4TileCols + c < m.n; ++c)
+        if (w.zeros[(size_t(t) * size_t(m.n_groups) + size_t(g)) * kQ4TileCols + size_t(c)] != z) return;
+  std::fill(w.zeros.begin(), w.zeros.end(), uint8_t(z));
+  w.mat.uniform_zero = z;
+}
+
 }  // namespace
 
 std::shared_ptr<Q4Weight> q4_repack(const GptqSource& s, int n_threads) {
@@ -213,6 +227,7 @@ std::shared_ptr<Q4Weight> q4_repack(const GptqSource& s, int n_threads) {
     w->scales_f32 = std::move(scales_f32);
     m.scales_f32 = w->scales_f32.data();
   }
+  mark_uniform_zero(*w);
   m.zeros = w->zeros.data();
   if (!p.identity) w->perm = std::move(p.perm);
   if (s.bias) {
