@@ -27,9 +27,12 @@ void dense_range(const Linear& w, const float* x, int M, float* y, int n0, int n
   }
   const int K = w.n_in;
   if (w.dense.type == WType::kF32) {
+    // Panels of kPanelRows whatever the range: OpenBLAS picks its kernel (and so the rounding) by
+    // shape, so a range-wide call would make the output depend on the thread count.
     const float* W = static_cast<const float*>(w.dense.data);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n1 - n0, K, 1.0f, x, K, W + int64_t(n0) * w.dense.ld,
-                int(w.dense.ld), 0.0f, y + n0, w.n_out);
+    for (int p0 = n0; p0 < n1; p0 += kPanelRows)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, std::min(kPanelRows, n1 - p0), K, 1.0f, x, K,
+                  W + int64_t(p0) * w.dense.ld, int(w.dense.ld), 0.0f, y + p0, w.n_out);
     return;
   }
   // One panel per thread, grown once: the decode loop never comes here.
