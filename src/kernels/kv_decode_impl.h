@@ -1,6 +1,7 @@
 // Decode attention in one sweep of the cache (kernels/kv.h, DecodeQuery), written once over a
 // vector traits type V (kv_vec_avx2.h, kv_vec_avx512.h): the flash traits plus
-//   hsum(a), hmax(a), hsum4(a0, a1, a2, a3, out[4]); half(fp16 bits) -> float;
+//   hsum(a), hmax(a), hsum4(a0, a1, a2, a3, out[4]); half(fp16 bits) -> float; half_bcast(p): the
+//   fp16 at p in every lane;
 //   chunk<T>(p, x[32 / W]): the 32 values of one chunk of a row of type T, unscaled;
 //   kDecScoreHeads, kDecOutHeads, kDecOutChunks: register block sizes.
 // For each block of kDecodeKeys positions: scores of every query head against the block's keys
@@ -83,9 +84,13 @@ inline void score_rows(const uint8_t* rows, size_t rb, int jj, const DecodeQuery
   using R = typename V::R;
   constexpr int K = 32 / V::W;
   const int nc = d.head_dim / 32, tl = d.head_dim % 32;
-  R acc[P][NH];
+  // With one head, two accumulators per position halve the FMA chains (latency, not throughput,
+  // would bound them); more heads give enough independent chains already.
+  constexpr int A = NH == 1 ? 2 : 1;
+  R acc[P][NH][A];
   for (int p = 0; p < P; ++p)
-    for (int h = 0; h < NH; ++h) acc[p][h] = V::zero();
+    for (int h = 0; h < NH; ++h)
+      for (int a = 0; a < A; ++a) acc[p][h][a] = V::zero();
   if (pf)
     for (int p = 0; p < P; ++p) {
       prefetch_row(rows + size_t(jj + p + kB) * rb, rb);
@@ -97,19 +102,22 @@ inline void score_rows(const uint8_t* rows, size_t rb, int jj, const DecodeQuery
       R x[K];
       V::template chunk<T>(cp, x);
       if constexpr (kQuant<T>) {
-        const R sc = V::set1(chunk_scale<V, T>(cp));
+        const R sc = V::half_bcast(cp);
         for (int i = 0; i < K; ++i) x[i] = V::mul(x[i], sc);
       }
       for (int i = 0; i < K; ++i)
         for (int h = 0; h < NH; ++h)
-          acc[p][h] = V::fma(x[i], V::load(d.q + (h0 + h) * d.ldq + 32 * c + V::W * i), acc[p][h]);
+          acc[p][h][i % A] = V::fma(x[i], V::load(d.q + (h0 + h) * d.ldq + 32 * c + V::W * i), acc[p][h][i % A]);
     }
+  R tot[P][NH];
+  for (int p = 0; p < P; ++p)
+    for (int h = 0; h < NH; ++h) tot[p][h] = A == 2 ? V::add(acc[p][h][0], acc[p][h][A - 1]) : acc[p][h][0];
   float sum[NH][P];
   for (int h = 0; h < NH; ++h) {
     if constexpr (P == 4)
-      V::hsum4(acc[0][h], acc[1][h], acc[2][h], acc[3][h], sum[h]);
+      V::hsum4(tot[0][h], tot[1][h], tot[2][h], tot[3][h], sum[h]);
     else
-      for (int p = 0; p < P; ++p) sum[h][p] = V::hsum(acc[p][h]);
+      for (int p = 0; p < P; ++p) sum[h][p] = V::hsum(tot[p][h]);
   }
   if (tl)
     for (int p = 0; p < P; ++p) {
@@ -185,9 +193,10 @@ inline void out_tile(const uint8_t* rows, size_t rb, int bc, int c0, const Decod
       const uint8_t* cp = rows + size_t(j) * rb + size_t(c0 + c) * kChunkBytes<T>;
       R x[K];
       V::template chunk<T>(cp, x);
-      const float sc = chunk_scale<V, T>(cp);
+      R sc = V::set1(1.0f);
+      if constexpr (kQuant<T>) sc = V::half_bcast(cp);
       for (int h = 0; h < NH; ++h) {
-        const R p = V::set1(w.s[(h0 + h) * kB + j] * sc);
+        const R p = kQuant<T> ? V::mul(V::set1(w.s[(h0 + h) * kB + j]), sc) : V::set1(w.s[(h0 + h) * kB + j]);
         for (int i = 0; i < K; ++i) acc[h][c * K + i] = V::fma(x[i], p, acc[h][c * K + i]);
       }
     }

@@ -80,6 +80,12 @@ struct V512 {
     }
   }
   static float half(uint16_t h) { return _cvtsh_ss(h); }
+  // The fp16 at p in every lane (a 16-bit broadcast and one conversion).
+  static R half_bcast(const uint8_t* p) {
+    int16_t h;
+    std::memcpy(&h, p, 2);
+    return _mm512_cvtph_ps(_mm256_set1_epi16(h));
+  }
 };
 
 }  // namespace metharme::kernels
