@@ -84,8 +84,8 @@ inline void score_rows(const uint8_t* rows, size_t rb, int jj, const DecodeQuery
   using R = typename V::R;
   constexpr int K = 32 / V::W;
   const int nc = d.head_dim / 32, tl = d.head_dim % 32;
-  // With one head, two accumulators per position halve the FMA chains (latency, not throughput,
-  // would bound them); more heads give enough independent chains already.
+  // With one head, two accumulators per position halve each FMA dependency chain; with more
+  // heads there are enough independent chains already.
   constexpr int A = NH == 1 ? 2 : 1;
   R acc[P][NH][A];
   for (int p = 0; p < P; ++p)
