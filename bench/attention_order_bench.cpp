@@ -4,7 +4,6 @@
 // head's K/V in cache while all tokens use it. The prefill tiles LlamaRuntime::attention
 // runs for a one-sequence prefill are measured in kv_attention_bench.
 #include <benchmark/benchmark.h>
-
 #include <cblas.h>
 
 #include <random>
@@ -31,7 +30,8 @@ struct Prefill {
     c.num_hidden_layers = 1;
     return c;
   }
-  explicit Prefill(int T) : c(config()), kv(c, T, 1, kernels::KvType::kF32, kernels::KvType::kF32), q(size_t(T) * 4096), out(q.size()) {
+  explicit Prefill(int T)
+      : c(config()), kv(c, T, 1, kernels::KvType::kF32, kernels::KvType::kF32), q(size_t(T) * 4096), out(q.size()) {
     std::mt19937 rng(1);
     std::normal_distribution<float> nd(0, 1);
     std::vector<float> k(4096), v(4096);
@@ -51,22 +51,29 @@ void BM_PrefillAttention(benchmark::State& state) {
   std::vector<float>& q = P.q;
   std::vector<float>& out = P.out;
   ThreadPool pool(default_thread_count());
-  std::vector<float> scores(size_t(pool.size()) * size_t(T));
+  const size_t wf = ops::decode_work_floats(1, 128);
+  std::vector<float> work(size_t(pool.size()) * wf);
   const int H = 32;
   for (auto _ : state) {
     pool.run(T * H, [&](int task, int thread) {
       const int i = head_major ? task % T : task / H, g = head_major ? task / T : task % H;
       const size_t off = size_t(i) * 4096 + size_t(g) * 128;
       ops::attend_group(q.data() + off, g, 1, 128, kv.slice(0, 0), i + 1, out.data() + off,
-                        scores.data() + size_t(thread) * size_t(T));
+                        work.data() + size_t(thread) * wf);
     });
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2.0 * double(T) * double(T + 1) / 2 * 4096,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_PrefillAttention)->ArgNames({"T", "head_major"})
-    ->Args({512, 0})->Args({512, 1})->Args({2048, 0})->Args({2048, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillAttention)
+    ->ArgNames({"T", "head_major"})
+    ->Args({512, 0})
+    ->Args({512, 1})
+    ->Args({2048, 0})
+    ->Args({2048, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace metharme

@@ -331,14 +331,14 @@ TEST_F(GpuOps, KvStoreAndAttentionMatchCpuForEveryKvType) {
       std::copy_n(&kdev[r * rsk], krb, &kd[r * krb]);
       std::copy_n(&vdev[r * rsv], vrb, &vd[r * vrb]);
     }
-    std::vector<float> want(q.size()), scores(size_t(group) * n_ctx);
+    std::vector<float> want(q.size()), work(ops::decode_work_floats(group, hd));
     for (int m = 0; m < Mq; ++m) {
       const int p = qtok[size_t(2 * m)], s = qtok[size_t(2 * m) + 1];
       const size_t rows = size_t(s) * kvh * n_ctx;
       ops::KvSlice slice{tk, tv, kd.data() + rows * krb, vd.data() + rows * vrb, n_ctx * krb, n_ctx * vrb};
       for (int g = 0; g < kvh; ++g) {
         const size_t off = size_t(m) * H * hd + size_t(g) * group * hd;
-        ops::attend_group(&q[off], g, group, hd, slice, p + 1, &want[off], scores.data());
+        ops::attend_group(&q[off], g, group, hd, slice, p + 1, &want[off], work.data());
       }
     }
     // Outputs are convex combinations of values (|v| < ~5): errors of exp and of the fp32 sums

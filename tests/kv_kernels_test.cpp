@@ -9,6 +9,7 @@
 #include "kernels/kv.h"
 #include "model/kv_cache.h"
 #include "ops/attention.h"
+#include "ops/elementwise.h"
 #include "ops/rope.h"
 #include "util/half.h"
 
@@ -171,7 +172,8 @@ TEST_P(KvFlashTest, MatchesScalarTwin) {
       kv_kernels_scalar().from_f32(vt, vx.data(), hd, n_keys, vr.data());
       std::vector<float> got(size_t(sh.rows) * size_t(ldo), 9.0f), want(got);
       const float scale = 1.0f / std::sqrt(float(hd));
-      kv_kernels(isa).flash(kt, kr.data(), vt, vr.data(), {q.data(), ldq, got.data(), ldo, sh.rows, sh.n_q, hd, sh.pos0, scale, w});
+      kv_kernels(isa).flash(kt, kr.data(), vt, vr.data(),
+                            {q.data(), ldq, got.data(), ldo, sh.rows, sh.n_q, hd, sh.pos0, scale, w});
       kv_kernels_scalar().flash(kt, kr.data(), vt, vr.data(),
                                 {q.data(), ldq, want.data(), ldo, sh.rows, sh.n_q, hd, sh.pos0, scale, w});
       for (size_t i = 0; i < got.size(); ++i)
@@ -191,6 +193,81 @@ INSTANTIATE_TEST_SUITE_P(Shapes, KvFlashTest,
                                   std::to_string(s.head_dim) + "_q" + std::to_string(s.n_q) + "_pos" +
                                   std::to_string(s.pos0) + "_rows" + std::to_string(s.rows);
                          });
+
+// The one-sweep decode kernel of each ISA (and the scalar twin itself) against the scalar twin and
+// against the two-pass path it replaced (all scores, softmax, weighted sum, with that ISA's
+// kernels): every key/value type pair, head_dim not a multiple of 32 (the scalar tail), position
+// counts around the 64-key block, GQA groups, strides past the widths.
+struct DecodeShape {
+  int head_dim, n_pos, n_q;
+};
+
+class KvDecodeTest : public ::testing::TestWithParam<std::tuple<Isa, DecodeShape>> {
+ protected:
+  void SetUp() override {
+    if (!isa_supported(std::get<0>(GetParam()))) GTEST_SKIP() << "CPU lacks " << isa_name(std::get<0>(GetParam()));
+  }
+};
+
+// The decode path before the one-sweep kernel (ops/attention.cpp until issue 16).
+void two_pass_decode(const KvKernels& k, T kt, const uint8_t* kr, T vt, const uint8_t* vr, const float* q, int64_t ldq,
+                     int n_q, int hd, int n_pos, float scale, float* out, int64_t ldo) {
+  std::vector<float> s(size_t(n_q) * size_t(n_pos));
+  k.scores(kt, kr, hd, n_pos, q, ldq, n_q, s.data(), n_pos);
+  for (int h = 0; h < n_q; ++h) ops::softmax(s.data() + size_t(h) * size_t(n_pos), n_pos, scale);
+  for (int h = 0; h < n_q; ++h) std::fill(out + h * ldo, out + h * ldo + hd, 0.0f);
+  k.weighted_sum(vt, vr, hd, n_pos, s.data(), n_pos, n_q, out, ldo);
+}
+
+TEST_P(KvDecodeTest, MatchesScalarTwinAndTwoPassPath) {
+  const auto [isa, sh] = GetParam();
+  const uint32_t seed = fresh_seed();
+  std::mt19937 rng(seed);
+  const int hd = sh.head_dim, n = sh.n_pos;
+  const int64_t ldq = hd + 3, ldo = hd + 5;
+  const auto q = normal(size_t(sh.n_q) * size_t(ldq), rng);
+  const auto kx = normal(size_t(n) * hd, rng, 2.0f), vx = normal(kx.size(), rng);
+  std::vector<double> work((ops::decode_work_floats(sh.n_q, hd) + 1) / 2);
+  float* w = reinterpret_cast<float*>(work.data());
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (T kt : {T::kQ8, T::kQ4, T::kF16, T::kF32})
+    for (T vt : {T::kQ8, T::kQ4, T::kF16, T::kF32}) {
+      std::vector<uint8_t> kr(kv_row_bytes(kt, hd) * size_t(n)), vr(kv_row_bytes(vt, hd) * size_t(n));
+      kv_kernels_scalar().from_f32(kt, kx.data(), hd, n, kr.data());
+      kv_kernels_scalar().from_f32(vt, vx.data(), hd, n, vr.data());
+      std::vector<float> got(size_t(sh.n_q) * size_t(ldo), 9.0f), want(got), old(got);
+      kv_kernels(isa).decode(kt, kr.data(), vt, vr.data(), {q.data(), ldq, got.data(), ldo, sh.n_q, hd, n, scale, w});
+      kv_kernels_scalar().decode(kt, kr.data(), vt, vr.data(),
+                                 {q.data(), ldq, want.data(), ldo, sh.n_q, hd, n, scale, w});
+      two_pass_decode(kv_kernels(isa), kt, kr.data(), vt, vr.data(), q.data(), ldq, sh.n_q, hd, n, scale, old.data(),
+                      ldo);
+      // Outputs are convex combinations of values of size ~1 (|v| < 5): fp32 sums over up to 1000
+      // positions in another order, and the vector exp's ~2 ulp. The padding is left alone.
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], 3e-5)
+            << kv_type_name(kt) << "/" << kv_type_name(vt) << " element " << i << " seed " << seed;
+        ASSERT_NEAR(got[i], old[i], 3e-5)
+            << kv_type_name(kt) << "/" << kv_type_name(vt) << " two-pass, element " << i << " seed " << seed;
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, KvDecodeTest,
+    ::testing::Combine(::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+                       ::testing::Values(DecodeShape{128, 1, 1}, DecodeShape{128, 2, 1}, DecodeShape{128, 63, 1},
+                                         DecodeShape{128, 65, 1}, DecodeShape{128, 1000, 1}, DecodeShape{128, 130, 4},
+                                         DecodeShape{64, 1000, 8}, DecodeShape{64, 65, 3}, DecodeShape{40, 63, 2},
+                                         DecodeShape{80, 200, 5}, DecodeShape{33, 65, 1}, DecodeShape{8, 2, 7},
+                                         DecodeShape{96, 129, 2})),
+    [](const auto& info) {
+      const DecodeShape s = std::get<1>(info.param);
+      const Isa isa = std::get<0>(info.param);
+      return std::string(isa == Isa::kScalar ? "scalar"
+                         : isa == Isa::kAvx2 ? "avx2"
+                                             : "avx512") +
+             "_hd" + std::to_string(s.head_dim) + "_pos" + std::to_string(s.n_pos) + "_q" + std::to_string(s.n_q);
+    });
 
 // attend_group over a quantized cache equals attention over the same values decoded to f32.
 TEST(KvAttention, QuantizedCacheEqualsItsDecodedValues) {
@@ -215,7 +292,7 @@ TEST(KvAttention, QuantizedCacheEqualsItsDecodedValues) {
                       size_t(n_ctx) * hd * 4,
                       size_t(n_ctx) * hd * 4};
       const auto q = normal(size_t(group) * hd, rng);
-      std::vector<float> a(q.size()), b(q.size()), s(size_t(group) * n_ctx);
+      std::vector<float> a(q.size()), b(q.size()), s(ops::decode_work_floats(group, hd));
       for (int g = 0; g < n_kv; ++g) {
         ops::attend_group(q.data(), g, group, hd, sq, n, a.data(), s.data());
         ops::attend_group(q.data(), g, group, hd, sf, n, b.data(), s.data());

@@ -45,6 +45,21 @@ struct FlashTile {
 constexpr int kFlashKeys = 64;  // keys decoded per block, each used by every query row of the tile
 size_t kv_flash_work_floats(int m, int head_dim);
 
+// One decode step of the n_q query heads that share one kv head, over positions [0, n_pos):
+// out[h*ldo + d] = softmax_j(scale * q_h . K_j) . V_j. q rows already rotated. work:
+// kv_decode_work_floats(n_q, head_dim) floats, aligned for doubles (the scalar twin sums in them).
+struct DecodeQuery {
+  const float* q;
+  int64_t ldq;
+  float* out;
+  int64_t ldo;
+  int n_q, head_dim, n_pos;
+  float scale;
+  float* work;
+};
+constexpr int kDecodeKeys = 64;  // positions per block: K and V of a block are read once, while hot
+size_t kv_decode_work_floats(int n_q, int head_dim);
+
 struct KvKernels {
   // s[h*lds + j] = sum_d q[h*ldq + d] * K_j[d]   for h < n_q, j < n_pos (K_j: row j at k).
   void (*scores)(KvType t, const void* k, int head_dim, int n_pos, const float* q, int64_t ldq, int n_q, float* s,
@@ -60,6 +75,10 @@ struct KvKernels {
   // all rows * n_q queries, with an online softmax (running max and sum), so no score row or
   // decoded copy of the whole prefix is ever written.
   void (*flash)(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
+  // Decode attention in one sweep of the cache (kernels/kv_decode_impl.h): blocks of kDecodeKeys
+  // positions, each block's keys scored for every query head, then an online softmax (running
+  // max and sum per head), then its values summed into the outputs; K and V read in place.
+  void (*decode)(KvType kt, const void* k, KvType vt, const void* v, const DecodeQuery& d);
 };
 
 const KvKernels& kv_kernels(Isa isa);
@@ -78,6 +97,9 @@ void dense_to_f32(KvType t, const void* src, int head_dim, int n_rows, float* ds
 void flash_scalar(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
 void flash_avx2(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
 void flash_avx512(KvType kt, const void* k, KvType vt, const void* v, const FlashTile& t);
+void decode_scalar(KvType kt, const void* k, KvType vt, const void* v, const DecodeQuery& d);
+void decode_avx2(KvType kt, const void* k, KvType vt, const void* v, const DecodeQuery& d);
+void decode_avx512(KvType kt, const void* k, KvType vt, const void* v, const DecodeQuery& d);
 }  // namespace kv_detail
 const KvKernels& kv_kernels_avx2();
 const KvKernels& kv_kernels_avx512();

@@ -177,7 +177,8 @@ void to_f32(KvType t, const void* src, int head_dim, int n_rows, float* dst) {
 }  // namespace
 
 const KvKernels& kv_kernels_avx512() {
-  static const KvKernels k{scores, weighted_sum, to_f32, kv_kernels_scalar().from_f32, kv_detail::flash_avx512};
+  static const KvKernels k{
+      scores, weighted_sum, to_f32, kv_kernels_scalar().from_f32, kv_detail::flash_avx512, kv_detail::decode_avx512};
   return k;
 }
 

@@ -1,6 +1,7 @@
 // Reference flash tile (kernels/kv.h): every query row on its own, one key at a time, with the
 // running max and sum in double (the streaming softmax of the optimized tiles, without their
 // blocks, transposes or vector exp). The scores go through the scalar kv kernels.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -10,6 +11,13 @@
 namespace metharme::kernels {
 
 size_t kv_flash_work_floats(int m, int head_dim) { return flash::layout(m, head_dim).total; }
+
+// The optimized decoders' scores, running max / sum and rescale factors (kv_decode_impl.h), or
+// the scalar twin's double accumulators and value row (flash_scalar); a multiple of 16 floats, so
+// slices of per-thread work areas stay aligned.
+size_t kv_decode_work_floats(int n_q, int head_dim) {
+  return (std::max(size_t(n_q) * (kDecodeKeys + 3), 3 * size_t(head_dim)) + 15) / 16 * 16;
+}
 
 namespace kv_detail {
 
@@ -43,6 +51,15 @@ void flash_scalar(KvType kt, const void* k, KvType vt, const void* v, const Flas
       float* out = t.out + int64_t(r) * t.ldo + int64_t(h) * hd;
       for (int d = 0; d < hd; ++d) out[d] = float(acc[d] / l);
     }
+}
+
+// Decode is the flash tile of one query row at the last position: the same one-key-at-a-time
+// reference, in double.
+void decode_scalar(KvType kt, const void* k, KvType vt, const void* v, const DecodeQuery& d) {
+  for (int h = 0; h < d.n_q; ++h)
+    flash_scalar(
+        kt, k, vt, v,
+        {d.q + h * d.ldq, d.head_dim, d.out + h * d.ldo, d.head_dim, 1, 1, d.head_dim, d.n_pos - 1, d.scale, d.work});
 }
 
 }  // namespace kv_detail

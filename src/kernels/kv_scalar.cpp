@@ -216,7 +216,7 @@ bool parse_kv_type(const char* s, KvType* out) {
 }
 
 const KvKernels& kv_kernels_scalar() {
-  static const KvKernels k{scores, weighted_sum, to_f32, from_f32, kv_detail::flash_scalar};
+  static const KvKernels k{scores, weighted_sum, to_f32, from_f32, kv_detail::flash_scalar, kv_detail::decode_scalar};
   return k;
 }
 

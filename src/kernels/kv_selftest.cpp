@@ -1,7 +1,8 @@
 // Self-test of the KV kernels (kernels/selftest.h): q8 and q4 rows written by the scalar
 // quantizer, head_dim 64 (the vector paths) and 40 (a partial block: the fallback), 7 positions
 // (a group of 4 and a tail of 3) and 3 query heads (a pair and a single), against the scalar twins;
-// the flash prefill tile on the same rows.
+// the flash prefill tile on the same rows; the decode kernel on 70 positions (two blocks, so the
+// running max and the rescale are used) for every key type, each with another value type.
 // f32 / f16 rows are the dense family's kernels (tested there; calling them from here would
 // re-enter checked_isa while it holds the self-test lock).
 #include <cstdint>
@@ -66,10 +67,34 @@ void check(Isa isa, SelfTest& t, KvType type, int head_dim, Rand& r) {
   t.compare("kv flash " + tag, ao.data(), ar.data(), ao.size(), 1e-5, 1e-5);
 }
 
+// Decode reads f32 / f16 rows with its own loaders (no dense kernels), so every type is checked.
+void check_decode(Isa isa, SelfTest& t, KvType kt, KvType vt, int head_dim, Rand& r) {
+  constexpr int kPos = 70, kHeads = 3;
+  std::vector<float> x(size_t(kPos) * size_t(head_dim)), y(x.size()), q(size_t(kHeads) * size_t(head_dim));
+  for (auto& v : x) v = 3 * r.next();
+  for (auto& v : y) v = r.next();
+  for (auto& v : q) v = r.next();
+  const KvKernels& ref = kv_kernels_scalar();
+  std::vector<uint8_t> kr(kv_row_bytes(kt, head_dim) * kPos), vr(kv_row_bytes(vt, head_dim) * kPos);
+  ref.from_f32(kt, x.data(), head_dim, kPos, kr.data());
+  ref.from_f32(vt, y.data(), head_dim, kPos, vr.data());
+  std::vector<double> work((kv_decode_work_floats(kHeads, head_dim) + 1) / 2);
+  float* w = reinterpret_cast<float*>(work.data());
+  std::vector<float> got(q.size()), want(q.size());
+  const int64_t ld = head_dim;
+  kv_kernels(isa).decode(kt, kr.data(), vt, vr.data(), {q.data(), ld, got.data(), ld, kHeads, head_dim, kPos, 0.3f, w});
+  ref.decode(kt, kr.data(), vt, vr.data(), {q.data(), ld, want.data(), ld, kHeads, head_dim, kPos, 0.3f, w});
+  t.compare(std::string("kv decode ") + kv_type_name(kt) + "/" + kv_type_name(vt) + " hd=" + std::to_string(head_dim),
+            got.data(), want.data(), got.size(), 1e-5, 1e-5);
+}
+
 void run(Isa isa, SelfTest& t) {
   Rand r;
   for (KvType type : {KvType::kQ8, KvType::kQ4})
     for (int hd : {64, 40}) check(isa, t, type, hd, r);
+  const KvType types[] = {KvType::kF32, KvType::kF16, KvType::kQ8, KvType::kQ4};
+  for (int i = 0; i < 4; ++i)
+    for (int hd : {64, 40}) check_decode(isa, t, types[i], types[(i + 1) % 4], hd, r);
 }
 
 }  // namespace

@@ -43,7 +43,9 @@ LlamaRuntime::LlamaRuntime(const ModelWeights& w, const RuntimeOptions& opt)
   att_ = floats(B * size_t(c.q_dim()));
   hg_ = floats(B * size_t(c.intermediate_size));
   hu_ = floats(B * size_t(c.intermediate_size));
-  scores_ = floats(size_t(pool_.size()) * size_t(group_) * size_t(opt_.n_ctx));
+  // Decode attention (ops::attend_group): one work area per thread (64-byte aligned slices).
+  decode_work_floats_ = (ops::decode_work_floats(group_, c.head_dim) + 15) / 16 * 16;
+  decode_work_ = floats(size_t(pool_.size()) * decode_work_floats_);
   // Flash prefill tiles: one work area per thread (64-byte aligned slices).
   tile_work_floats_ = (ops::prefill_work_floats(ops::prefill_tile_rows(group_) * group_, c.head_dim) + 15) / 16 * 16;
   tile_work_ = floats(size_t(pool_.size()) * tile_work_floats_);
@@ -115,9 +117,9 @@ void LlamaRuntime::attention(int layer, std::span<const BatchToken> toks, const 
   pool_.run(n * n_groups, [&](int task, int thread) {
     int i = task % n, g = task / n;
     const BatchToken& t = toks[size_t(i)];
-    float* scores = scores_.as<float>() + size_t(thread) * size_t(group_) * size_t(opt_.n_ctx);
+    float* work = decode_work_.as<float>() + size_t(thread) * decode_work_floats_;
     size_t off = size_t(i) * qd + size_t(g) * group_ * hd;
-    ops::attend_group(q + off, g, group_, hd, kv_.slice(layer, t.seq), t.pos + 1, att + off, scores);
+    ops::attend_group(q + off, g, group_, hd, kv_.slice(layer, t.seq), t.pos + 1, att + off, work);
   });
   attn_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -156,7 +158,8 @@ void LlamaRuntime::step(std::span<const BatchToken> toks, float* logits) {
   const LlamaConfig& c = config();
   const int d = c.hidden_size;
   for (const BatchToken& t : toks) {
-    MH_CHECK(t.seq >= 0 && t.seq < kv_.n_seq(), "sequence ", t.seq, " is outside the KV cache (", kv_.n_seq(), " slots)");
+    MH_CHECK(t.seq >= 0 && t.seq < kv_.n_seq(), "sequence ", t.seq, " is outside the KV cache (", kv_.n_seq(),
+             " slots)");
     MH_CHECK(t.pos >= 0 && t.pos < kv_.n_ctx(), "position ", t.pos, " is outside the context (", kv_.n_ctx(), ")");
   }
   float* x = x_.as<float>();

@@ -25,15 +25,15 @@ struct BatchToken {
 };
 
 struct RuntimeOptions {
-  int n_ctx = 0;         // positions per sequence; 0 = min(max_position_embeddings, 4096)
-  int n_seq = 1;         // independent sequences (KV slots)
-  int max_batch = 512;   // tokens per internal step; longer batches are split
-  int n_threads = 0;     // 0 = all CPUs this process may use
+  int n_ctx = 0;        // positions per sequence; 0 = min(max_position_embeddings, 4096)
+  int n_seq = 1;        // independent sequences (KV slots)
+  int max_batch = 512;  // tokens per internal step; longer batches are split
+  int n_threads = 0;    // 0 = all CPUs this process may use
   // KV cache element types of keys and values (kernels/kv.h): f32, f16, q8 or q4.
   kernels::KvType kv_type_k = kernels::KvType::kF32;
   kernels::KvType kv_type_v = kernels::KvType::kF32;
   RopeOverrides rope = {};  // command-line RoPE settings (model/rope_setup.h); default: the model's own
-  bool log_rope = false;  // print the chosen RoPE scaling on stderr (one line, only when not plain)
+  bool log_rope = false;    // print the chosen RoPE scaling on stderr (one line, only when not plain)
   // GPU offload (model/offload.h): the last gpu_layers layers on Vulkan device gpu_device;
   // kGpuAll (or more than the layer count) also moves the output head; gpu_auto lowers the
   // count until the plan fits the device's memory.
@@ -114,8 +114,8 @@ class LlamaRuntime {
   double attn_seconds_ = 0;
 
   // Scratch, sized for max_batch tokens at construction: the decode loop allocates nothing.
-  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, scores_, tile_work_, logits_;
-  size_t tile_work_floats_ = 0;  // per thread, a multiple of 16
+  PageBuffer x_, xb_, q_, k_, v_, att_, hg_, hu_, decode_work_, tile_work_, logits_;
+  size_t decode_work_floats_ = 0, tile_work_floats_ = 0;  // per thread, multiples of 16
   std::vector<int> logit_rows_;
   std::vector<BatchToken> eval_batch_;
 };

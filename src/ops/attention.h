@@ -19,9 +19,11 @@ struct KvSlice {
 
 // For the `group` query heads that share kv head `g` (q rows contiguous, head_dim each):
 // out_h = softmax(q_h . K_g[0..n_pos) / sqrt(head_dim)) . V_g[0..n_pos), reading the cache in
-// its own type (no dequantized copy). scores: scratch of group * n_pos floats.
+// its own type (no dequantized copy) in one sweep (kernels/kv.h, KvKernels::decode). work:
+// decode_work_floats(group, head_dim) floats, aligned for doubles.
+inline size_t decode_work_floats(int group, int head_dim) { return kernels::kv_decode_work_floats(group, head_dim); }
 void attend_group(const float* q, int g, int group, int head_dim, const KvSlice& kv, int n_pos, float* out,
-                  float* scores);
+                  float* work);
 
 // Prefill tile: the `group` query heads of kv head g for `rows` consecutive positions
 // pos_first.. of one sequence, whose keys [0, pos_first + rows) are in kv; row i sees keys
