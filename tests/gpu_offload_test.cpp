@@ -55,13 +55,14 @@ std::vector<int> test_ids(int n, int vocab) {
   return ids;
 }
 
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what,
+                  double abs_tol = 2e-3) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const double err = std::fabs(double(got[i]) - want[i]);
     worst = std::max(worst, err);
-    ASSERT_LE(err, 2e-3 + 1e-4 * std::fabs(want[i])) << what << " at " << i;
+    ASSERT_LE(err, abs_tol + 1e-4 * std::fabs(want[i])) << what << " at " << i;
   }
   std::printf("%s: max |diff| %.3g\n", what.c_str(), worst);
 }
@@ -231,8 +232,13 @@ TEST_F(GpuOffloadTest, QuantizedKvCacheOffloadMatchesCpu) {
     LlamaRuntime g(*w, ro);
     ASSERT_NE(g.gpu(), nullptr) << tag;
     const auto ids = test_ids(24, cpu.n_vocab());
-    expect_close(test::all_logits(g, ids), test::all_logits(cpu, ids), tag + " prefill");
-    expect_close(test::all_logits_incremental(g, ids, 1), test::all_logits_incremental(cpu, ids, 1), tag + " decode");
+    // A q4 row whose fp32 inputs differ in the last bits can put one value a whole q4 step (an
+    // eighth of its block's largest magnitude) away: measured 7e-4 to 2.5e-3 in the logits, so
+    // q4 caches get 1e-2 (the same order as attention_test's DecodeLogits q4 bound).
+    const double tol = tk == KvType::kQ4 || tv == KvType::kQ4 ? 1e-2 : 2e-3;
+    expect_close(test::all_logits(g, ids), test::all_logits(cpu, ids), tag + " prefill", tol);
+    expect_close(test::all_logits_incremental(g, ids, 1), test::all_logits_incremental(cpu, ids, 1), tag + " decode",
+                 tol);
     for (LlamaRuntime* rt : {&cpu, &g}) {
       rt->kv().shift(1, 10, 3, 14, rt->rope());  // seq 1: drop positions 3..9
       rt->kv().copy_prefix(1, 0, 17);
@@ -241,7 +247,7 @@ TEST_F(GpuOffloadTest, QuantizedKvCacheOffloadMatchesCpu) {
     std::vector<float> c(2 * size_t(cpu.n_vocab())), d(c.size());
     cpu.forward(next, c.data());
     g.forward(next, d.data());
-    expect_close(d, c, tag + " after shift and prefix copy");
+    expect_close(d, c, tag + " after shift and prefix copy", tol);
   }
   // The flags: generate with a q4 cache offloaded gives the CPU's greedy text.
   std::vector<std::string> gen = {"generate", "-m", dir,           "-p", "Once upon a time", "-n", "24", "--temp", "0",
