@@ -158,23 +158,9 @@ TEST_F(GpuOps, I8MatmulMatchesDequantizedProductForEachScaleLayout) {
   };
   for (Case c :
        {Case{37, 64, 32, false, -128, 127}, Case{21, 96, 16, false, -32, 31}, Case{45, 128, 32, true, 0, 31}}) {
-    auto w = ops::i8_alloc(c.n, c.k, c.sb, c.adds, "gpu test");
-    std::uniform_int_distribution<int> code(c.lo, c.hi);
-    std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
-    for (int n = 0; n < c.n; ++n)
-      for (int k = 0; k < c.k; ++k) {
-        ops::i8_set_code(*w, n, k, int8_t(code(rng_)));
-        if (k % c.sb == 0) ops::i8_scale(*w, n, k) = sd(rng_);
-        if (c.adds && k % 32 == 0) ops::i8_add(*w, n, k) = -sd(rng_) * 4;
-      }
-    ops::i8_finish(*w);
-    ops::Linear l;
-    l.kind = ops::Linear::Kind::kI8;
-    l.n_out = c.n;
-    l.n_in = c.k;
-    l.i8 = w;
+    const ops::Linear l = test::random_i8_linear(c.n, c.k, c.sb, c.adds, c.lo, c.hi, rng_);
     gpu::DeviceLinear d = gpu::upload_linear(*ctx_, l, "i8 test");
-    const auto ref = ops::i8_dequantize(*w);
+    const auto ref = ops::i8_dequantize(*l.i8);
     for (int M : {1, 4, 7}) check_matmul(*ctx_, d, ref, c.n, c.k, M, rng_, "i8 sb" + std::to_string(c.sb));
     gpu::free_linear(*ctx_, d);
   }

@@ -158,22 +158,8 @@ TEST_F(GpuSubgroup, I8MatchesCpuAndPlainShaders) {
     bool adds;
   };
   for (Case c : {Case{37, 64, 32, false}, Case{21, 96, 16, false}, Case{45, 160, 32, true}}) {
-    auto w = ops::i8_alloc(c.n, c.k, c.sb, c.adds, "subgroup test");
-    std::uniform_int_distribution<int> code(-128, 127);
-    std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
-    for (int n = 0; n < c.n; ++n)
-      for (int k = 0; k < c.k; ++k) {
-        ops::i8_set_code(*w, n, k, int8_t(code(rng_)));
-        if (k % c.sb == 0) ops::i8_scale(*w, n, k) = sd(rng_);
-        if (c.adds && k % 32 == 0) ops::i8_add(*w, n, k) = -sd(rng_) * 4;
-      }
-    ops::i8_finish(*w);
-    ops::Linear l;
-    l.kind = ops::Linear::Kind::kI8;
-    l.n_out = c.n;
-    l.n_in = c.k;
-    l.i8 = w;
-    check(l, ops::i8_dequantize(*w), {1, 3, 4, 8, 13, 70}, "i8 N" + std::to_string(c.n) + " sb" + std::to_string(c.sb));
+    const ops::Linear l = test::random_i8_linear(c.n, c.k, c.sb, c.adds, -128, 127, rng_);
+    check(l, ops::i8_dequantize(*l.i8), {1, 3, 4, 8, 13, 70}, "i8 N" + std::to_string(c.n) + " sb" + std::to_string(c.sb));
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "ops/i8_linear.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -50,6 +51,25 @@ Gptq::Gptq(int N, int K, int gs, bool act_order, std::mt19937& rng) {
     std::shuffle(g_idx.begin(), g_idx.end(), rng);
     src.g_idx = g_idx.data();
   }
+}
+
+ops::Linear random_i8_linear(int n, int k, int sb, bool adds, int lo, int hi, std::mt19937& rng) {
+  auto w = ops::i8_alloc(n, k, sb, adds, "gpu test");
+  std::uniform_int_distribution<int> code(lo, hi);
+  std::uniform_real_distribution<float> sd(1e-3f, 2e-2f);
+  for (int r = 0; r < n; ++r)
+    for (int i = 0; i < k; ++i) {
+      ops::i8_set_code(*w, r, i, int8_t(code(rng)));
+      if (i % sb == 0) ops::i8_scale(*w, r, i) = sd(rng);
+      if (adds && i % 32 == 0) ops::i8_add(*w, r, i) = -sd(rng) * 4;
+    }
+  ops::i8_finish(*w);
+  ops::Linear l;
+  l.kind = ops::Linear::Kind::kI8;
+  l.n_out = n;
+  l.n_in = k;
+  l.i8 = w;
+  return l;
 }
 
 }  // namespace metharme::test

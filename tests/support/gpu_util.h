@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/linear.h"
 #include "ops/q4_linear.h"
 
 #ifdef METHARME_HAVE_VULKAN
@@ -29,6 +30,10 @@ struct Gptq {
   ops::GptqSource src;
   Gptq(int N, int K, int gs, bool act_order, std::mt19937& rng);
 };
+
+// A random int8-code linear (ops/i8_linear.h): codes uniform in [lo, hi], a scale per sb rows,
+// and per-32 adds when `adds`.
+ops::Linear random_i8_linear(int n, int k, int sb, bool adds, int lo, int hi, std::mt19937& rng);
 
 }  // namespace metharme::test
 #endif
