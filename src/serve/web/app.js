@@ -112,6 +112,10 @@
     busy(true);
     let reply = '';
     let failed = false;
+    // One paint per frame: a small model streams a thousand tokens a second, and a layout per
+    // token would freeze the page (and its Stop button).
+    let frame = 0;
+    const paint = () => { frame = 0; setText(div, reply); };
     try {
       const res = await fetch('/v1/chat/completions', {
         method: 'POST', headers: headers(), body: JSON.stringify(requestBody()), signal: controller.signal,
@@ -123,7 +127,10 @@
       await readEvents(res, (data) => {
         if (data === '[DONE]') return;
         const d = JSON.parse(data).choices?.[0]?.delta?.content;
-        if (d) { reply += d; setText(div, reply); }
+        if (d) {
+          reply += d;
+          if (!frame) frame = requestAnimationFrame(paint);
+        }
       });
     } catch (e) {
       if (e.name !== 'AbortError') {
@@ -132,6 +139,8 @@
         setText(div, 'Error: ' + e.message);
       }
     } finally {
+      if (frame) cancelAnimationFrame(frame);
+      if (!failed) setText(div, reply);
       controller = null;
       div.classList.remove('streaming');
       busy(false);
