@@ -27,7 +27,8 @@ bool linear_supported(const ops::Linear& l, std::string* why) {
   if (l.kind == ops::Linear::Kind::kDense || l.kind == ops::Linear::Kind::kI8) return true;
   if (l.kind == ops::Linear::Kind::kQ4) {
     // Offsets are added per 32 input rows in the shader, which needs the identity row order.
-    if (l.q4->offsets.empty() || (l.q4->perm.empty() && l.q4->n_in % 32 == 0)) return true;
+    const bool offsets = !l.q4->offsets.empty() || l.q4->mat.ksc;  // Q4_K's mins become offsets
+    if (!offsets || (l.q4->perm.empty() && l.q4->n_in % 32 == 0)) return true;
     if (why) *why = "int4 with per-block offsets and a row permutation";
     return false;
   }
@@ -45,7 +46,8 @@ size_t linear_device_bytes(const ops::Linear& l) {
   if (l.kind != ops::Linear::Kind::kQ4) return l.weight_bytes();  // not offloadable (linear_supported says why)
   const ops::Q4Weight& q = *l.q4;
   const size_t cells = size_t(q.mat.n_tiles) * size_t(q.mat.n_groups) * kernels::kQ4TileCols;
-  return q.qs.size() + cells * 5 + size_t(q.mat.kp) * 4 + size_t(q.n_out) * 4 + q.offsets.size() * 4;
+  const size_t offsets = q.mat.ksc ? size_t(q.n_out) * size_t(q.mat.n_groups) : q.offsets.size();
+  return q.qs.size() + cells * 5 + size_t(q.mat.kp) * 4 + size_t(q.n_out) * 4 + offsets * 4;
 }
 
 namespace {
@@ -100,24 +102,23 @@ DeviceLinear upload_linear(Context& ctx, const ops::Linear& l, const std::string
   d.gs = m.gs;
   d.n_groups = m.n_groups;
   const size_t cells = size_t(m.n_tiles) * size_t(m.n_groups) * kernels::kQ4TileCols;
-  std::vector<float> scales(cells);
-  for (size_t i = 0; i < cells; ++i) scales[i] = m.scales_f32 ? m.scales_f32[i] : fp16_to_f32(m.scales[i]);
+  const ops::Q4Groups grp = ops::q4_groups(q);  // the shaders' form of any layout (Q4_K's included)
   std::vector<int32_t> perm(size_t(m.kp));
   for (int j = 0; j < m.kp; ++j) perm[size_t(j)] = q.perm.empty() ? (j < q.n_in ? j : -1) : q.perm[size_t(j)];
   d.qs = ctx.alloc(q.qs.size(), name + " codes");
   ctx.upload(d.qs, m.qs, size_t(m.n_tiles) * m.tile_qs_bytes());
   d.scales = ctx.alloc(cells * 4, name + " scales");
-  ctx.upload(d.scales, scales.data(), cells * 4);
+  ctx.upload(d.scales, grp.scales.data(), cells * 4);
   d.zeros = ctx.alloc(cells, name + " zeros");
-  ctx.upload(d.zeros, m.zeros, cells);
+  ctx.upload(d.zeros, grp.zeros.data(), cells);
   d.perm = ctx.alloc(perm.size() * 4, name + " row order");
   ctx.upload(d.perm, perm.data(), perm.size() * 4);
   d.has_bias = !q.bias.empty();
   d.bias = ctx.alloc(size_t(q.n_out) * 4, name + " bias");
   if (d.has_bias) ctx.upload(d.bias, q.bias.data(), size_t(q.n_out) * 4);
-  d.n_blocks = q.offsets.empty() ? 0 : q.n_in / 32;
-  d.offsets = ctx.alloc(std::max<size_t>(q.offsets.size(), 1) * 4, name + " offsets");
-  if (d.n_blocks) ctx.upload(d.offsets, q.offsets.data(), q.offsets.size() * 4);
+  d.n_blocks = grp.offsets.empty() ? 0 : q.n_in / 32;
+  d.offsets = ctx.alloc(std::max<size_t>(grp.offsets.size(), 1) * 4, name + " offsets");
+  if (d.n_blocks) ctx.upload(d.offsets, grp.offsets.data(), grp.offsets.size() * 4);
   return d;
 }
 

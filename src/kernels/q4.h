@@ -15,6 +15,13 @@
 //          checkpoint's fp32 scales are not all fp16 values (then scales is unused)
 //   zeros  [n_tiles][n_groups][16] u8, the integer zero point (already +1 for GPTQ v1 files)
 // Padding columns and padding rows have code 0 and scale 0.
+//
+// GGUF Q4_K keeps its own scale layout instead (Q4Matrix::ksc set; gs 32, n_groups a multiple of 8,
+// a super-block being 8 groups): W[n][k] = s * code - m with s = kd * ksc and m = kdmin * kmin,
+//   ksc, kmin  [n_tiles][n_groups][16] u8, the block's 6-bit scale and min
+//   kd, kdmin  [n_tiles][n_groups/8][16] fp16, the super-block's factors
+// (4.6 bits a weight, against 6.25 for fp32 scales, zeros and offsets; the products are exact in
+// fp32: 11 x 6 bits). scales, scales_f32 and zeros are then unused and uniform_zero is 0.
 #pragma once
 
 #include <cstddef>
@@ -41,6 +48,10 @@ struct Q4Matrix {
   // >= 0 when every entry of zeros equals it (GGUF Q4_0: 8), so a kernel may use the constant
   // instead of loading and widening the zeros of each group; -1 when they vary.
   int uniform_zero = -1;
+  const uint8_t* ksc = nullptr;  // Q4_K layout (above), or null
+  const uint8_t* kmin = nullptr;
+  const uint16_t* kd = nullptr;
+  const uint16_t* kdmin = nullptr;
 
   size_t tile_qs_bytes() const { return size_t(kp) / kQ4StepK * kQ4StepBytes; }
 };

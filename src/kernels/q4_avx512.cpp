@@ -29,11 +29,28 @@ inline int32_t load_i32(const int8_t* p) {
   return v;
 }
 
-// The 16 scales of tile t, group g (fp16 or fp32, see q4.h).
+// The 16 values of a Q4_K super-block factor (kd or kdmin) times a block's 6-bit integers.
+inline __m512 k_product16(const uint16_t* f, const uint8_t* v, int t, int g, int n_groups) {
+  const size_t gi = (size_t(t) * size_t(n_groups) + size_t(g)) * kQ4TileCols;
+  const size_t si = (size_t(t) * size_t(n_groups / 8) + size_t(g / 8)) * kQ4TileCols;
+  const __m512 fv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f + si)));
+  const __m512i vi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + gi)));
+  return _mm512_mul_ps(fv, _mm512_cvtepi32_ps(vi));
+}
+
+// The 16 scales of tile t, group g (fp16, fp32 or Q4_K's, see q4.h).
 inline __m512 scales16(const Q4Matrix& w, int t, int g) {
+  if (w.ksc) return k_product16(w.kd, w.ksc, t, g, w.n_groups);
   const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols;
   if (w.scales_f32) return _mm512_loadu_ps(w.scales_f32 + i);
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + i)));
+}
+// Q4_K's 16 mins of tile t, group g (only when w.ksc is set).
+inline __m512 mins16(const Q4Matrix& w, int t, int g) { return k_product16(w.kdmin, w.kmin, t, g, w.n_groups); }
+
+// The zero points of tile t (null for Q4_K, whose zero is the constant 0).
+inline const uint8_t* tile_zeros(const Q4Matrix& w, int t) {
+  return w.zeros ? w.zeros + size_t(t) * size_t(w.n_groups) * kQ4TileCols : nullptr;
 }
 
 // The negated zero points of tile t, group g, as int32 (a constant when the matrix has one).
@@ -54,7 +71,7 @@ inline __m512i neg_zeros16(const Q4Matrix& w, const uint8_t* zp, int g) {
 template <int R, bool kShiftHi, int kSteps>
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+  const uint8_t* zp = tile_zeros(w, t);
   const int nb = w.kp / x.block, bpg = w.gs / x.block;
   const int8_t* xq[R];
   const float* xd[R];
@@ -95,6 +112,10 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
       if constexpr (!kShiftHi) isum = _mm512_add_epi32(isum, _mm512_srai_epi32(acc[r][1], 4));
       accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, _mm512_set1_ps(xd[r][b])), _mm512_cvtepi32_ps(isum), accf[r]);
     }
+    if (w.ksc) {  // - min x (the block's activation sum)
+      const __m512 mn = mins16(w, t, g);
+      for (int r = 0; r < R; ++r) accf[r] = _mm512_fnmadd_ps(mn, _mm512_set1_ps(xd[r][b] * float(xs[r][b])), accf[r]);
+    }
   }
   const int n0 = t * kQ4TileCols, valid = w.n - n0 < kQ4TileCols ? w.n - n0 : kQ4TileCols;
   const __mmask16 mask = __mmask16((1u << valid) - 1u);
@@ -110,14 +131,14 @@ void q8_tile2(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_
   const size_t tb = tile_bytes(w);
   const uint8_t* qs = w.qs + size_t(t) * tb;
   const size_t zstride = size_t(w.n_groups) * kQ4TileCols;
-  const uint8_t* zp = w.zeros + size_t(t) * zstride;
+  const uint8_t* zp = tile_zeros(w, t);
   const int nb = w.kp / 32, bpg = w.gs / 32;
   const __m512i low = _mm512_set1_epi8(0x0F);
   __m512 accf[R][2];
   for (int r = 0; r < R; ++r) accf[r][0] = accf[r][1] = _mm512_setzero_ps();
   for (int b = 0; b < nb; ++b) {
     const int g = b / bpg;
-    const __m512i nz[2] = {neg_zeros16(w, zp, g), neg_zeros16(w, zp + zstride, g)};
+    const __m512i nz[2] = {neg_zeros16(w, zp, g), neg_zeros16(w, zp ? zp + zstride : zp, g)};
     __m512i acc[R][2];
     for (int r = 0; r < R; ++r) {
       const __m512i xs = _mm512_set1_epi32(x.sum[size_t(m0 + r) * size_t(nb) + size_t(b)]);
@@ -148,6 +169,14 @@ void q8_tile2(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_
       const __m512 d = _mm512_set1_ps(x.d[size_t(m0 + r) * size_t(nb) + size_t(b)]);
       for (int j = 0; j < 2; ++j)
         accf[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(s[j], d), _mm512_cvtepi32_ps(acc[r][j]), accf[r][j]);
+    }
+    if (w.ksc) {  // - min x (the block's activation sum)
+      const __m512 mn[2] = {mins16(w, t, g), mins16(w, t + 1, g)};
+      for (int r = 0; r < R; ++r) {
+        const size_t bi = size_t(m0 + r) * size_t(nb) + size_t(b);
+        const __m512 ds = _mm512_set1_ps(x.d[bi] * float(x.sum[bi]));
+        for (int j = 0; j < 2; ++j) accf[r][j] = _mm512_fnmadd_ps(mn[j], ds, accf[r][j]);
+      }
     }
   }
   for (int j = 0; j < 2; ++j) {
@@ -227,7 +256,7 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
 template <int R>
 void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64_t ldy) {
   const uint8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const uint8_t* zp = w.zeros + size_t(t) * w.n_groups * kQ4TileCols;
+  const uint8_t* zp = tile_zeros(w, t);
   const __m512i low = _mm512_set1_epi32(0x0F);
   __m512 accf[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
@@ -247,12 +276,16 @@ void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64
         }
       }
     }
-    const __m512 z =
-        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))));
     const __m512 s = scales16(w, t, g);
+    // Q4_K: zero 0 and W = s * code - min; otherwise W = s * (code - zero).
+    const __m512 z =
+        zp ? _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zp + g * 16))))
+           : _mm512_setzero_ps();
+    const __m512 mn = w.ksc ? mins16(w, t, g) : _mm512_setzero_ps();
     for (int r = 0; r < R; ++r) {
       const __m512 gs = _mm512_set1_ps(x.gsum[size_t(m0 + r) * x.n_groups + size_t(g)]);
       accf[r] = _mm512_fmadd_ps(s, _mm512_fnmadd_ps(z, gs, _mm512_add_ps(a[r][0], a[r][1])), accf[r]);
+      accf[r] = _mm512_fnmadd_ps(mn, gs, accf[r]);
     }
   }
   const int n0 = t * kQ4TileCols, valid = w.n - n0 < kQ4TileCols ? w.n - n0 : kQ4TileCols;

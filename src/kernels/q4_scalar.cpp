@@ -16,9 +16,21 @@ inline int code_at(const uint8_t* tile, int k, int c) {
   return (k % 8) < 4 ? (b & 0xF) : (b >> 4);
 }
 
+// Group g of column c in tile t: gi indexes [n_tiles][n_groups][16], si the Q4_K super-block's
+// [n_tiles][n_groups/8][16].
+inline size_t super_index(const Q4Matrix& w, size_t gi) {
+  const size_t c = gi % kQ4TileCols, tg = gi / kQ4TileCols, t = tg / size_t(w.n_groups), g = tg % size_t(w.n_groups);
+  return (t * size_t(w.n_groups / 8) + g / 8) * kQ4TileCols + c;
+}
 inline float scale_at(const Q4Matrix& w, size_t gi) {
+  if (w.ksc) return fp16_to_f32(w.kd[super_index(w, gi)]) * float(w.ksc[gi]);
   return w.scales_f32 ? w.scales_f32[gi] : fp16_to_f32(w.scales[gi]);
 }
+// The subtracted min of Q4_K (W = s * code - min), 0 for other layouts.
+inline float min_at(const Q4Matrix& w, size_t gi) {
+  return w.ksc ? fp16_to_f32(w.kdmin[super_index(w, gi)]) * float(w.kmin[gi]) : 0.0f;
+}
+inline int zero_at(const Q4Matrix& w, size_t gi) { return w.ksc ? 0 : w.zeros[gi]; }
 
 void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t* sum) {
   for (int b = 0; b * block < n; ++b) {
@@ -55,9 +67,10 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
           for (int k = b * x.block; k < (b + 1) * x.block; ++k) isum += code_at(tile, k, c) * int32_t(xq[k]);
           const size_t gi = (size_t(t) * w.n_groups + size_t(b / bpg)) * kQ4TileCols + size_t(c);
           const int32_t xs = x.sum[size_t(m) * nb + size_t(b)];
-          const float f = float(isum - int32_t(w.zeros[gi]) * xs);
-          const float sd = scale_at(w, gi) * x.d[size_t(m) * nb + size_t(b)];
-          acc = std::fma(sd, f, acc);
+          const float f = float(isum - int32_t(zero_at(w, gi)) * xs);
+          const float xd = x.d[size_t(m) * nb + size_t(b)];
+          acc = std::fma(scale_at(w, gi) * xd, f, acc);
+          acc = std::fma(-min_at(w, gi), xd * float(xs), acc);
         }
         y[m * ldy + n] = acc;
       }
@@ -78,8 +91,8 @@ void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* 
           double ga = 0;
           for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) ga += double(code_at(tile, k, c)) * double(xr[k]);
           const size_t gi = (size_t(t) * w.n_groups + size_t(g)) * kQ4TileCols + size_t(c);
-          const double z = w.zeros[gi];
-          acc += double(scale_at(w, gi)) * (ga - z * double(x.gsum[size_t(m) * x.n_groups + size_t(g)]));
+          const double z = zero_at(w, gi), gsum = x.gsum[size_t(m) * x.n_groups + size_t(g)];
+          acc += double(scale_at(w, gi)) * (ga - z * gsum) - double(min_at(w, gi)) * gsum;
         }
         y[m * ldy + n] = float(acc);
       }
@@ -94,9 +107,9 @@ void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
       float* row = out + (size_t(t - t0) * kQ4TileCols + size_t(c)) * size_t(w.kp);
       for (int g = 0; g < w.n_groups; ++g) {
         const size_t gi = (size_t(t) * w.n_groups + size_t(g)) * kQ4TileCols + size_t(c);
-        const float s = scale_at(w, gi);
-        const int z = w.zeros[gi];
-        for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) row[k] = s * float(code_at(tile, k, c) - z);
+        const float s = scale_at(w, gi), mn = min_at(w, gi);
+        const int z = zero_at(w, gi);
+        for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) row[k] = s * float(code_at(tile, k, c) - z) - mn;
       }
     }
   }
@@ -111,9 +124,12 @@ const Q4Kernels& q4_kernels_scalar() {
 
 const Q4Kernels& q4_kernels(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: return q4_kernels_avx512();
-    case Isa::kAvx2: return q4_kernels_avx2();
-    case Isa::kScalar: break;
+    case Isa::kAvx512:
+      return q4_kernels_avx512();
+    case Isa::kAvx2:
+      return q4_kernels_avx2();
+    case Isa::kScalar:
+      break;
   }
   return q4_kernels_scalar();
 }

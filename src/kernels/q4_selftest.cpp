@@ -1,7 +1,8 @@
 // Self-test of the int4 kernels (kernels/selftest.h): one fixed matrix of 40 columns (the last
 // tile partial) x 128 rows in 2 groups of 64, random codes, scales (fp16, and fp32 off the fp16
-// grid) and zero points from a fixed generator; activation rows 1 (the decode path), 2, 5 and 7
-// (the batched paths' row groups).
+// grid) and zero points from a fixed generator, and one of 40 x 256 in Q4_K's layout (8 groups of
+// 32, 6-bit scales and mins); activation rows 1 (the decode path), 2, 5 and 7 (the batched paths'
+// row groups).
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -29,10 +30,38 @@ struct Rand {
 };
 
 struct Problem {
-  std::vector<uint8_t> qs, zeros;
-  std::vector<uint16_t> scales;
+  std::vector<uint8_t> qs, zeros, ksc, kmin;
+  std::vector<uint16_t> scales, kd, kdmin;
   std::vector<float> scales_f32;
-  Q4Matrix m;
+  Q4Matrix m;  // points into the vectors above
+  Problem(const Problem&) = delete;
+
+  // GGUF Q4_K's layout: K = 256 (one super-block), groups of 32.
+  explicit Problem(Rand r) {
+    m.n = kN;
+    m.kp = 256;
+    m.gs = 32;
+    m.n_groups = 8;
+    m.n_tiles = kTiles;
+    qs.resize(size_t(kTiles) * m.tile_qs_bytes());
+    for (auto& b : qs) b = uint8_t(r.next());
+    const size_t ns = size_t(kTiles) * 8 * kQ4TileCols, nd = size_t(kTiles) * kQ4TileCols;
+    ksc.resize(ns);
+    kmin.resize(ns);
+    for (size_t i = 0; i < ns; ++i) ksc[i] = uint8_t(r.next() % 64), kmin[i] = uint8_t(r.next() % 64);
+    kd.resize(nd);
+    kdmin.resize(nd);
+    for (size_t i = 0; i < nd; ++i) {
+      kd[i] = f32_to_fp16(0.0002f + 0.001f * r.uniform());
+      kdmin[i] = f32_to_fp16(0.0002f + 0.001f * r.uniform());
+    }
+    m.qs = qs.data();
+    m.ksc = ksc.data();
+    m.kmin = kmin.data();
+    m.kd = kd.data();
+    m.kdmin = kdmin.data();
+    m.uniform_zero = 0;
+  }
 
   // f32_scales: scales kept in fp32 (values fp16 cannot hold) instead of fp16. uniform: every
   // zero point 8 and the matrix flagged so (GGUF Q4_0).
@@ -64,18 +93,19 @@ struct Problem {
 };
 
 // M rows of activations with one large value per row, as real activations have.
-std::vector<float> activations(int M, Rand& r) {
-  std::vector<float> x(size_t(M) * kKp);
+std::vector<float> activations(int M, Rand& r, int kp = kKp) {
+  std::vector<float> x(size_t(M) * size_t(kp));
   for (auto& v : x) v = 2.0f * r.uniform() - 1.0f;
-  for (int m = 0; m < M; ++m) x[size_t(m) * kKp + size_t(17 + m)] = 9.0f;
+  for (int m = 0; m < M; ++m) x[size_t(m) * size_t(kp) + size_t(17 + m)] = 9.0f;
   return x;
 }
 
 void check_rows(Isa isa, SelfTest& t, const Problem& p, int M, int block, Rand& r, const char* tag) {
   const Q4Kernels& opt = q4_kernels(isa);
   const Q4Kernels& ref = q4_kernels_scalar();
+  const int kKp = p.m.kp, kGs = p.m.gs, kGroups = p.m.n_groups;  // this problem's shape
   const int nb = kKp / block;
-  const std::vector<float> x = activations(M, r);
+  const std::vector<float> x = activations(M, r, kKp);
   std::vector<int8_t> qo(x.size()), qr(x.size());
   std::vector<float> dox(size_t(M) * nb), dr(dox.size());
   std::vector<int32_t> so(dox.size()), sr(dox.size());
@@ -107,12 +137,15 @@ void check_rows(Isa isa, SelfTest& t, const Problem& p, int M, int block, Rand& 
 
 void run(Isa isa, SelfTest& t) {
   Rand r;
-  for (int variant = 0; variant < 3; ++variant) {
+  for (int variant = 0; variant < 4; ++variant) {
     const bool f32_scales = variant == 1;
-    const Problem p(f32_scales, variant == 2);
-    const char* tag = variant == 1 ? " (fp32 scales)" : variant == 2 ? " (uniform zero)" : "";
+    const Problem p = variant == 3 ? Problem(r) : Problem(f32_scales, variant == 2);
+    const char* tag = variant == 1   ? " (fp32 scales)"
+                      : variant == 2 ? " (uniform zero)"
+                      : variant == 3 ? " (q4_k)"
+                                     : "";
     {
-      const size_t n = size_t(kTiles) * kQ4TileCols * kKp;
+      const size_t n = size_t(kTiles) * kQ4TileCols * size_t(p.m.kp);
       std::vector<float> o(n), ref(n);
       q4_kernels(isa).dequant(p.m, 0, kTiles, o.data());
       q4_kernels_scalar().dequant(p.m, 0, kTiles, ref.data());
@@ -120,9 +153,10 @@ void run(Isa isa, SelfTest& t) {
     }
     // Rows 1 (decode), 5 and 7 (AVX2: one 5-row group; groups of 4 and 3) and 2, at blocks of one
     // and of two 4-step chunks.
-    check_rows(isa, t, p, 1, 64, r, tag);
+    const int b64 = p.m.gs >= 64 ? 64 : 32;  // activation blocks divide the group
+    check_rows(isa, t, p, 1, b64, r, tag);
     check_rows(isa, t, p, 5, 32, r, tag);
-    check_rows(isa, t, p, 7, 64, r, tag);
+    check_rows(isa, t, p, 7, b64, r, tag);
     check_rows(isa, t, p, 2, 32, r, tag);
     check_rows(isa, t, p, 8, 32, r, tag);  // AVX-512: one full 8-row tile
   }

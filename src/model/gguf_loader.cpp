@@ -79,6 +79,32 @@ SubBlock sub_block(GgmlType t, const uint8_t* row, int g) {
   return sb;
 }
 
+// Q4_K keeps its own scales (kernels/q4.h): the 6-bit scales and mins of each 32-row block and
+// the fp16 factors of each 256-row super-block, copied from the file's blocks into tile order.
+void set_q4_k_scales(Ctx& c, const GgufTensorInfo& t, ops::Q4Weight& w, int qk_head_dim) {
+  const int N = w.n_out, G = w.mat.n_groups, S = G / 8;
+  const size_t cells = size_t(w.mat.n_tiles) * size_t(G) * kernels::kQ4TileCols, row_bytes = t.nbytes / size_t(N);
+  std::vector<uint8_t> ksc(cells, 0), kmin(cells, 0);
+  std::vector<uint16_t> kd(cells / 8, 0), kdmin(cells / 8, 0);
+  c.pool.parallel_for(N, 8, [&](int64_t n0, int64_t n1, int) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint8_t* row = t.data + size_t(src_row(int(n), qk_head_dim)) * row_bytes;
+      const size_t tile = size_t(n) / kernels::kQ4TileCols, col = size_t(n) % kernels::kQ4TileCols;
+      for (int sb = 0; sb < S; ++sb) {
+        const uint8_t* b = row + size_t(sb) * 144;
+        const size_t si = (tile * size_t(S) + size_t(sb)) * kernels::kQ4TileCols + col;
+        std::memcpy(&kd[si], b, 2);
+        std::memcpy(&kdmin[si], b + 2, 2);
+        for (int j = 0; j < 8; ++j) {
+          const size_t gi = (tile * size_t(G) + size_t(8 * sb + j)) * kernels::kQ4TileCols + col;
+          ggml_k4_scale_min(j, b + 4, &ksc[gi], &kmin[gi]);
+        }
+      }
+    }
+  });
+  ops::q4_set_k_scales(w, std::move(ksc), std::move(kmin), std::move(kd), std::move(kdmin));
+}
+
 // Q4_0, Q4_1 and Q4_K -> the int4 layout through a GPTQ-shaped source, codes unchanged, groups of
 // 32: scale s, the zero point z in 0..15 nearest to -add/s (the int8-activation design applies it
 // exactly with the activations' integer sums), and the remainder add + s*z as the weight's
@@ -126,7 +152,10 @@ ops::Linear q4_linear(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_head
   l.n_out = N;
   l.n_in = K;
   auto w = ops::q4_repack(s, c.pool.size());
-  if (any_offset) w->offsets = std::move(offsets);
+  if (t.type == GgmlType::kQ4_K)
+    set_q4_k_scales(c, t, *w, qk_head_dim);
+  else if (any_offset)
+    w->offsets = std::move(offsets);
   l.q4 = std::move(w);
   return l;
 }

@@ -44,8 +44,8 @@ inline size_t byte_of(int j, int c) {
 
 // Kernel-order rows: groups sorted by id, rows ascending inside a group, each group padded to gs.
 struct RowPlan {
-  std::vector<int32_t> perm;     // [kp] input row or -1
-  std::vector<int32_t> groups;   // kernel group -> checkpoint group
+  std::vector<int32_t> perm;    // [kp] input row or -1
+  std::vector<int32_t> groups;  // kernel group -> checkpoint group
   int gs = 0, kp = 0;
   bool identity = true, reordered = false;
 };
@@ -55,8 +55,7 @@ RowPlan plan_rows(const GptqSource& s) {
   std::vector<int32_t> grp(static_cast<size_t>(K));
   for (int k = 0; k < K; ++k) {
     int g = s.g_idx ? s.g_idx[k] : k / s.group_size;
-    if (g < 0 || g >= G)
-      fail(s.name, ": g_idx[", k, "] = ", g, " is outside the ", G, " groups of scales/qzeros");
+    if (g < 0 || g >= G) fail(s.name, ": g_idx[", k, "] = ", g, " is outside the ", G, " groups of scales/qzeros");
     grp[size_t(k)] = g;
   }
   std::vector<int32_t> count(size_t(G), 0), kgroup(size_t(G), -1);
@@ -105,41 +104,49 @@ void pack_codes(const GptqSource& s, const RowPlan& p, uint8_t* qs, size_t tile_
     // A qweight word holds k = 8r..8r+7 of one column: low half k 0..3, high half k 4..7, which
     // become the low and high nibbles of the column's 4 bytes in step r.
     const int qrows = (K + 7) / 8;
-    pool.parallel_for(qrows, 1, [&](int64_t r0, int64_t r1, int) {
-      for (int r = int(r0); r < int(r1); ++r) {
-        const int valid = std::min(8, K - r * 8);  // nibbles past K are padding
-        const uint32_t mask = valid < 8 ? (1u << (4 * valid)) - 1u : 0xFFFFFFFFu;
-        const uint32_t* row = s.qweight + size_t(r) * size_t(N);
-        for (int n = 0; n < N; ++n) {
-          const uint32_t word = load_u32(row, size_t(n)) & mask;
-          const uint32_t packed = spread_nibbles(word & 0xFFFF) | (spread_nibbles(word >> 16) << 4);
-          std::memcpy(dst(r * 8, n), &packed, 4);
-        }
-      }
-    }, 4);
+    pool.parallel_for(
+        qrows, 1,
+        [&](int64_t r0, int64_t r1, int) {
+          for (int r = int(r0); r < int(r1); ++r) {
+            const int valid = std::min(8, K - r * 8);  // nibbles past K are padding
+            const uint32_t mask = valid < 8 ? (1u << (4 * valid)) - 1u : 0xFFFFFFFFu;
+            const uint32_t* row = s.qweight + size_t(r) * size_t(N);
+            for (int n = 0; n < N; ++n) {
+              const uint32_t word = load_u32(row, size_t(n)) & mask;
+              const uint32_t packed = spread_nibbles(word & 0xFFFF) | (spread_nibbles(word >> 16) << 4);
+              std::memcpy(dst(r * 8, n), &packed, 4);
+            }
+          }
+        },
+        4);
     return;
   }
   // Reordered rows: unpack the codes to bytes [K][N] first (sequential reads), then gather rows
   // in kernel order from that.
   std::vector<uint8_t> codes(size_t(K) * size_t(N));
-  pool.parallel_for((K + 7) / 8, 1, [&](int64_t r0, int64_t r1, int) {
-    for (int r = int(r0); r < int(r1); ++r) {
-      const uint32_t* row = s.qweight + size_t(r) * size_t(N);
-      for (int i = 0; i < 8 && r * 8 + i < K; ++i) {
-        uint8_t* c = codes.data() + size_t(r * 8 + i) * size_t(N);
-        for (int n = 0; n < N; ++n) c[n] = uint8_t((load_u32(row, size_t(n)) >> (4 * i)) & 0xF);
-      }
-    }
-  }, 4);
-  pool.parallel_for(p.kp / kQ4StepK, 1, [&](int64_t o0, int64_t o1, int) {
-    for (int j = int(o0) * kQ4StepK; j < int(o1) * kQ4StepK; ++j) {
-      const int k = p.perm[size_t(j)];
-      if (k < 0) continue;
-      const uint8_t* c = codes.data() + size_t(k) * size_t(N);
-      const int up = (j % 8) < 4 ? 0 : 4;
-      for (int n = 0; n < N; ++n) *dst(j, n) |= uint8_t(c[n] << up);
-    }
-  }, 4);
+  pool.parallel_for((K + 7) / 8, 1,
+                    [&](int64_t r0, int64_t r1, int) {
+                      for (int r = int(r0); r < int(r1); ++r) {
+                        const uint32_t* row = s.qweight + size_t(r) * size_t(N);
+                        for (int i = 0; i < 8 && r * 8 + i < K; ++i) {
+                          uint8_t* c = codes.data() + size_t(r * 8 + i) * size_t(N);
+                          for (int n = 0; n < N; ++n) c[n] = uint8_t((load_u32(row, size_t(n)) >> (4 * i)) & 0xF);
+                        }
+                      }
+                    },
+                    4);
+  pool.parallel_for(
+      p.kp / kQ4StepK, 1,
+      [&](int64_t o0, int64_t o1, int) {
+        for (int j = int(o0) * kQ4StepK; j < int(o1) * kQ4StepK; ++j) {
+          const int k = p.perm[size_t(j)];
+          if (k < 0) continue;
+          const uint8_t* c = codes.data() + size_t(k) * size_t(N);
+          const int up = (j % 8) < 4 ? 0 : 4;
+          for (int n = 0; n < N; ++n) *dst(j, n) |= uint8_t(c[n] << up);
+        }
+      },
+      4);
 }
 
 int zero_point(const GptqSource& s, int g, int n, float scale) {
@@ -268,8 +275,58 @@ std::vector<int32_t> q4_kernel_rows(const Q4Weight& w) {
   return rows;
 }
 
+void q4_set_k_scales(Q4Weight& w, std::vector<uint8_t> ksc, std::vector<uint8_t> kmin, std::vector<uint16_t> kd,
+                     std::vector<uint16_t> kdmin) {
+  kernels::Q4Matrix& m = w.mat;
+  const size_t cells = size_t(m.n_tiles) * size_t(m.n_groups) * kQ4TileCols;
+  MH_CHECK(m.gs == 32 && m.n_groups % 8 == 0 && w.perm.empty() && ksc.size() == cells && kmin.size() == cells &&
+               kd.size() == cells / 8 && kdmin.size() == cells / 8,
+           "q4_set_k_scales: shapes do not match the matrix");
+  w.scales = {};
+  w.scales_f32 = {};
+  w.zeros = {};
+  w.offsets = {};
+  w.ksc = std::move(ksc);
+  w.kmin = std::move(kmin);
+  w.kd = std::move(kd);
+  w.kdmin = std::move(kdmin);
+  m.scales = nullptr;
+  m.scales_f32 = nullptr;
+  m.zeros = nullptr;
+  m.uniform_zero = 0;
+  m.ksc = w.ksc.data();
+  m.kmin = w.kmin.data();
+  m.kd = w.kd.data();
+  m.kdmin = w.kdmin.data();
+}
+
+Q4Groups q4_groups(const Q4Weight& w) {
+  const kernels::Q4Matrix& m = w.mat;
+  const size_t cells = size_t(m.n_tiles) * size_t(m.n_groups) * kQ4TileCols;
+  Q4Groups g;
+  g.scales.resize(cells);
+  if (!m.ksc) {
+    for (size_t i = 0; i < cells; ++i) g.scales[i] = m.scales_f32 ? m.scales_f32[i] : fp16_to_f32(m.scales[i]);
+    g.zeros.assign(m.zeros, m.zeros + cells);
+    g.offsets = w.offsets;
+    return g;
+  }
+  g.zeros.assign(cells, 0);
+  g.offsets.assign(size_t(w.n_out) * size_t(m.n_groups), 0.0f);
+  for (size_t i = 0; i < cells; ++i) {
+    const size_t c = i % kQ4TileCols, t = i / kQ4TileCols / size_t(m.n_groups),
+                 grp = i / kQ4TileCols % size_t(m.n_groups);
+    const size_t si = (t * size_t(m.n_groups / 8) + grp / 8) * kQ4TileCols + c;
+    g.scales[i] = fp16_to_f32(m.kd[si]) * float(m.ksc[i]);
+    const size_t n = t * kQ4TileCols + c;
+    if (n < size_t(w.n_out)) g.offsets[n * size_t(m.n_groups) + grp] = -(fp16_to_f32(m.kdmin[si]) * float(m.kmin[i]));
+  }
+  return g;
+}
+
 Q4Entry q4_entry(const Q4Weight& w, int n, int j) {
   const auto& m = w.mat;
+  MH_CHECK(!m.ksc, "q4_entry: a Q4_K matrix has no integer zero point");
   const int t = n / kQ4TileCols, c = n % kQ4TileCols;
   const uint8_t byte = m.qs[size_t(t) * m.tile_qs_bytes() + byte_of(j, c)];
   const size_t gi = (size_t(t) * size_t(m.n_groups) + size_t(j / m.gs)) * kQ4TileCols + size_t(c);
@@ -282,12 +339,14 @@ Q4Entry q4_entry(const Q4Weight& w, int n, int j) {
 
 size_t q4_weight_bytes(const Q4Weight& w) {
   return w.qs.size() + w.scales.size() * sizeof(uint16_t) + w.scales_f32.size() * sizeof(float) + w.zeros.size() +
-         w.bias.size() * sizeof(float) + w.offsets.size() * sizeof(float);
+         w.bias.size() * sizeof(float) + w.offsets.size() * sizeof(float) + w.ksc.size() + w.kmin.size() +
+         (w.kd.size() + w.kdmin.size()) * sizeof(uint16_t);
 }
 
 std::string q4_describe(const Q4Weight& w) {
   std::string s = w.group_size >= w.n_in ? "q4" : cat("q4 g", w.group_size);
   if (!w.offsets.empty()) s += " +offsets";
+  if (w.mat.ksc) s += " q4_k scales";
   if (w.act_order) s += " act-order";
   return s;
 }
@@ -296,18 +355,25 @@ std::string q4_describe(const Q4Weight& w) {
 
 const char* q4_act_name(Q4Act a) {
   switch (a) {
-    case Q4Act::kQ8: return "q8";
-    case Q4Act::kF32: return "f32";
-    case Q4Act::kAuto: break;
+    case Q4Act::kQ8:
+      return "q8";
+    case Q4Act::kF32:
+      return "f32";
+    case Q4Act::kAuto:
+      break;
   }
   return "auto";
 }
 
 bool parse_q4_act(const std::string& s, Q4Act* out) {
-  if (s == "q8") *out = Q4Act::kQ8;
-  else if (s == "f32") *out = Q4Act::kF32;
-  else if (s == "auto") *out = Q4Act::kAuto;
-  else return false;
+  if (s == "q8")
+    *out = Q4Act::kQ8;
+  else if (s == "f32")
+    *out = Q4Act::kF32;
+  else if (s == "auto")
+    *out = Q4Act::kAuto;
+  else
+    return false;
   return true;
 }
 
@@ -386,8 +452,8 @@ void prepare(ActBuf& a, const Q4Weight& w, Q4Act mode, const float* x, int M, Th
       thread_local std::vector<float> tmp;
       grow(tmp, size_t(kp));
       gather_row(w, x + size_t(m) * size_t(K), tmp.data());
-      kern.quantize_q8(tmp.data(), kp, w.block, a.xq.data() + size_t(m) * size_t(kp), a.xd.data() + size_t(m) * size_t(nb),
-                       a.xs.data() + size_t(m) * size_t(nb));
+      kern.quantize_q8(tmp.data(), kp, w.block, a.xq.data() + size_t(m) * size_t(kp),
+                       a.xd.data() + size_t(m) * size_t(nb), a.xs.data() + size_t(m) * size_t(nb));
     };
     if (M < 4) {
       for (int m = 0; m < M; ++m) row(m);
@@ -497,8 +563,8 @@ void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, T
   };
   const auto& kern = kernels::q4_kernels();
   // Enough rows to fill AMX tiles: the AMX product (nullptr where unusable, kernels/q4.h).
-  kernels::Q4GemmQ8 gemm_q8 = M >= kernels::kQ4AmxMinRows ? kernels::q4_gemm_q8_amx() : nullptr;
-  if (!gemm_q8) gemm_q8 = kern.gemm_q8;
+  // Q4_K's scale layout has no AMX path.
+  const kernels::Q4GemmQ8 amx = M >= kernels::kQ4AmxMinRows ? kernels::q4_gemm_q8_amx() : nullptr;
   pool.run(n_pieces, [&](int task, int) {
     const Piece p = piece(task);
     const Q4Weight& w = *outs[p.lin].w->q4;
@@ -508,7 +574,7 @@ void q4_linear_multi(const LinearOut* outs, int n_outs, const float* x, int M, T
       run_sgemm_panel(w, a.xf.data(), M, p.t0, p.t1, y);
     } else if (mode == Q4Act::kQ8) {
       kernels::Q8Act xa{a.xq.data(), a.xd.data(), a.xs.data(), w.mat.kp, w.block};
-      gemm_q8(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
+      (amx && !w.mat.ksc ? amx : kern.gemm_q8)(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
     } else {
       kernels::F32Act xa{a.xf.data(), a.gsum.data(), w.mat.kp, w.mat.n_groups};
       kern.gemm_f32(w.mat, xa, M, p.t0, p.t1, y, w.n_out);
