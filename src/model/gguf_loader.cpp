@@ -188,19 +188,26 @@ WType rows_to(Ctx& c, const GgufTensorInfo& t, int N, int K, int qk_head_dim, ui
   return wt;
 }
 
+// A matrix in the kernels' layout: repacked (then the file's pages of it leave this process's
+// resident set: they are page cache, but would count in RSS beside the copy), or zero-copy.
 ops::Linear linear(Ctx& c, const std::string& name, int N, int K, int qk_head_dim = 0) {
   const GgufTensorInfo& t = expect(c, name, {K, N});
-  if (t.type == GgmlType::kQ4_0 || t.type == GgmlType::kQ4_1 || t.type == GgmlType::kQ4_K)
-    return q4_linear(c, t, N, K, qk_head_dim);
-  if (gguf_i8_type(t.type)) return gguf_i8_linear(t, N, K, qk_head_dim, c.pool);
   const size_t esz = t.type == GgmlType::kF32 ? 4 : 2;
   if (is_float(t.type) && !qk_head_dim && reinterpret_cast<uintptr_t>(t.data) % esz == 0)
     return ops::make_dense_linear(wtype(t.type), t.data, N, K);  // zero-copy
-  std::vector<uint8_t> owned(size_t(N) * size_t(K) * (is_float(t.type) ? esz : 2));
-  const WType wt = rows_to(c, t, N, K, qk_head_dim, owned.data());
-  ops::Linear l = ops::make_dense_linear(wt, nullptr, N, K);
-  l.owned = std::move(owned);
-  l.dense.data = l.owned.data();
+  ops::Linear l;
+  if (t.type == GgmlType::kQ4_0 || t.type == GgmlType::kQ4_1 || t.type == GgmlType::kQ4_K) {
+    l = q4_linear(c, t, N, K, qk_head_dim);
+  } else if (gguf_i8_type(t.type)) {
+    l = gguf_i8_linear(t, N, K, qk_head_dim, c.pool);
+  } else {
+    std::vector<uint8_t> owned(size_t(N) * size_t(K) * (is_float(t.type) ? esz : 2));
+    const WType wt = rows_to(c, t, N, K, qk_head_dim, owned.data());
+    l = ops::make_dense_linear(wt, nullptr, N, K);
+    l.owned = std::move(owned);
+    l.dense.data = l.owned.data();
+  }
+  drop_mapped_pages(t.data, t.nbytes);
   return l;
 }
 
