@@ -41,7 +41,7 @@ size_t linear_device_bytes(const ops::Linear& l) {
   if (l.kind == ops::Linear::Kind::kI8) {
     const kernels::I8Matrix& m = l.i8->mat;
     const size_t cols = size_t(m.n_tiles) * kernels::kI8TileCols;
-    return cols * size_t(m.kp) + cols * size_t(m.kp / m.sb) * 4 + (m.adds ? cols * size_t(m.kp / 32) * 4 : 0);
+    return cols * size_t(m.kp) + cols * size_t(m.kp / m.sb) * 4 + (m.adds || m.kmin ? cols * size_t(m.kp / 32) * 4 : 0);
   }
   if (l.kind != ops::Linear::Kind::kQ4) return l.weight_bytes();  // not offloadable (linear_supported says why)
   const ops::Q4Weight& q = *l.q4;
@@ -60,12 +60,13 @@ void upload_i8(Context& ctx, const ops::I8Weight& q, const std::string& name, De
   const size_t cols = size_t(m.n_tiles) * kernels::kI8TileCols, nsc = cols * size_t(m.kp / m.sb);
   d.qs = ctx.alloc(cols * size_t(m.kp), name + " codes");
   ctx.upload(d.qs, m.qs, cols * size_t(m.kp));
+  const ops::I8Scales sc = ops::i8_scales(q);  // fp32 scales and adds, whatever the host layout
   d.scales = ctx.alloc(nsc * 4, name + " scales");
-  ctx.upload(d.scales, m.scales, nsc * 4);
-  d.has_adds = m.adds != nullptr;
+  ctx.upload(d.scales, sc.scales.data(), nsc * 4);
+  d.has_adds = !sc.adds.empty();
   const size_t nadd = d.has_adds ? cols * size_t(m.kp / 32) : 1;
   d.adds = ctx.alloc(nadd * 4, name + " adds");
-  if (d.has_adds) ctx.upload(d.adds, m.adds, nadd * 4);
+  if (d.has_adds) ctx.upload(d.adds, sc.adds.data(), nadd * 4);
 }
 
 }  // namespace

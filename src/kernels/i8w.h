@@ -16,6 +16,14 @@
 //   scales [n_tiles][kp/sb][16] fp32
 //   adds   [n_tiles][kp/32][16] fp32, or null
 // Padding columns have code 0, scale 0 and add 0.
+//
+// Q6_K and Q5_K keep their files' scale layout instead (ksc set; kp a multiple of 256): the scale
+// of rows k..k+sb-1 is kd * ksc and, with kmin, the add of rows k..k+31 is -kdmin * kmin:
+//   ksc    [n_tiles][kp/sb][16] int8 (Q6_K's signed scales, Q5_K's 6-bit ones)
+//   kmin   [n_tiles][kp/32][16] u8 (Q5_K's 6-bit mins), or null
+//   kd, kdmin  [n_tiles][kp/256][16] fp16, the super-block's factors
+// Q6_K then reads 8.56 bits a weight instead of 10 (Q5_K 8.63); the fp32 products equal the fp32
+// scales and adds exactly (11 x 8 bits), so results do not change.
 #pragma once
 
 #include <cstddef>
@@ -38,6 +46,10 @@ struct I8Matrix {
   const int8_t* qs = nullptr;
   const float* scales = nullptr;
   const float* adds = nullptr;
+  const int8_t* ksc = nullptr;  // the Q6_K / Q5_K layout (above), or null
+  const uint8_t* kmin = nullptr;
+  const uint16_t* kd = nullptr;
+  const uint16_t* kdmin = nullptr;
 };
 
 // Activations of M rows quantized to int8 in blocks of 32: x[m][k] ~= d[m][k/32] * q[m][k];

@@ -68,13 +68,31 @@ inline void store16(float* y, const __m256 acc[2], int valid) {
   std::memcpy(y, tmp, size_t(valid) * sizeof(float));
 }
 
+// Scale si (rows si*sb ..) of tile t, columns 8h..8h+7, in either layout (i8w.h).
+inline __m256 scale8(const I8Matrix& w, int t, int si, int h) {
+  const size_t i = (size_t(t) * size_t(w.kp / w.sb) + size_t(si)) * kI8TileCols + size_t(8 * h);
+  if (!w.ksc) return _mm256_loadu_ps(w.scales + i);
+  const size_t s = (size_t(t) * size_t(w.kp / 256) + size_t(si * w.sb / 256)) * kI8TileCols + size_t(8 * h);
+  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.kd + s)));
+  const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.ksc + i)));
+  return _mm256_mul_ps(d, _mm256_cvtepi32_ps(v));
+}
+// Add b (rows 32b ..) of tile t, columns 8h..8h+7 (the matrix has adds or mins).
+inline __m256 add8(const I8Matrix& w, int t, int b, int h) {
+  const size_t i = (size_t(t) * size_t(w.kp / 32) + size_t(b)) * kI8TileCols + size_t(8 * h);
+  if (!w.kmin) return _mm256_loadu_ps(w.adds + i);
+  const size_t s = (size_t(t) * size_t(w.kp / 256) + size_t(b / 8)) * kI8TileCols + size_t(8 * h);
+  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.kdmin + s)));
+  const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.kmin + i)));
+  return _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(d, _mm256_cvtepi32_ps(v)));
+}
+
 // Rows m0..m0+R-1 of tile t.
 template <int R, bool Small>
 void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64_t ldy) {
-  const int nb = w.kp / 32, ns = w.kp / w.sb;
+  const int nb = w.kp / 32;
   const int8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const float* sc = w.scales + size_t(t) * size_t(ns) * kI8TileCols;
-  const float* ad = w.adds ? w.adds + size_t(t) * size_t(nb) * kI8TileCols : nullptr;
+  const bool adds = w.adds || w.kmin;
   __m256 accf[R][2];
   for (int r = 0; r < R; ++r) accf[r][0] = accf[r][1] = _mm256_setzero_ps();
   for (int b = 0; b < nb; ++b) {
@@ -85,16 +103,15 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
       for (int r = 0; r < R; ++r) xk[r] = x.q + size_t(m0 + r) * size_t(x.kp) + size_t(32 * b + 16 * h);
       __m256i acc[R][2];
       dot16<R, Small>(qs + size_t(8 * b + 4 * h) * kI8StepBytes, xk, acc);
-      const float* s = sc + size_t(w.sb == 16 ? 2 * b + h : b) * kI8TileCols;
-      const __m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
+      const int si = w.sb == 16 ? 2 * b + h : b;
+      const __m256 s0 = scale8(w, t, si, 0), s1 = scale8(w, t, si, 1);
       for (int r = 0; r < R; ++r) {
         accf[r][0] = _mm256_fmadd_ps(_mm256_mul_ps(s0, xd[r]), _mm256_cvtepi32_ps(acc[r][0]), accf[r][0]);
         accf[r][1] = _mm256_fmadd_ps(_mm256_mul_ps(s1, xd[r]), _mm256_cvtepi32_ps(acc[r][1]), accf[r][1]);
       }
     }
-    if (ad) {
-      const __m256 a0 = _mm256_loadu_ps(ad + size_t(b) * kI8TileCols),
-                   a1 = _mm256_loadu_ps(ad + size_t(b) * kI8TileCols + 8);
+    if (adds) {
+      const __m256 a0 = add8(w, t, b, 0), a1 = add8(w, t, b, 1);
       for (int r = 0; r < R; ++r) {
         const int32_t* s16 = x.s16 + size_t(m0 + r) * size_t(2 * nb) + size_t(2 * b);
         const __m256 xs = _mm256_set1_ps(float(s16[0] + s16[1]));

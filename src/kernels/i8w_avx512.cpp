@@ -27,13 +27,31 @@ inline int32_t load_i32(const int8_t* p) {
 
 constexpr size_t kPrefetchBytes = 2048;
 
+// Scale si (rows si*sb ..) of tile t in either layout (i8w.h).
+inline __m512 scale16(const I8Matrix& w, int t, int si) {
+  const size_t i = (size_t(t) * size_t(w.kp / w.sb) + size_t(si)) * kI8TileCols;
+  if (!w.ksc) return _mm512_loadu_ps(w.scales + i);
+  const size_t s = (size_t(t) * size_t(w.kp / 256) + size_t(si * w.sb / 256)) * kI8TileCols;
+  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.kd + s)));
+  const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.ksc + i)));
+  return _mm512_mul_ps(d, _mm512_cvtepi32_ps(v));
+}
+// Add b (rows 32b ..) of tile t (the matrix has adds or mins).
+inline __m512 add16(const I8Matrix& w, int t, int b) {
+  const size_t i = (size_t(t) * size_t(w.kp / 32) + size_t(b)) * kI8TileCols;
+  if (!w.kmin) return _mm512_loadu_ps(w.adds + i);
+  const size_t s = (size_t(t) * size_t(w.kp / 256) + size_t(b / 8)) * kI8TileCols;
+  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.kdmin + s)));
+  const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.kmin + i)));
+  return _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(d, _mm512_cvtepi32_ps(v)));
+}
+
 // Rows m0..m0+R-1 of tile t.
 template <int R>
 void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64_t ldy) {
-  const int nb = w.kp / 32, ns = w.kp / w.sb;
+  const int nb = w.kp / 32;
   const int8_t* qs = w.qs + size_t(t) * tile_bytes(w);
-  const float* sc = w.scales + size_t(t) * size_t(ns) * kI8TileCols;
-  const float* ad = w.adds ? w.adds + size_t(t) * size_t(nb) * kI8TileCols : nullptr;
+  const bool adds = w.adds || w.kmin;
   const __m512i flip = _mm512_set1_epi8(char(0x80));
   __m512 accf[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
@@ -53,15 +71,15 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
           acc[r] = _mm512_dpbusd_epi32(acc[r], u, _mm512_set1_epi32(load_i32(xk)));
         }
       }
-      const __m512 s = _mm512_loadu_ps(sc + size_t(w.sb == 16 ? 2 * b + h : b) * kI8TileCols);
+      const __m512 s = scale16(w, t, w.sb == 16 ? 2 * b + h : b);
       for (int r = 0; r < R; ++r) {
         const int32_t xs = x.s16[size_t(m0 + r) * size_t(2 * nb) + size_t(2 * b + h)];
         const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * xs));
         accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(s, xd[r]), _mm512_cvtepi32_ps(dot), accf[r]);
       }
     }
-    if (ad) {
-      const __m512 a = _mm512_loadu_ps(ad + size_t(b) * kI8TileCols);
+    if (adds) {
+      const __m512 a = add16(w, t, b);
       for (int r = 0; r < R; ++r) {
         const int32_t* s16 = x.s16 + size_t(m0 + r) * size_t(2 * nb) + size_t(2 * b);
         accf[r] = _mm512_fmadd_ps(_mm512_mul_ps(a, xd[r]), _mm512_set1_ps(float(s16[0] + s16[1])), accf[r]);

@@ -27,8 +27,8 @@ void put_q8_0(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
 // qh[32h + l] at bit 2p, and the int8 scale of its 16-block; w = d * scale * (q - 32).
 void put_q6_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
   const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
-  const float d = h2f(b + 208);
-  for (int j = 0; j < 16; ++j) ops::i8_scale(w, n, k0 + 16 * j) = d * float(sc[j]);
+  std::memcpy(&ops::i8_kd(w, n, k0), b + 208, 2);
+  for (int j = 0; j < 16; ++j) ops::i8_ksc(w, n, k0 + 16 * j) = sc[j];
   for (int h = 0; h < 2; ++h) {
     const uint8_t* ql = b + 64 * h;
     const uint8_t* qh = b + 128 + 32 * h;
@@ -45,13 +45,14 @@ void put_q6_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
 // One Q5_K block (176 bytes, 256 values): fp16 d, dmin, 12 scale bytes, 32 bytes of fifth bits,
 // 128 bytes of nibbles; sub-block s < 8 of 32: w = d * sc * q - dmin * m, q = 5 bits.
 void put_q5_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
-  const float d = h2f(b), dmin = h2f(b + 2);
+  std::memcpy(&ops::i8_kd(w, n, k0), b, 2);
+  std::memcpy(&ops::i8_kdmin(w, n, k0), b + 2, 2);
   const uint8_t* qh = b + 16;
   for (int s = 0; s < 8; ++s) {
     uint8_t sc, mn;
     ggml_k4_scale_min(s, b + 4, &sc, &mn);
-    ops::i8_scale(w, n, k0 + 32 * s) = d * float(sc);
-    ops::i8_add(w, n, k0 + 32 * s) = -(dmin * float(mn));
+    ops::i8_ksc(w, n, k0 + 32 * s) = int8_t(sc);
+    ops::i8_kmin(w, n, k0 + 32 * s) = mn;
     const uint8_t* ql = b + 48 + 32 * (s / 2);
     for (int l = 0; l < 32; ++l) {
       const int lo = s % 2 ? (ql[l] >> 4) : (ql[l] & 0xF);
@@ -71,6 +72,7 @@ ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
   const size_t bb = ggml_block_bytes(t.type);
   const size_t row_bytes = size_t(K / be) * bb;  // the reader checked K % be == 0 and nbytes
   auto w = ops::i8_alloc(N, K, t.type == GgmlType::kQ6_K ? 16 : 32, t.type == GgmlType::kQ5_K, kind_name(t.type));
+  if (t.type != GgmlType::kQ8_0) ops::i8_use_k_scales(*w);  // K-quants keep their scale layout
   pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1, int) {
     for (int n = int(n0); n < int(n1); ++n) {
       const int src = qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n;

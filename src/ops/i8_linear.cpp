@@ -8,6 +8,7 @@
 #include "kernels/q4.h"
 #include "ops/q4_linear.h"
 #include "util/error.h"
+#include "util/half.h"
 
 namespace metharme::ops {
 
@@ -66,6 +67,59 @@ float& i8_add(I8Weight& w, int n, int k) {
   return w.adds[(size_t(n / kI8TileCols) * size_t(nb) + size_t(k / 32)) * kI8TileCols + size_t(n % kI8TileCols)];
 }
 
+void i8_use_k_scales(I8Weight& w) {
+  kernels::I8Matrix& m = w.mat;
+  MH_CHECK(m.kp % 256 == 0, w.kind, ": the ", w.kind, " scale layout needs whole 256-row super-blocks");
+  const size_t cols = size_t(m.n_tiles) * kI8TileCols, super = cols * size_t(m.kp / 256);
+  const bool adds = !w.adds.empty();
+  w.ksc.assign(cols * size_t(m.kp / m.sb), 0);
+  w.kd.assign(super, 0);
+  if (adds) {
+    w.kmin.assign(cols * size_t(m.kp / 32), 0);
+    w.kdmin.assign(super, 0);
+  }
+  w.scales = {};
+  w.adds = {};
+  m.scales = nullptr;
+  m.adds = nullptr;
+  m.ksc = w.ksc.data();
+  m.kd = w.kd.data();
+  m.kmin = adds ? w.kmin.data() : nullptr;
+  m.kdmin = adds ? w.kdmin.data() : nullptr;
+}
+
+namespace {
+// Index of column n's entry for rows k in a [n_tiles][kp / rows][16] table.
+size_t table_index(const I8Weight& w, int n, int k, int rows) {
+  return (size_t(n / kI8TileCols) * size_t(w.mat.kp / rows) + size_t(k / rows)) * kI8TileCols + size_t(n % kI8TileCols);
+}
+}  // namespace
+
+int8_t& i8_ksc(I8Weight& w, int n, int k) { return w.ksc[table_index(w, n, k, w.mat.sb)]; }
+uint8_t& i8_kmin(I8Weight& w, int n, int k) { return w.kmin[table_index(w, n, k, 32)]; }
+uint16_t& i8_kd(I8Weight& w, int n, int k) { return w.kd[table_index(w, n, k, 256)]; }
+uint16_t& i8_kdmin(I8Weight& w, int n, int k) { return w.kdmin[table_index(w, n, k, 256)]; }
+
+I8Scales i8_scales(const I8Weight& w) {
+  const kernels::I8Matrix& m = w.mat;
+  if (!m.ksc) return {w.scales, w.adds};
+  const size_t cols = size_t(m.n_tiles) * kI8TileCols;
+  I8Scales r;
+  r.scales.resize(cols * size_t(m.kp / m.sb));
+  if (m.kmin) r.adds.resize(cols * size_t(m.kp / 32));
+  for (size_t i = 0; i < r.scales.size(); ++i) {
+    const size_t c = i % kI8TileCols, t = i / kI8TileCols / size_t(m.kp / m.sb), j = i / kI8TileCols % size_t(m.kp / m.sb);
+    const size_t s = (t * size_t(m.kp / 256) + j * size_t(m.sb) / 256) * kI8TileCols + c;
+    r.scales[i] = fp16_to_f32(m.kd[s]) * float(m.ksc[i]);
+  }
+  for (size_t i = 0; i < r.adds.size(); ++i) {
+    const size_t c = i % kI8TileCols, t = i / kI8TileCols / size_t(m.kp / 32), b = i / kI8TileCols % size_t(m.kp / 32);
+    const size_t s = (t * size_t(m.kp / 256) + b / 8) * kI8TileCols + c;
+    r.adds[i] = -(fp16_to_f32(m.kdmin[s]) * float(m.kmin[i]));
+  }
+  return r;
+}
+
 void i8_finish(I8Weight& w) {
   bool small = true;
   const auto* q = reinterpret_cast<const int8_t*>(w.qs.data());
@@ -81,7 +135,10 @@ std::vector<float> i8_dequantize(const I8Weight& w) {
   return rows;
 }
 
-size_t i8_weight_bytes(const I8Weight& w) { return w.qs.size() + (w.scales.size() + w.adds.size()) * sizeof(float); }
+size_t i8_weight_bytes(const I8Weight& w) {
+  return w.qs.size() + (w.scales.size() + w.adds.size()) * sizeof(float) + w.ksc.size() + w.kmin.size() +
+         (w.kd.size() + w.kdmin.size()) * sizeof(uint16_t);
+}
 
 std::string i8_describe(const I8Weight& w) { return w.kind + " (int8 codes)"; }
 

@@ -20,6 +20,10 @@ struct I8Weight {
   kernels::I8Matrix mat;    // views into the buffers below
   PageBuffer qs;
   std::vector<float> scales, adds;
+  // Q6_K / Q5_K in their own scale layout (kernels/i8w.h; then scales and adds are empty).
+  std::vector<int8_t> ksc;
+  std::vector<uint8_t> kmin;
+  std::vector<uint16_t> kd, kdmin;
 };
 
 // An empty weight of N x K (K a multiple of 32) with scales per `sb` rows (16 or 32) and, when
@@ -30,6 +34,19 @@ void i8_set_code(I8Weight& w, int n, int k, int8_t code);
 float& i8_scale(I8Weight& w, int n, int k);
 float& i8_add(I8Weight& w, int n, int k);
 void i8_finish(I8Weight& w);  // sets mat.small from the codes
+// Switches w (K a multiple of 256) to the Q6_K / Q5_K scale layout: per-block integer scales
+// (and, with adds, mins) and fp16 factors per 256 rows, set with the four functions below.
+void i8_use_k_scales(I8Weight& w);
+int8_t& i8_ksc(I8Weight& w, int n, int k);      // block k / sb
+uint8_t& i8_kmin(I8Weight& w, int n, int k);    // block k / 32
+uint16_t& i8_kd(I8Weight& w, int n, int k);     // super-block k / 256
+uint16_t& i8_kdmin(I8Weight& w, int n, int k);  // super-block k / 256
+// The scales [n_tiles][kp/sb][16] and adds [n_tiles][kp/32][16] (empty: none) in fp32, whatever
+// the layout (for the GPU, whose shaders read that form).
+struct I8Scales {
+  std::vector<float> scales, adds;
+};
+I8Scales i8_scales(const I8Weight& w);
 
 std::vector<float> i8_dequantize(const I8Weight& w);  // [N][K] fp32
 size_t i8_weight_bytes(const I8Weight& w);
