@@ -87,6 +87,24 @@ TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
   ASSERT_EQ(got.size(), want.size());
   EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
   EXPECT_EQ(l.i8->mat.small, t != GgmlType::kQ8_0);
+  // Q6_K and Q5_K keep their own scale layout (kernels/i8w.h): 8.56 / 8.63 bits a weight with the
+  // codes, Q8_0 fp32 scales per 32 (9 bits); the GPU's fp32 form of it gives the same weights.
+  const size_t cols = size_t(l.i8->mat.n_tiles) * 16, kk = size_t(K);
+  const size_t want_bytes = t == GgmlType::kQ8_0   ? cols * kk + cols * (kk / 32) * 4
+                            : t == GgmlType::kQ6_K ? cols * kk + cols * (kk / 16) + cols * (kk / 256) * 2
+                                                   : cols * kk + cols * (kk / 32) * 2 + cols * (kk / 256) * 4;
+  EXPECT_EQ(ops::i8_weight_bytes(*l.i8), want_bytes);
+  EXPECT_EQ(l.i8->mat.ksc != nullptr, t != GgmlType::kQ8_0);
+  const ops::I8Scales fs = ops::i8_scales(*l.i8);
+  EXPECT_EQ(fs.adds.empty(), t != GgmlType::kQ5_K);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; k += 7) {
+      const size_t tile = size_t(n / 16), c = size_t(n % 16), sb = size_t(l.i8->mat.sb);
+      float v = fs.scales[(tile * (kk / sb) + size_t(k) / sb) * 16 + c] *
+                float(l.i8->mat.qs[size_t(n / 16) * kk * 16 + size_t(k / 4) * 64 + c * 4 + size_t(k % 4)]);
+      if (!fs.adds.empty()) v += fs.adds[(tile * (kk / 32) + size_t(k / 32)) * 16 + c];
+      ASSERT_EQ(v, want[size_t(n) * kk + size_t(k)]) << "fp32 form, row " << n << " col " << k;
+    }
   // attn_q / attn_k: output row n is GGUF row hf_qk_row_to_gguf(n, head_dim).
   const int hd = 16;
   if (N % hd == 0) {
