@@ -277,16 +277,27 @@ if (L.which('nginx')) {
     const rs = await Promise.all(sent.map((s) => L.send(ngBase, s.req)));
     rs.forEach((res, k) => assert.ok(res.ok, `nginx: chat ${k}: ${res.error}`));
     sent.forEach((s, k) => L.recordTurn(s.chat, s.req.user, rs[k]));
-    if (before)
+    if (before) {
+      // nginx places the replicas on its hash ring by address, and the test's ports are random, so
+      // one replica may get more chats than its 4 KV slots (--parallel 4); there a chat's prefix
+      // can be evicted by design. Every chat must keep its replica; those on a replica with no more
+      // chats than slots must reuse their prefix.
+      const load = {};
+      rs.forEach((res) => (load[res.replica] = (load[res.replica] || 0) + 1));
+      let checked = 0;
       rs.forEach((res, k) => {
         assert.equal(res.replica, before[k], `nginx: chat ${k} moved`);
+        if (load[res.replica] > 4) return;
+        ++checked;
         assert.ok(res.reused >= 0.8 * res.prompt, `nginx: chat ${k}: ${res.reused} of ${res.prompt} reused`);
       });
+      say(`nginx: chats per replica ${JSON.stringify(load)}; prefix reuse checked on ${checked} of ${rs.length}`);
+    }
     before = rs.map((x) => x.replica);
   }
   ng.child.kill('SIGTERM');
   await ng.exited;
-  say('nginx: every chat kept its replica and reused its prefix');
+  say('nginx: every chat kept its replica and reused its prefix where it had a KV slot');
 } else {
   say('nginx is not installed: its part is skipped (tools/deps.sh installs it)');
 }
