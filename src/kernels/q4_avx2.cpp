@@ -69,8 +69,8 @@ inline const uint8_t* tile_zeros(const Q4Matrix& w, int t) {
 // The zero points of group g, columns 8h..8h+7, in fp32.
 inline __m256 zeros8f(const uint8_t* zp, int g, int h) {
   if (!zp) return _mm256_setzero_ps();
-  return _mm256_cvtepi32_ps(
-      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + h * 8))));
+  const __m128i z = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(zp + g * 16 + h * 8));
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(z));
 }
 // The negated zero points of tile t, group g, columns 8h..8h+7 (a constant when the matrix has one).
 inline __m256i neg_zeros8(const Q4Matrix& w, const uint8_t* zp, int g, int h) {
@@ -79,19 +79,19 @@ inline __m256i neg_zeros8(const Q4Matrix& w, const uint8_t* zp, int g, int h) {
   return _mm256_sub_epi32(_mm256_setzero_si256(), z);
 }
 inline float half1(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+inline size_t super_index(const Q4Matrix& w, int t, int g, int c) {
+  return (size_t(t) * size_t(w.n_groups / 8) + size_t(g / 8)) * kQ4TileCols + size_t(c);
+}
 inline float scale1(const Q4Matrix& w, int t, int g, int c) {
   const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols + size_t(c);
-  if (w.ksc)
-    return half1(w.kd[(size_t(t) * size_t(w.n_groups / 8) + size_t(g / 8)) * kQ4TileCols + size_t(c)]) *
-           float(w.ksc[i]);
+  if (w.ksc) return half1(w.kd[super_index(w, t, g, c)]) * float(w.ksc[i]);
   if (w.scales_f32) return w.scales_f32[i];
   return half1(w.scales[i]);
 }
 inline float min1(const Q4Matrix& w, int t, int g, int c) {
   if (!w.ksc) return 0.0f;
   const size_t i = (size_t(t) * size_t(w.n_groups) + size_t(g)) * kQ4TileCols + size_t(c);
-  return half1(w.kdmin[(size_t(t) * size_t(w.n_groups / 8) + size_t(g / 8)) * kQ4TileCols + size_t(c)]) *
-         float(w.kmin[i]);
+  return half1(w.kdmin[super_index(w, t, g, c)]) * float(w.kmin[i]);
 }
 
 void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t* sum) {
@@ -215,46 +215,33 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
 // 0-7, ymm(2r+1) columns 8-15), ymm8-11 the step's unpacked codes (lo0, hi0, lo1, hi1), ymm12 the
 // nibble mask, ymm13/14 the broadcast activations, ymm15 a product. acc is __m256i[R][2]; the asm
 // sets it (steps >= 4, a multiple of 4).
-#define MH_Q8_ROW(XL, XH, SA, SB)            \
-  "vpbroadcastd " XL                         \
-  ", %%ymm13\n\t"                            \
-  "vpbroadcastd " XH                         \
-  ", %%ymm14\n\t"                            \
-  "vpmaddubsw %%ymm13, %%ymm8, %%ymm15\n\t"  \
-  "vpaddw %%ymm15, " SA ", " SA              \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm14, %%ymm9, %%ymm15\n\t"  \
-  "vpaddw %%ymm15, " SA ", " SA              \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t" \
-  "vpaddw %%ymm15, " SB ", " SB              \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t" \
+#define MH_Q8_ROW(XL, XH, SA, SB)                 \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm8, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, " SA ", " SA "\n\t"            \
+  "vpmaddubsw %%ymm14, %%ymm9, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, " SA ", " SA "\n\t"            \
+  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " SB ", " SB "\n\t"            \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
   "vpaddw %%ymm15, " SB ", " SB "\n\t"
 // The first step of a chunk writes its first products straight into the sums (no zeroing, no add).
-#define MH_Q8_ROW_FIRST(XL, XH, SA, SB)      \
-  "vpbroadcastd " XL                         \
-  ", %%ymm13\n\t"                            \
-  "vpbroadcastd " XH                         \
-  ", %%ymm14\n\t"                            \
-  "vpmaddubsw %%ymm13, %%ymm8, " SA          \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm14, %%ymm9, %%ymm15\n\t"  \
-  "vpaddw %%ymm15, " SA ", " SA              \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm13, %%ymm10, " SB         \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t" \
+#define MH_Q8_ROW_FIRST(XL, XH, SA, SB)           \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm8, " SA "\n\t"        \
+  "vpmaddubsw %%ymm14, %%ymm9, %%ymm15\n\t"       \
+  "vpaddw %%ymm15, " SA ", " SA "\n\t"            \
+  "vpmaddubsw %%ymm13, %%ymm10, " SB "\n\t"       \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
   "vpaddw %%ymm15, " SB ", " SB "\n\t"
-#define MH_Q8_WIDEN_SET(I, OFF)             \
-  "vpmaddwd %%ymm13, %%ymm" #I ", %%ymm" #I \
-  "\n\t"                                    \
+#define MH_Q8_WIDEN_SET(I, OFF)                      \
+  "vpmaddwd %%ymm13, %%ymm" #I ", %%ymm" #I "\n\t" \
   "vmovdqu %%ymm" #I ", " #OFF "(%[acc])\n\t"
-#define MH_Q8_WIDEN(I, OFF)                        \
-  "vpmaddwd %%ymm13, %%ymm" #I ", %%ymm" #I        \
-  "\n\t"                                           \
-  "vpaddd " #OFF "(%[acc]), %%ymm" #I ", %%ymm" #I \
-  "\n\t"                                           \
+#define MH_Q8_WIDEN(I, OFF)                          \
+  "vpmaddwd %%ymm13, %%ymm" #I ", %%ymm" #I "\n\t" \
+  "vpaddd " #OFF "(%[acc]), %%ymm" #I ", %%ymm" #I "\n\t" \
   "vmovdqu %%ymm" #I ", " #OFF "(%[acc])\n\t"
 
 alignas(32) constexpr uint8_t kNibbleMask[32] = {0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F,
@@ -263,35 +250,35 @@ alignas(32) constexpr uint8_t kNibbleMask[32] = {0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0
 alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
 // The step's codes: low and high nibbles of both 32-byte halves, masked to bytes.
-#define MH_Q8_FROM_Q                    \
-  "vmovdqu (%[q]), %%ymm8\n\t"          \
-  "vmovdqu 32(%[q]), %%ymm10\n\t"       \
-  "vpsrlw $4, %%ymm8, %%ymm9\n\t"       \
-  "vpsrlw $4, %%ymm10, %%ymm11\n\t"     \
-  "vpand %%ymm12, %%ymm8, %%ymm8\n\t"   \
-  "vpand %%ymm12, %%ymm9, %%ymm9\n\t"   \
-  "vpand %%ymm12, %%ymm10, %%ymm10\n\t" \
+#define MH_Q8_FROM_Q                      \
+  "vmovdqu (%[q]), %%ymm8\n\t"            \
+  "vmovdqu 32(%[q]), %%ymm10\n\t"         \
+  "vpsrlw $4, %%ymm8, %%ymm9\n\t"         \
+  "vpsrlw $4, %%ymm10, %%ymm11\n\t"       \
+  "vpand %%ymm12, %%ymm8, %%ymm8\n\t"     \
+  "vpand %%ymm12, %%ymm9, %%ymm9\n\t"     \
+  "vpand %%ymm12, %%ymm10, %%ymm10\n\t"   \
   "vpand %%ymm12, %%ymm11, %%ymm11\n\t"
 // The rows' operands: activations at x0 + r * ldx (row 3 at x3), sums as in the header.
-#define MH_Q8_ROWS2(ROW)                         \
-  ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1") \
+#define MH_Q8_ROWS2(ROW)                                                       \
+  ROW("(%[x0])", "4(%[x0])", "%%ymm0", "%%ymm1")                               \
   ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", "%%ymm2", "%%ymm3")
-#define MH_Q8_ROWS3(ROW) \
-  MH_Q8_ROWS2(ROW)       \
+#define MH_Q8_ROWS3(ROW)                                                       \
+  MH_Q8_ROWS2(ROW)                                                             \
   ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", "%%ymm4", "%%ymm5")
-#define MH_Q8_ROWS4(ROW) \
-  MH_Q8_ROWS3(ROW)       \
+#define MH_Q8_ROWS4(ROW)                                                       \
+  MH_Q8_ROWS3(ROW)                                                             \
   ROW("(%[x3])", "4(%[x3])", "%%ymm6", "%%ymm7")
 // One step (8 k) for the rows with ROW (MH_Q8_ROW_FIRST or MH_Q8_ROW), then the pointers move on.
-#define MH_Q8_STEP(ROWS, ROW) \
-  MH_Q8_FROM_Q                \
-  ROWS(ROW)                   \
-  "add $64, %[q]\n\t"         \
-  "add $8, %[x0]\n\t"         \
+#define MH_Q8_STEP(ROWS, ROW)                                                  \
+  MH_Q8_FROM_Q                                                                 \
+  ROWS(ROW)                                                                    \
+  "add $64, %[q]\n\t"                                                          \
+  "add $8, %[x0]\n\t"                                                          \
   "add $8, %[x3]\n\t"
 // One chunk of 4 steps into the int16 sums, then ymm13 = ones for the widening.
-#define MH_Q8_CHUNK(ROWS)           \
-  MH_Q8_STEP(ROWS, MH_Q8_ROW_FIRST) \
+#define MH_Q8_CHUNK(ROWS)                                                      \
+  MH_Q8_STEP(ROWS, MH_Q8_ROW_FIRST)                                            \
   ".rept 3\n\t"                                                                \
   MH_Q8_STEP(ROWS, MH_Q8_ROW)                                                  \
   ".endr\n\t"                                                                  \
@@ -303,75 +290,79 @@ alignas(32) constexpr int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 #define MH_Q8_ADD3 MH_Q8_ADD2 MH_Q8_WIDEN(4, 128) MH_Q8_WIDEN(5, 160)
 #define MH_Q8_ADD4 MH_Q8_ADD3 MH_Q8_WIDEN(6, 192) MH_Q8_WIDEN(7, 224)
 // The first chunk stores the widened sums to acc, later chunks add to them: no zeroing pass.
-#define MH_Q8_BLOCK(ROWS, SET, ADD)                   \
-  "vmovdqa %[low], %%ymm12\n\t" MH_Q8_CHUNK(ROWS) SET \
-      "dec %[n]\n\t"                                  \
-      "jz 2f\n\t"                                     \
-      "1:\n\t" MH_Q8_CHUNK(ROWS) ADD                  \
-      "dec %[n]\n\t"                                  \
-      "jnz 1b\n\t"                                    \
-      "2:\n\t"
-#define MH_Q8_ASM(ROWS, SET, ADD)                                                                                      \
-  __asm__ volatile(MH_Q8_BLOCK(ROWS, SET, ADD)                                                                         \
-                   : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)                                       \
-                   : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16)                \
-                   : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", \
-                     "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc")
+#define MH_Q8_BLOCK(ROWS, SET, ADD) \
+  "vmovdqa %[low], %%ymm12\n\t"    \
+  MH_Q8_CHUNK(ROWS)                 \
+  SET                               \
+  "dec %[n]\n\t"                    \
+  "jz 2f\n\t"                       \
+  "1:\n\t"                          \
+  MH_Q8_CHUNK(ROWS)                 \
+  ADD                               \
+  "dec %[n]\n\t"                    \
+  "jnz 1b\n\t"                      \
+  "2:\n\t"
+#define MH_Q8_ASM(ROWS, SET, ADD)                                                                      \
+  __asm__ volatile(MH_Q8_BLOCK(ROWS, SET, ADD)                                                         \
+                   : [q] "+r"(q), [x0] "+r"(xk), [x3] "+r"(x3), [n] "+r"(chunks)                       \
+                   : [ldx] "r"(ldx), [acc] "r"(&acc[0][0]), [low] "m"(kNibbleMask), [ones] "m"(kOnes16) \
+                   : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",   \
+                     "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc")
 // Five rows do not fit the layout above (10 sums + 4 codes + 3 scratch > 16 registers), so a
 // 5-row step takes one 32-byte column half at a time: ymm0-9 sums (row r: ymm(2r) columns 0-7,
 // ymm(2r+1) columns 8-15), ymm10/11 the half's low and high nibbles, ymm12 the mask, ymm13/14
 // the activations (broadcast once per half), ymm15 a product. One unpack per step serves all
 // five rows, where 3 + 2 groups unpack twice.
-#define MH_Q8_HROW(XL, XH, S)                \
-  "vpbroadcastd " XL                         \
-  ", %%ymm13\n\t"                            \
-  "vpbroadcastd " XH                         \
-  ", %%ymm14\n\t"                            \
-  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t" \
-  "vpaddw %%ymm15, " S ", " S                \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t" \
+#define MH_Q8_HROW(XL, XH, S)                     \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm10, %%ymm15\n\t"      \
+  "vpaddw %%ymm15, " S ", " S "\n\t"              \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
   "vpaddw %%ymm15, " S ", " S "\n\t"
-#define MH_Q8_HROW_FIRST(XL, XH, S)          \
-  "vpbroadcastd " XL                         \
-  ", %%ymm13\n\t"                            \
-  "vpbroadcastd " XH                         \
-  ", %%ymm14\n\t"                            \
-  "vpmaddubsw %%ymm13, %%ymm10, " S          \
-  "\n\t"                                     \
-  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t" \
+#define MH_Q8_HROW_FIRST(XL, XH, S)               \
+  "vpbroadcastd " XL ", %%ymm13\n\t"              \
+  "vpbroadcastd " XH ", %%ymm14\n\t"              \
+  "vpmaddubsw %%ymm13, %%ymm10, " S "\n\t"        \
+  "vpmaddubsw %%ymm14, %%ymm11, %%ymm15\n\t"      \
   "vpaddw %%ymm15, " S ", " S "\n\t"
-#define MH_Q8_HALF(OFF, ROW, S0, S1, S2, S3, S4)                                                        \
-  "vmovdqu " OFF                                                                                        \
-  "(%[q]), %%ymm10\n\t"                                                                                 \
-  "vpsrlw $4, %%ymm10, %%ymm11\n\t"                                                                     \
-  "vpand %%ymm12, %%ymm10, %%ymm10\n\t"                                                                 \
-  "vpand %%ymm12, %%ymm11, %%ymm11\n\t" ROW("(%[x0])", "4(%[x0])", S0)                                  \
-      ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", S1) ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", S2) \
-          ROW("(%[x3])", "4(%[x3])", S3) ROW("(%[x3],%[ldx],1)", "4(%[x3],%[ldx],1)", S4)
-#define MH_Q8_ROWS5(ROW)                                                 \
-  MH_Q8_HALF("0", ROW, "%%ymm0", "%%ymm2", "%%ymm4", "%%ymm6", "%%ymm8") \
+#define MH_Q8_HALF(OFF, ROW, S0, S1, S2, S3, S4)                  \
+  "vmovdqu " OFF "(%[q]), %%ymm10\n\t"                            \
+  "vpsrlw $4, %%ymm10, %%ymm11\n\t"                               \
+  "vpand %%ymm12, %%ymm10, %%ymm10\n\t"                           \
+  "vpand %%ymm12, %%ymm11, %%ymm11\n\t"                           \
+  ROW("(%[x0])", "4(%[x0])", S0)                                  \
+  ROW("(%[x0],%[ldx],1)", "4(%[x0],%[ldx],1)", S1)                \
+  ROW("(%[x0],%[ldx],2)", "4(%[x0],%[ldx],2)", S2)                \
+  ROW("(%[x3])", "4(%[x3])", S3)                                  \
+  ROW("(%[x3],%[ldx],1)", "4(%[x3],%[ldx],1)", S4)
+#define MH_Q8_ROWS5(ROW)                                                         \
+  MH_Q8_HALF("0", ROW, "%%ymm0", "%%ymm2", "%%ymm4", "%%ymm6", "%%ymm8")        \
   MH_Q8_HALF("32", ROW, "%%ymm1", "%%ymm3", "%%ymm5", "%%ymm7", "%%ymm9")
-#define MH_Q8_STEP5(ROW) \
-  MH_Q8_ROWS5(ROW)       \
-  "add $64, %[q]\n\t"    \
-  "add $8, %[x0]\n\t"    \
+#define MH_Q8_STEP5(ROW)      \
+  MH_Q8_ROWS5(ROW)            \
+  "add $64, %[q]\n\t"         \
+  "add $8, %[x0]\n\t"         \
   "add $8, %[x3]\n\t"
-#define MH_Q8_CHUNK5            \
-  MH_Q8_STEP5(MH_Q8_HROW_FIRST) \
+#define MH_Q8_CHUNK5                \
+  MH_Q8_STEP5(MH_Q8_HROW_FIRST)     \
   ".rept 3\n\t"                     \
   MH_Q8_STEP5(MH_Q8_HROW)           \
   ".endr\n\t"                       \
   "vmovdqa %[ones], %%ymm13\n\t"
 #define MH_Q8_SET5 MH_Q8_SET4 MH_Q8_WIDEN_SET(8, 256) MH_Q8_WIDEN_SET(9, 288)
 #define MH_Q8_ADD5 MH_Q8_ADD4 MH_Q8_WIDEN(8, 256) MH_Q8_WIDEN(9, 288)
-#define MH_Q8_BLOCK5                                    \
-  "vmovdqa %[low], %%ymm12\n\t" MH_Q8_CHUNK5 MH_Q8_SET5 \
-  "dec %[n]\n\t"                                        \
-  "jz 2f\n\t"                                           \
-  "1:\n\t" MH_Q8_CHUNK5 MH_Q8_ADD5                      \
-  "dec %[n]\n\t"                                        \
-  "jnz 1b\n\t"                                          \
+#define MH_Q8_BLOCK5         \
+  "vmovdqa %[low], %%ymm12\n\t" \
+  MH_Q8_CHUNK5               \
+  MH_Q8_SET5                 \
+  "dec %[n]\n\t"             \
+  "jz 2f\n\t"                \
+  "1:\n\t"                   \
+  MH_Q8_CHUNK5               \
+  MH_Q8_ADD5                 \
+  "dec %[n]\n\t"             \
+  "jnz 1b\n\t"               \
   "2:\n\t"
 // Every row group unpacks the codes itself: keeping the first group's unpacked codes in a
 // scratch buffer for the next groups ran 4-15% slower (the stores and reloads cost more than the
@@ -434,8 +425,7 @@ void q8_tile_rows(const Q4Matrix& w, int t, const Q8Act& x, int M, float* y, int
   for (int m = 0; m < M; ++m) accf[m][0] = accf[m][1] = _mm256_setzero_ps();
   for (int b = 0; b < nb; ++b) {
     const uint8_t* q = qs + size_t(b) * size_t(steps) * kQ4StepBytes;
-    for (int i = 0; i < steps; ++i)
-      _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes + i * 64), _MM_HINT_T0);
+    for (int i = 0; i < steps; ++i) _mm_prefetch(reinterpret_cast<const char*>(q + kPrefetchBytes + i * 64), _MM_HINT_T0);
     // Groups of 4 rows; a remainder of 5 runs as one group of 5, so no group has one row (M >= 2).
     for (int m = 0; m < M;) {
       const int rest = M - m, take = rest == 5 ? 5 : std::min(rest, 4);
@@ -502,20 +492,20 @@ void f32_tile(const Q4Matrix& w, int t, const F32Act& x, int m0, float* y, int64
     for (int k = g * w.gs; k < k1; k += kQ4StepK) {
       const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8));
       const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8 + 32));
-#define MH_F32_STEP(I)                                                                                \
-  {                                                                                                   \
-    const __m256 w0l = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v0, 8 * (I)), low));     \
-    const __m256 w0h = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v0, 8 * (I) + 4), low)); \
-    const __m256 w1l = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v1, 8 * (I)), low));     \
-    const __m256 w1h = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v1, 8 * (I) + 4), low)); \
-    for (int r = 0; r < R; ++r) {                                                                     \
-      const float* xr = x.x + size_t(m0 + r) * x.kp + k;                                              \
-      const __m256 xl = _mm256_broadcast_ss(xr + (I)), xh = _mm256_broadcast_ss(xr + 4 + (I));        \
-      a[r][0][0] = _mm256_fmadd_ps(w0l, xl, a[r][0][0]);                                              \
-      a[r][0][1] = _mm256_fmadd_ps(w0h, xh, a[r][0][1]);                                              \
-      a[r][1][0] = _mm256_fmadd_ps(w1l, xl, a[r][1][0]);                                              \
-      a[r][1][1] = _mm256_fmadd_ps(w1h, xh, a[r][1][1]);                                              \
-    }                                                                                                 \
+#define MH_F32_STEP(I)                                                                                     \
+  {                                                                                                        \
+    const __m256 w0l = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v0, 8 * (I)), low));         \
+    const __m256 w0h = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v0, 8 * (I) + 4), low));     \
+    const __m256 w1l = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v1, 8 * (I)), low));         \
+    const __m256 w1h = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v1, 8 * (I) + 4), low));     \
+    for (int r = 0; r < R; ++r) {                                                                          \
+      const float* xr = x.x + size_t(m0 + r) * x.kp + k;                                                   \
+      const __m256 xl = _mm256_broadcast_ss(xr + (I)), xh = _mm256_broadcast_ss(xr + 4 + (I));             \
+      a[r][0][0] = _mm256_fmadd_ps(w0l, xl, a[r][0][0]);                                                   \
+      a[r][0][1] = _mm256_fmadd_ps(w0h, xh, a[r][0][1]);                                                   \
+      a[r][1][0] = _mm256_fmadd_ps(w1l, xl, a[r][1][0]);                                                   \
+      a[r][1][1] = _mm256_fmadd_ps(w1h, xh, a[r][1][1]);                                                   \
+    }                                                                                                      \
   }
       MH_F32_STEP(0)
       MH_F32_STEP(1)
