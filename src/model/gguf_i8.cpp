@@ -19,7 +19,7 @@ float h2f(const uint8_t* p) {
 // One Q8_0 block (34 bytes, 32 values): d, 32 int8 codes.
 void put_q8_0(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
   ops::i8_scale(w, n, k0) = h2f(b);
-  for (int j = 0; j < 32; ++j) ops::i8_set_code(w, n, k0 + j, int8_t(b[2 + j]));
+  ops::i8_set_codes(w, n, k0, reinterpret_cast<const int8_t*>(b + 2), 32);
 }
 
 // One Q6_K block (210 bytes, 256 values): value 128h + 32p + l (h < 2, p < 4, l < 32) has the low
@@ -29,6 +29,7 @@ void put_q6_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
   const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
   std::memcpy(&ops::i8_kd(w, n, k0), b + 208, 2);
   for (int j = 0; j < 16; ++j) ops::i8_ksc(w, n, k0 + 16 * j) = sc[j];
+  int8_t code[256];
   for (int h = 0; h < 2; ++h) {
     const uint8_t* ql = b + 64 * h;
     const uint8_t* qh = b + 128 + 32 * h;
@@ -37,9 +38,10 @@ void put_q6_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
         const uint8_t lowb = ql[l + 32 * (p & 1)];
         const int lo = p < 2 ? (lowb & 0xF) : (lowb >> 4);
         const int q = lo | (((qh[l] >> (2 * p)) & 3) << 4);
-        ops::i8_set_code(w, n, k0 + 128 * h + 32 * p + l, int8_t(q - 32));
+        code[128 * h + 32 * p + l] = int8_t(q - 32);
       }
   }
+  ops::i8_set_codes(w, n, k0, code, 256);
 }
 
 // One Q5_K block (176 bytes, 256 values): fp16 d, dmin, 12 scale bytes, 32 bytes of fifth bits,
@@ -54,10 +56,12 @@ void put_q5_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
     ops::i8_ksc(w, n, k0 + 32 * s) = int8_t(sc);
     ops::i8_kmin(w, n, k0 + 32 * s) = mn;
     const uint8_t* ql = b + 48 + 32 * (s / 2);
+    int8_t code[32];
     for (int l = 0; l < 32; ++l) {
       const int lo = s % 2 ? (ql[l] >> 4) : (ql[l] & 0xF);
-      ops::i8_set_code(w, n, k0 + 32 * s + l, int8_t(lo | (((qh[l] >> s) & 1) << 4)));
+      code[l] = int8_t(lo | (((qh[l] >> s) & 1) << 4));
     }
+    ops::i8_set_codes(w, n, k0 + 32 * s, code, 32);
   }
 }
 

@@ -44,8 +44,7 @@ std::shared_ptr<I8Weight> i8_alloc(int n, int k, int sb, bool with_adds, const s
   m.n_tiles = (n + kI8TileCols - 1) / kI8TileCols;
   m.sb = sb;
   w->qs = PageBuffer(size_t(m.n_tiles) * tile_bytes(m));
-  w->qs.advise_huge_pages();  // read whole every token, as the int4 tiles
-  std::memset(w->qs.data(), 0, w->qs.size());
+  w->qs.advise_huge_pages();  // read whole every token, as the int4 tiles (zeroed: padding codes 0)
   w->scales.assign(size_t(m.n_tiles) * size_t(k / sb) * kI8TileCols, 0.0f);
   if (with_adds) w->adds.assign(size_t(m.n_tiles) * size_t(k / 32) * kI8TileCols, 0.0f);
   m.qs = reinterpret_cast<const int8_t*>(w->qs.data());
@@ -55,6 +54,12 @@ std::shared_ptr<I8Weight> i8_alloc(int n, int k, int sb, bool with_adds, const s
 }
 
 void i8_set_code(I8Weight& w, int n, int k, int8_t code) { w.qs.data()[code_index(w, n, k)] = uint8_t(code); }
+
+void i8_set_codes(I8Weight& w, int n, int k0, const int8_t* codes, int count) {
+  MH_CHECK(k0 % kI8StepK == 0 && count % kI8StepK == 0, "i8_set_codes: rows must come in whole steps");
+  for (int k = k0; k < k0 + count; k += kI8StepK)  // a step's 4 rows of one column are adjacent
+    std::memcpy(w.qs.data() + code_index(w, n, k), codes + (k - k0), kI8StepK);
+}
 
 float& i8_scale(I8Weight& w, int n, int k) {
   const int ns = w.mat.kp / w.mat.sb;

@@ -31,6 +31,8 @@ struct I8Weight {
 std::shared_ptr<I8Weight> i8_alloc(int n, int k, int sb, bool with_adds, const std::string& kind);
 // Code of W[n][k], and the scale / add of its block (index k / sb and k / 32).
 void i8_set_code(I8Weight& w, int n, int k, int8_t code);
+// Codes of W[n][k0 .. k0+count-1] (k0 and count multiples of 4), four at a time.
+void i8_set_codes(I8Weight& w, int n, int k0, const int8_t* codes, int count);
 float& i8_scale(I8Weight& w, int n, int k);
 float& i8_add(I8Weight& w, int n, int k);
 void i8_finish(I8Weight& w);  // sets mat.small from the codes
