@@ -1,4 +1,4 @@
-// GGUF Q8_0, Q5_K and Q6_K on the int8-code kernels (kernels/i8w.h): the repacked weights equal
+// GGUF Q8_0, Q5_0, Q5_1, Q3_K, Q5_K and Q6_K on the int8-code kernels (kernels/i8w.h): the repacked weights equal
 // the reference dequantization (formats/ggml_quants.cpp) bit for bit, and the linears on odd shapes
 // with fresh random blocks match a double-precision product at every ISA this CPU has, for one row
 // (decode) and many rows (prefill), with int8 activations and in the exact fp32 mode. Also
@@ -39,6 +39,9 @@ std::vector<uint8_t> random_blocks(GgmlType t, int N, int K, std::mt19937& rng) 
     if (t == GgmlType::kQ8_0) put(off, 0.0005f);
     if (t == GgmlType::kQ5_K) put(off, 0.0005f), put(off + 2, 0.001f);
     if (t == GgmlType::kQ6_K) put(off + 208, 0.0002f);
+    if (t == GgmlType::kQ5_0) put(off, 0.002f);
+    if (t == GgmlType::kQ5_1) put(off, 0.002f), put(off + 2, -0.02f);
+    if (t == GgmlType::kQ3_K) put(off + 108, 0.0005f);
   }
   return b;
 }
@@ -87,19 +90,24 @@ TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
   ASSERT_EQ(got.size(), want.size());
   EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
   EXPECT_EQ(l.i8->mat.small, t != GgmlType::kQ8_0);
-  // Q6_K and Q5_K keep their own scale layout (kernels/i8w.h): 8.56 / 8.63 bits a weight with the
-  // codes, Q8_0 fp32 scales per 32 (9 bits); the GPU's fp32 form of it gives the same weights.
+  // The K-quants keep their own scale layout (kernels/i8w.h): Q6_K / Q3_K 8.56, Q5_K 8.63 bits a
+  // weight with the codes; Q8_0 / Q5_0 fp32 scales per 32 (9 bits), Q5_1 and fp32 adds (10); the
+  // GPU's fp32 form of it gives the same weights.
   const size_t cols = size_t(l.i8->mat.n_tiles) * 16, kk = size_t(K);
-  const size_t want_bytes = t == GgmlType::kQ8_0   ? cols * kk + cols * (kk / 32) * 4
-                            : t == GgmlType::kQ6_K ? cols * kk + cols * (kk / 16) + cols * (kk / 256) * 2
-                                                   : cols * kk + cols * (kk / 32) * 2 + cols * (kk / 256) * 4;
+  const bool kquant = t == GgmlType::kQ3_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
+  const bool adds = t == GgmlType::kQ5_K || t == GgmlType::kQ5_1;
+  const size_t sb = size_t(l.i8->mat.sb);
+  const size_t want_bytes = cols * kk + (kquant ? cols * (kk / sb) + cols * (kk / 256) * 2 * (adds ? 2 : 1)
+                                                : cols * (kk / 32) * 4 * (adds ? 2 : 1)) +
+                            (kquant && adds ? cols * (kk / 32) : 0);
   EXPECT_EQ(ops::i8_weight_bytes(*l.i8), want_bytes);
-  EXPECT_EQ(l.i8->mat.ksc != nullptr, t != GgmlType::kQ8_0);
+  EXPECT_EQ(l.i8->mat.ksc != nullptr, kquant);
+  EXPECT_EQ(l.i8->mat.sb, t == GgmlType::kQ6_K || t == GgmlType::kQ3_K ? 16 : 32);
   const ops::I8Scales fs = ops::i8_scales(*l.i8);
-  EXPECT_EQ(fs.adds.empty(), t != GgmlType::kQ5_K);
+  EXPECT_EQ(fs.adds.empty(), !adds);
   for (int n = 0; n < N; ++n)
     for (int k = 0; k < K; k += 7) {
-      const size_t tile = size_t(n / 16), c = size_t(n % 16), sb = size_t(l.i8->mat.sb);
+      const size_t tile = size_t(n / 16), c = size_t(n % 16);
       float v = fs.scales[(tile * (kk / sb) + size_t(k) / sb) * 16 + c] *
                 float(l.i8->mat.qs[size_t(n / 16) * kk * 16 + size_t(k / 4) * 64 + c * 4 + size_t(k % 4)]);
       if (!fs.adds.empty()) v += fs.adds[(tile * (kk / 32) + size_t(k / 32)) * 16 + c];
@@ -165,7 +173,9 @@ TEST_P(GgufI8, LinearMatchesDoubleProductAtEveryIsa) {
 INSTANTIATE_TEST_SUITE_P(OddShapes, GgufI8,
                          ::testing::Values(Case{GgmlType::kQ8_0, 37, 96}, Case{GgmlType::kQ8_0, 64, 352},
                                            Case{GgmlType::kQ6_K, 37, 256}, Case{GgmlType::kQ6_K, 48, 512},
-                                           Case{GgmlType::kQ5_K, 50, 256}, Case{GgmlType::kQ5_K, 17, 768}),
+                                           Case{GgmlType::kQ5_K, 50, 256}, Case{GgmlType::kQ5_K, 17, 768},
+                                           Case{GgmlType::kQ5_0, 37, 96}, Case{GgmlType::kQ5_1, 50, 160},
+                                           Case{GgmlType::kQ3_K, 37, 256}, Case{GgmlType::kQ3_K, 48, 768}),
                          [](const auto& info) {
                            return ggml_type_name(uint32_t(std::get<0>(info.param))) + "_" +
                                   std::to_string(std::get<1>(info.param)) + "x" +

@@ -173,10 +173,11 @@ struct Synth {
     for (const auto& x : ts) {
       std::vector<float> v(size_t(x.rows) * size_t(x.cols));
       ggml_dequantize(x.type, x.bytes.data(), int64_t(v.size()), v.data());
-      // The loader keeps Q4_0, Q4_1, Q4_K (int4 kernels), Q8_0, Q5_K and Q6_K (int8-code kernels) linears
-      // exact and stores other quantized types as f16; the embedding of a quantized type is always f16.
+      // The loader keeps Q4_0, Q4_1, Q4_K (int4 kernels), Q8_0, Q5_0, Q5_1, Q3_K, Q5_K and Q6_K
+      // (int8-code kernels) linears exact and stores other quantized types as f16; the embedding of a quantized type is always f16.
       const bool q4_linear = (x.type == GgmlType::kQ4_0 || x.type == GgmlType::kQ4_1 || x.type == GgmlType::kQ4_K ||
-                              x.type == GgmlType::kQ8_0 || x.type == GgmlType::kQ5_K || x.type == GgmlType::kQ6_K) &&
+                              x.type == GgmlType::kQ8_0 || x.type == GgmlType::kQ5_K || x.type == GgmlType::kQ6_K ||
+                              x.type == GgmlType::kQ5_0 || x.type == GgmlType::kQ5_1 || x.type == GgmlType::kQ3_K) &&
                              x.gguf != "token_embd.weight";
       if (x.rows > 1 && !exact_kind && !q4_linear)
         for (float& f : v) f = fp16_to_f32(f32_to_fp16(f));
@@ -216,7 +217,8 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
   if (GetParam() == GgmlType::kQ4_0 || GetParam() == GgmlType::kQ4_1 || GetParam() == GgmlType::kQ4_K) {
     EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kQ4);
   }
-  if (GetParam() == GgmlType::kQ8_0 || GetParam() == GgmlType::kQ5_K || GetParam() == GgmlType::kQ6_K) {
+  if (GetParam() == GgmlType::kQ8_0 || GetParam() == GgmlType::kQ5_K || GetParam() == GgmlType::kQ6_K ||
+      GetParam() == GgmlType::kQ5_0 || GetParam() == GgmlType::kQ5_1 || GetParam() == GgmlType::kQ3_K) {
     EXPECT_EQ(g.weights->layers[0].wq.kind, ops::Linear::Kind::kI8);
     EXPECT_EQ(g.weights->lm_head.kind, ops::Linear::Kind::kI8);
   }
@@ -230,12 +232,12 @@ TEST_P(GgufTypes, LogitsEqualDequantizedReference) {
 }
 
 // The int8-activation design on the int4 paths (Q4_0, Q4_1 with its offsets, Q4_K) and the
-// int8-code paths (Q8_0, Q5_K, Q6_K) stays close to the exact reference (it quantizes activations,
-// so not to fp32 rounding).
+// int8-code paths (Q8_0, Q5_0, Q5_1, Q3_K, Q5_K, Q6_K) stays close to the exact reference (it
+// quantizes activations, so not to fp32 rounding).
 TEST(GgufModel, Q4TypesWithInt8Activations) {
   ops::set_q4_act(ops::Q4Act::kQ8);
-  for (GgmlType t :
-       {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ8_0, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+  for (GgmlType t : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K, GgmlType::kQ8_0, GgmlType::kQ5_0,
+                     GgmlType::kQ5_1, GgmlType::kQ3_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     test::TempDir dir;
     Synth s;
     s.write(t, dir / "m.gguf", dir / "ref");

@@ -33,9 +33,9 @@ std::vector<uint8_t> random_blocks(GgmlType t, int N, int K, std::mt19937& rng) 
     std::memcpy(&b[at], &h, 2);
   };
   for (size_t off = 0; off < b.size(); off += bb) {
-    put(off, 0.002f * u(rng));                                                         // d
-    if (t == GgmlType::kQ4_1) put(off + 2, 0.02f * sign(rng));                         // m
-    if (t == GgmlType::kQ4_K) put(off + 2, 0.001f * u(rng));                           // dmin
+    put(off, 0.002f * u(rng));                                  // d
+    if (t == GgmlType::kQ4_1) put(off + 2, 0.02f * sign(rng));  // m
+    if (t == GgmlType::kQ4_K) put(off + 2, 0.001f * u(rng));    // dmin
   }
   return b;
 }

@@ -71,15 +71,7 @@ void deq_q2_k(const uint8_t* b, float* y) {
   }
 }
 
-// Q3_K's sixteen 6-bit scales: low nibbles in bytes 0..7 (two per byte: scales j and j+8), high
-// two bits in bytes 8..11 (four per byte).
-void q3_k_scales(const uint8_t* s, int* out) {
-  for (int j = 0; j < 16; ++j) {
-    const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
-    const int hi = (s[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
-    out[j] = (lo | (hi << 4)) - 32;
-  }
-}
+void q3_k_scales(const uint8_t* s, int* out) { ggml_q3_k_scales(s, out); }
 
 void deq_q3_k(const uint8_t* b, float* y) {
   const uint8_t* hm = b;
@@ -300,6 +292,16 @@ void ggml_dequantize(GgmlType t, const void* src, int64_t n, float* out) {
       default:
         fail("ggml_dequantize: type ", ggml_type_name(uint32_t(t)), " is not supported");
     }
+  }
+}
+
+// Low nibbles in bytes 0..7 (two per byte: scales j and j+8), high two bits in bytes 8..11 (four
+// per byte).
+void ggml_q3_k_scales(const uint8_t* scales, int* out) {
+  for (int j = 0; j < 16; ++j) {
+    const int lo = j < 8 ? (scales[j] & 0xF) : (scales[j - 8] >> 4);
+    const int hi = (scales[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+    out[j] = (lo | (hi << 4)) - 32;
   }
 }
 

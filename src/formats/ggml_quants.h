@@ -42,6 +42,9 @@ void ggml_quantize_q4_k(const float* x, int64_t n, uint8_t* out, const float* su
                         const float* sub_min = nullptr);
 void ggml_quantize_q6_k(const float* x, int64_t n, uint8_t* out);
 
+// The sixteen signed scales (6-bit value - 32) of a Q3_K block's 12 scale bytes.
+void ggml_q3_k_scales(const uint8_t* scales, int* out);
+
 // The 6-bit scale and min of sub-block j < 8 of a Q4_K / Q5_K block's 12 scale bytes, and the inverse.
 void ggml_k4_scale_min(int j, const uint8_t* scales, uint8_t* sc, uint8_t* mn);
 void ggml_k4_put_scale_min(int j, uint8_t sc, uint8_t mn, uint8_t* scales);

@@ -1,13 +1,16 @@
-// Int8-code matrix kernels: the layout GGUF's Q8_0, Q5_K and Q6_K weights are repacked into at
-// load (model/gguf_i8.cpp). Each ISA fills one I8Kernels table; the scalar table is the reference
-// the tests trust.
+// Int8-code matrix kernels: the layout GGUF's Q8_0, Q5_0, Q5_1, Q3_K, Q5_K and Q6_K weights are
+// repacked into at load (model/gguf_i8.cpp). Each ISA fills one I8Kernels table; the scalar table
+// is the reference the tests trust.
 //
 // W[n][k] = scale[n][k / sb] * code[n][k] + add[n][k / 32], codes signed int8:
 //   Q8_0: code = q (-128..127), sb = 32, scale = d, no add            (exact)
+//   Q5_0: code = q - 16 (-16..15), sb = 32, scale = d, no add         (exact)
+//   Q5_1: code = q (0..31), sb = 32, scale = d, add = m               (exact)
+//   Q3_K: code = q2 - 4 or q2 (-4..3), sb = 16, scale = d * (sc - 32) (exact)
 //   Q6_K: code = q - 32 (-32..31), sb = 16, scale = d * sc            (exact: d*sc fits fp32)
 //   Q5_K: code = q (0..31), sb = 32, scale = d * sc, add = -dmin * m  (exact)
-// Why one 8-bit family rather than native 5/6-bit layouts: see README "GGUF files" (one kernel
-// serves three types; measured bytes and speed in bench/RESULTS.md, issue 17).
+// Why one 8-bit family rather than native 3/5/6-bit layouts: see README "GGUF files" (one kernel
+// serves six types; measured bytes and speed in bench/RESULTS.md, issue 17).
 //
 // Tiles of 16 output columns; K (kp) a multiple of 32.
 //   qs     [n_tiles][kp/4][64] int8. In step o (k = 4o..4o+3) byte 4*c + i is the code of column
@@ -17,9 +20,10 @@
 //   adds   [n_tiles][kp/32][16] fp32, or null
 // Padding columns have code 0, scale 0 and add 0.
 //
-// Q6_K and Q5_K keep their files' scale layout instead (ksc set; kp a multiple of 256): the scale
-// of rows k..k+sb-1 is kd * ksc and, with kmin, the add of rows k..k+31 is -kdmin * kmin:
-//   ksc    [n_tiles][kp/sb][16] int8 (Q6_K's signed scales, Q5_K's 6-bit ones)
+// The K-quants (Q3_K, Q5_K, Q6_K) keep their files' scale layout instead (ksc set; kp a multiple
+// of 256): the scale of rows k..k+sb-1 is kd * ksc and, with kmin, the add of rows k..k+31 is
+// -kdmin * kmin:
+//   ksc    [n_tiles][kp/sb][16] int8 (Q6_K's signed scales, Q3_K's sc - 32, Q5_K's 6-bit ones)
 //   kmin   [n_tiles][kp/32][16] u8 (Q5_K's 6-bit mins), or null
 //   kd, kdmin  [n_tiles][kp/256][16] fp16, the super-block's factors
 // Q6_K then reads 8.56 bits a weight instead of 10 (Q5_K 8.63); the fp32 products equal the fp32
@@ -46,7 +50,7 @@ struct I8Matrix {
   const int8_t* qs = nullptr;
   const float* scales = nullptr;
   const float* adds = nullptr;
-  const int8_t* ksc = nullptr;  // the Q6_K / Q5_K layout (above), or null
+  const int8_t* ksc = nullptr;  // the K-quant layout (above), or null
   const uint8_t* kmin = nullptr;
   const uint16_t* kd = nullptr;
   const uint16_t* kdmin = nullptr;

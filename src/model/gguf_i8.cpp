@@ -65,30 +65,108 @@ void put_q5_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
   }
 }
 
-const char* kind_name(GgmlType t) { return t == GgmlType::kQ8_0 ? "q8_0" : t == GgmlType::kQ5_K ? "q5_k" : "q6_k"; }
+// One Q5_0 (22 bytes: d, 32 high bits, 16 bytes of nibbles; w = d * (q - 16)) or Q5_1 block (24
+// bytes: d, m, high bits, nibbles; w = d * q + m) of 32 values: value j < 16 is the low nibble of
+// byte j, value j + 16 its high nibble, and bit j of the high word is value j's fifth bit.
+void put_q5_01(ops::I8Weight& w, int n, int k0, const uint8_t* b, bool q5_1) {
+  const uint8_t* qh_p = b + (q5_1 ? 4 : 2);
+  const uint8_t* qs = qh_p + 4;
+  uint32_t qh;
+  std::memcpy(&qh, qh_p, 4);
+  ops::i8_scale(w, n, k0) = h2f(b);
+  if (q5_1) ops::i8_add(w, n, k0) = h2f(b + 2);
+  const int bias = q5_1 ? 0 : 16;
+  int8_t code[32];
+  for (int j = 0; j < 16; ++j) {
+    code[j] = int8_t(int((qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - bias);
+    code[j + 16] = int8_t(int((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias);
+  }
+  ops::i8_set_codes(w, n, k0, code, 32);
+}
+
+// One Q3_K block (110 bytes, 256 values): 32 bytes of high-bit masks, 64 of 2-bit codes, 12 of
+// sixteen 6-bit scales, fp16 d. Value 128h + 32p + 16s + l (h < 2, p < 4, s < 2, l < 16) has the
+// two bits (qs[32h + 16s + l] >> 2p) & 3, less 4 unless bit 4h + p of hmask[16s + l] is set, and
+// the scale of its 16-block; w = d * (scale - 32) * code.
+void put_q3_k(ops::I8Weight& w, int n, int k0, const uint8_t* b) {
+  const uint8_t* hm = b;
+  int sc[16];
+  ggml_q3_k_scales(b + 96, sc);
+  std::memcpy(&ops::i8_kd(w, n, k0), b + 108, 2);
+  for (int j = 0; j < 16; ++j) ops::i8_ksc(w, n, k0 + 16 * j) = int8_t(sc[j]);
+  int8_t code[256];
+  int i = 0;
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* q = b + 32 + 32 * h;
+    for (int p = 0; p < 4; ++p) {
+      const uint8_t m = uint8_t(1u << (4 * h + p));
+      for (int l = 0; l < 32; ++l) code[i++] = int8_t(int((q[l] >> (2 * p)) & 3) - ((hm[l] & m) ? 0 : 4));
+    }
+  }
+  ops::i8_set_codes(w, n, k0, code, 256);
+}
+
+const char* kind_name(GgmlType t) {
+  switch (t) {
+    case GgmlType::kQ8_0:
+      return "q8_0";
+    case GgmlType::kQ5_0:
+      return "q5_0";
+    case GgmlType::kQ5_1:
+      return "q5_1";
+    case GgmlType::kQ3_K:
+      return "q3_k";
+    case GgmlType::kQ5_K:
+      return "q5_k";
+    default:
+      return "q6_k";
+  }
+}
+
+// Values per block (32 or 256) and rows per scale (16 or 32).
+int block_values(GgmlType t) { return t == GgmlType::kQ8_0 || t == GgmlType::kQ5_0 || t == GgmlType::kQ5_1 ? 32 : 256; }
+int scale_rows(GgmlType t) { return t == GgmlType::kQ6_K || t == GgmlType::kQ3_K ? 16 : 32; }
 
 }  // namespace
 
-bool gguf_i8_type(GgmlType t) { return t == GgmlType::kQ8_0 || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K; }
+bool gguf_i8_type(GgmlType t) {
+  return t == GgmlType::kQ8_0 || t == GgmlType::kQ5_0 || t == GgmlType::kQ5_1 || t == GgmlType::kQ3_K ||
+         t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
+}
 
 ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_dim, ThreadPool& pool) {
-  const int be = t.type == GgmlType::kQ8_0 ? 32 : 256;
+  const int be = block_values(t.type);
   const size_t bb = ggml_block_bytes(t.type);
   const size_t row_bytes = size_t(K / be) * bb;  // the reader checked K % be == 0 and nbytes
-  auto w = ops::i8_alloc(N, K, t.type == GgmlType::kQ6_K ? 16 : 32, t.type == GgmlType::kQ5_K, kind_name(t.type));
-  if (t.type != GgmlType::kQ8_0) ops::i8_use_k_scales(*w);  // K-quants keep their scale layout
+  const bool adds = t.type == GgmlType::kQ5_K || t.type == GgmlType::kQ5_1;
+  auto w = ops::i8_alloc(N, K, scale_rows(t.type), adds, kind_name(t.type));
+  if (be == 256) ops::i8_use_k_scales(*w);  // K-quants keep their scale layout
   pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1, int) {
     for (int n = int(n0); n < int(n1); ++n) {
       const int src = qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n;
       const uint8_t* row = t.data + size_t(src) * row_bytes;
       for (int i = 0; i < K / be; ++i) {
         const uint8_t* b = row + size_t(i) * bb;
-        if (t.type == GgmlType::kQ8_0)
-          put_q8_0(*w, n, i * be, b);
-        else if (t.type == GgmlType::kQ6_K)
-          put_q6_k(*w, n, i * be, b);
-        else
-          put_q5_k(*w, n, i * be, b);
+        switch (t.type) {
+          case GgmlType::kQ8_0:
+            put_q8_0(*w, n, i * be, b);
+            break;
+          case GgmlType::kQ5_0:
+            put_q5_01(*w, n, i * be, b, false);
+            break;
+          case GgmlType::kQ5_1:
+            put_q5_01(*w, n, i * be, b, true);
+            break;
+          case GgmlType::kQ3_K:
+            put_q3_k(*w, n, i * be, b);
+            break;
+          case GgmlType::kQ6_K:
+            put_q6_k(*w, n, i * be, b);
+            break;
+          default:
+            put_q5_k(*w, n, i * be, b);
+            break;
+        }
       }
     }
   });

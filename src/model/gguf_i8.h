@@ -1,4 +1,4 @@
-// GGUF Q8_0, Q5_K and Q6_K matrices repacked at load into the int8-code kernels' layout
+// GGUF Q8_0, Q5_0, Q5_1, Q3_K, Q5_K and Q6_K matrices repacked at load into the int8-code kernels' layout
 // (kernels/i8w.h, ops/i8_linear.h): codes and scales unchanged, so the weights are exact.
 #pragma once
 

@@ -50,11 +50,11 @@ void put_codes(uint8_t* tile, int c, int g, const uint8_t* code) {
 
 // The per-block numbers of the three types, in the layouts of ops::Q4Weight.
 struct Tables {
-  std::vector<uint16_t> scales;       // Q4_0, Q4_1: d [n_tiles][G][16]
-  std::vector<uint8_t> zeros;         // Q4_0: 8; Q4_1: nearest to -m/d
-  std::vector<float> offsets;         // Q4_1: m + d*z [N][G]
-  std::vector<uint8_t> ksc, kmin;     // Q4_K [n_tiles][G][16]
-  std::vector<uint16_t> kd, kdmin;    // Q4_K [n_tiles][G/8][16]
+  std::vector<uint16_t> scales;     // Q4_0, Q4_1: d [n_tiles][G][16]
+  std::vector<uint8_t> zeros;       // Q4_0: 8; Q4_1: nearest to -m/d
+  std::vector<float> offsets;       // Q4_1: m + d*z [N][G]
+  std::vector<uint8_t> ksc, kmin;   // Q4_K [n_tiles][G][16]
+  std::vector<uint16_t> kd, kdmin;  // Q4_K [n_tiles][G/8][16]
 };
 
 // Block g of row n (column c of tile t): its scale numbers. False when one is not finite.
