@@ -18,33 +18,13 @@
 #include "kernels/isa.h"
 #include "kernels/q4.h"
 #include "ops/q4_linear.h"
+#include "support/gguf_blocks.h"
 #include "support/test_util.h"
 #include "util/half.h"
 #include "util/thread_pool.h"
 
 namespace metharme {
 namespace {
-
-// Random blocks of type t for an N x K matrix: random code bytes, fp16 scales set to sane values.
-std::vector<uint8_t> random_blocks(GgmlType t, int N, int K, std::mt19937& rng) {
-  std::vector<uint8_t> b(size_t(N) * ggml_tensor_bytes(t, {K}));
-  for (auto& x : b) x = uint8_t(rng());
-  const size_t bb = ggml_block_bytes(t);
-  std::uniform_real_distribution<float> u(0.5f, 1.5f);
-  auto put = [&](size_t at, float v) {
-    const uint16_t h = f32_to_fp16(v * u(rng));
-    std::memcpy(&b[at], &h, 2);
-  };
-  for (size_t off = 0; off < b.size(); off += bb) {
-    if (t == GgmlType::kQ8_0) put(off, 0.0005f);
-    if (t == GgmlType::kQ5_K) put(off, 0.0005f), put(off + 2, 0.001f);
-    if (t == GgmlType::kQ6_K) put(off + 208, 0.0002f);
-    if (t == GgmlType::kQ5_0) put(off, 0.002f);
-    if (t == GgmlType::kQ5_1) put(off, 0.002f), put(off + 2, -0.02f);
-    if (t == GgmlType::kQ3_K) put(off + 108, 0.0005f);
-  }
-  return b;
-}
 
 std::vector<float> reference(GgmlType t, const std::vector<uint8_t>& blocks, int N, int K) {
   std::vector<float> w(size_t(N) * size_t(K));
@@ -65,26 +45,15 @@ std::vector<float> int8_view(const std::vector<float>& x, int M, int K) {
   return out;
 }
 
-GgufTensorInfo info_of(GgmlType t, const std::vector<uint8_t>& b, int N, int K) {
-  GgufTensorInfo ti;
-  ti.name = "w";
-  ti.type = t;
-  ti.dims = {K, N};
-  ti.numel = int64_t(N) * K;
-  ti.nbytes = b.size();
-  ti.data = b.data();
-  return ti;
-}
-
 using Case = std::tuple<GgmlType, int, int>;  // type, N, K
 class GgufI8 : public ::testing::TestWithParam<Case> {};
 
 TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
   const auto [t, N, K] = GetParam();
   std::mt19937 rng(uint32_t(N * 131 + K));
-  const std::vector<uint8_t> b = random_blocks(t, N, K, rng);
+  const std::vector<uint8_t> b = test::random_gguf_blocks(t, N, K, rng);
   ThreadPool pool(2);
-  const ops::Linear l = gguf_i8_linear(info_of(t, b, N, K), N, K, 0, pool);
+  const ops::Linear l = gguf_i8_linear(test::gguf_tensor_view(t, b, N, K), N, K, 0, pool, "m.gguf");
   ASSERT_EQ(l.kind, ops::Linear::Kind::kI8);
   const std::vector<float> got = ops::i8_dequantize(*l.i8), want = reference(t, b, N, K);
   ASSERT_EQ(got.size(), want.size());
@@ -97,9 +66,10 @@ TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
   const bool kquant = t == GgmlType::kQ3_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
   const bool adds = t == GgmlType::kQ5_K || t == GgmlType::kQ5_1;
   const size_t sb = size_t(l.i8->mat.sb);
-  const size_t want_bytes = cols * kk + (kquant ? cols * (kk / sb) + cols * (kk / 256) * 2 * (adds ? 2 : 1)
-                                                : cols * (kk / 32) * 4 * (adds ? 2 : 1)) +
-                            (kquant && adds ? cols * (kk / 32) : 0);
+  const size_t want_bytes =
+      cols * kk +
+      (kquant ? cols * (kk / sb) + cols * (kk / 256) * 2 * (adds ? 2 : 1) : cols * (kk / 32) * 4 * (adds ? 2 : 1)) +
+      (kquant && adds ? cols * (kk / 32) : 0);
   EXPECT_EQ(ops::i8_weight_bytes(*l.i8), want_bytes);
   EXPECT_EQ(l.i8->mat.ksc != nullptr, kquant);
   EXPECT_EQ(l.i8->mat.sb, t == GgmlType::kQ6_K || t == GgmlType::kQ3_K ? 16 : 32);
@@ -116,7 +86,7 @@ TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
   // attn_q / attn_k: output row n is GGUF row hf_qk_row_to_gguf(n, head_dim).
   const int hd = 16;
   if (N % hd == 0) {
-    const ops::Linear p = gguf_i8_linear(info_of(t, b, N, K), N, K, hd, pool);
+    const ops::Linear p = gguf_i8_linear(test::gguf_tensor_view(t, b, N, K), N, K, hd, pool, "m.gguf");
     const std::vector<float> g = ops::i8_dequantize(*p.i8);
     for (int n = 0; n < N; ++n)
       ASSERT_EQ(std::memcmp(&g[size_t(n) * size_t(K)], &want[size_t(hf_qk_row_to_gguf(n, hd)) * size_t(K)],
@@ -129,10 +99,10 @@ TEST_P(GgufI8, RepackEqualsReferenceDequantization) {
 TEST_P(GgufI8, LinearMatchesDoubleProductAtEveryIsa) {
   const auto [t, N, K] = GetParam();
   std::mt19937 rng(uint32_t(N * 7 + K * 3 + int(t)));
-  const std::vector<uint8_t> b = random_blocks(t, N, K, rng);
+  const std::vector<uint8_t> b = test::random_gguf_blocks(t, N, K, rng);
   const std::vector<float> W = reference(t, b, N, K);
   ThreadPool pool(2);
-  const ops::Linear l = gguf_i8_linear(info_of(t, b, N, K), N, K, 0, pool);
+  const ops::Linear l = gguf_i8_linear(test::gguf_tensor_view(t, b, N, K), N, K, 0, pool, "m.gguf");
   const kernels::Isa saved = kernels::active_isa();
   for (int M : {1, 3, 13, 37}) {
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);

@@ -1,8 +1,8 @@
 // GGUF Q4_0, Q4_1 and Q4_K repacked straight from their blocks into the int4 tiles
 // (model/gguf_q4.cpp): on odd shapes with fresh random blocks the repacked weights equal the
 // reference dequantization (formats/ggml_quants.cpp) bit for bit (Q4_1: to fp32 rounding of its
-// offsets), in the Q/K row order too, and a block scale or min that is not finite fails naming
-// the file, the tensor and the row.
+// offsets), in the Q/K row order too; and on these and the int8-code types (model/gguf_i8.cpp) a
+// block scale, min or offset that is not finite fails naming the file, the tensor and the row.
 #include "model/gguf_q4.h"
 
 #include <gtest/gtest.h>
@@ -14,7 +14,9 @@
 
 #include "formats/ggml_quants.h"
 #include "formats/gguf_llama.h"
+#include "model/gguf_i8.h"
 #include "ops/q4_linear.h"
+#include "support/gguf_blocks.h"
 #include "util/error.h"
 #include "util/half.h"
 #include "util/thread_pool.h"
@@ -22,49 +24,20 @@
 namespace metharme {
 namespace {
 
-// Random blocks of type t for an N x K matrix: random code and scale bytes, sane fp16 factors.
-std::vector<uint8_t> random_blocks(GgmlType t, int N, int K, std::mt19937& rng) {
-  std::vector<uint8_t> b(size_t(N) * ggml_tensor_bytes(t, {K}));
-  for (auto& x : b) x = uint8_t(rng());
-  const size_t bb = ggml_block_bytes(t);
-  std::uniform_real_distribution<float> u(0.5f, 1.5f), sign(-1.0f, 1.0f);
-  auto put = [&](size_t at, float v) {
-    const uint16_t h = f32_to_fp16(v);
-    std::memcpy(&b[at], &h, 2);
-  };
-  for (size_t off = 0; off < b.size(); off += bb) {
-    put(off, 0.002f * u(rng));                                  // d
-    if (t == GgmlType::kQ4_1) put(off + 2, 0.02f * sign(rng));  // m
-    if (t == GgmlType::kQ4_K) put(off + 2, 0.001f * u(rng));    // dmin
-  }
-  return b;
-}
-
-GgufTensorInfo info_of(GgmlType t, const std::vector<uint8_t>& b, int N, int K) {
-  GgufTensorInfo ti;
-  ti.name = "blk.0.attn_q.weight";
-  ti.type = t;
-  ti.dims = {K, N};
-  ti.numel = int64_t(N) * K;
-  ti.nbytes = b.size();
-  ti.data = b.data();
-  return ti;
-}
-
 using Case = std::tuple<GgmlType, int, int>;  // type, N, K
 class GgufQ4 : public ::testing::TestWithParam<Case> {};
 
 TEST_P(GgufQ4, RepackEqualsReferenceDequantization) {
   const auto [t, N, K] = GetParam();
   std::mt19937 rng(uint32_t(N * 31 + K + int(t)));
-  const std::vector<uint8_t> b = random_blocks(t, N, K, rng);
+  const std::vector<uint8_t> b = test::random_gguf_blocks(t, N, K, rng);
   std::vector<float> want(size_t(N) * size_t(K));
   ggml_dequantize(t, b.data(), int64_t(want.size()), want.data());
   ThreadPool pool(2);
   const int hd = 16;
   for (int qk : {0, hd}) {
     if (qk && N % qk) continue;
-    const ops::Linear l = gguf_q4_linear(info_of(t, b, N, K), N, K, qk, pool, "m.gguf");
+    const ops::Linear l = gguf_q4_linear(test::gguf_tensor_view(t, b, N, K), N, K, qk, pool, "m.gguf");
     ASSERT_EQ(l.kind, ops::Linear::Kind::kQ4);
     EXPECT_EQ(l.q4->mat.uniform_zero, t == GgmlType::kQ4_0 ? 8 : t == GgmlType::kQ4_K ? 0 : -1);
     EXPECT_EQ(l.q4->mat.ksc != nullptr, t == GgmlType::kQ4_K);
@@ -93,8 +66,8 @@ INSTANTIATE_TEST_SUITE_P(OddShapes, GgufQ4,
                                   std::to_string(std::get<1>(i.param)) + "x" + std::to_string(std::get<2>(i.param));
                          });
 
-// Hostile files: an infinite d (Q4_0, Q4_1, Q4_K), a NaN m (Q4_1) or dmin (Q4_K) in one block of
-// row 5 fails with the file, the tensor and the row named.
+// Hostile files: an infinite or NaN d, dmin or m in one block of the file's row 5 fails with the
+// file, the tensor and the row named, on the int4 layouts and the int8-code ones alike.
 TEST(GgufQ4, NonFiniteBlockNumbersAreRefused) {
   ThreadPool pool(2);
   std::mt19937 rng(9);
@@ -104,18 +77,25 @@ TEST(GgufQ4, NonFiniteBlockNumbersAreRefused) {
     uint16_t bits;
   };
   for (Bad bad : {Bad{GgmlType::kQ4_0, 0, 0x7C00}, Bad{GgmlType::kQ4_1, 0, 0xFC00}, Bad{GgmlType::kQ4_1, 2, 0x7E00},
-                  Bad{GgmlType::kQ4_K, 0, 0x7C00}, Bad{GgmlType::kQ4_K, 2, 0x7E00}}) {
+                  Bad{GgmlType::kQ4_K, 0, 0x7C00}, Bad{GgmlType::kQ4_K, 2, 0x7E00}, Bad{GgmlType::kQ8_0, 0, 0x7C00},
+                  Bad{GgmlType::kQ5_0, 0, 0x7E00}, Bad{GgmlType::kQ5_1, 2, 0xFC00}, Bad{GgmlType::kQ3_K, 108, 0x7C00},
+                  Bad{GgmlType::kQ5_K, 2, 0x7E00}, Bad{GgmlType::kQ6_K, 208, 0x7C00}}) {
     const int N = 20, K = 512;
-    std::vector<uint8_t> b = random_blocks(bad.t, N, K, rng);
+    std::vector<uint8_t> b = test::random_gguf_blocks(bad.t, N, K, rng);
     const size_t row = ggml_tensor_bytes(bad.t, {K}), bb = ggml_block_bytes(bad.t);
     std::memcpy(&b[5 * row + bb + bad.at], &bad.bits, 2);
-    try {
-      (void)gguf_q4_linear(info_of(bad.t, b, N, K), N, K, 0, pool, "m.gguf");
-      ADD_FAILURE() << ggml_type_name(uint32_t(bad.t)) << " at " << bad.at << " was accepted";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("m.gguf: tensor 'blk.0.attn_q.weight' row 5 "), std::string::npos)
-          << e.what();
-      EXPECT_NE(std::string(e.what()).find("not a finite number"), std::string::npos) << e.what();
+    const std::string type = ggml_type_name(uint32_t(bad.t));
+    for (int qk : {0, 4}) {  // with the Q/K row order the message still names the file's row
+      try {
+        const GgufTensorInfo ti = test::gguf_tensor_view(bad.t, b, N, K);
+        (void)(gguf_q4_type(bad.t) ? gguf_q4_linear(ti, N, K, qk, pool, "m.gguf")
+                                   : gguf_i8_linear(ti, N, K, qk, pool, "m.gguf"));
+        ADD_FAILURE() << type << " at " << bad.at << " was accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("m.gguf: tensor 'blk.0.attn_q.weight' row 5 "), std::string::npos)
+            << type << ": " << e.what();
+        EXPECT_NE(std::string(e.what()).find("not a finite number"), std::string::npos) << e.what();
+      }
     }
   }
 }

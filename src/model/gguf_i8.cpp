@@ -1,9 +1,11 @@
 #include "model/gguf_i8.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "formats/ggml_quants.h"
 #include "formats/gguf_llama.h"
+#include "util/error.h"
 #include "util/half.h"
 
 namespace metharme {
@@ -134,7 +136,8 @@ bool gguf_i8_type(GgmlType t) {
          t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
 }
 
-ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_dim, ThreadPool& pool) {
+ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_dim, ThreadPool& pool,
+                           const std::string& file) {
   const int be = block_values(t.type);
   const size_t bb = ggml_block_bytes(t.type);
   const size_t row_bytes = size_t(K / be) * bb;  // the reader checked K % be == 0 and nbytes
@@ -171,6 +174,18 @@ ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
     }
   });
   ops::i8_finish(*w);
+  // A scale or add that is not finite (a d, dmin or m of inf/NaN in the file) is refused: the fp32
+  // form holds every one, in [n_tiles][blocks][16].
+  const ops::I8Scales f = ops::i8_scales(*w);
+  for (const std::vector<float>* v : {&f.scales, &f.adds}) {
+    const size_t per_tile = v->size() / size_t(w->mat.n_tiles);
+    for (size_t i = 0; i < v->size(); ++i)
+      if (!std::isfinite((*v)[i])) {
+        const int n = int(i / per_tile) * kernels::kI8TileCols + int(i % kernels::kI8TileCols);
+        fail(file, ": tensor '", t.name, "' row ", qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n,
+             " has a block scale, min or offset that is not a finite number");
+      }
+  }
   ops::Linear l;
   l.kind = ops::Linear::Kind::kI8;
   l.n_out = N;

@@ -82,7 +82,7 @@ ops::Linear linear(Ctx& c, const std::string& name, int N, int K, int qk_head_di
   if (gguf_q4_type(t.type)) {
     l = gguf_q4_linear(t, N, K, qk_head_dim, c.pool, c.f.path());
   } else if (gguf_i8_type(t.type)) {
-    l = gguf_i8_linear(t, N, K, qk_head_dim, c.pool);
+    l = gguf_i8_linear(t, N, K, qk_head_dim, c.pool, c.f.path());
   } else {
     std::vector<uint8_t> owned(size_t(N) * size_t(K) * (is_float(t.type) ? esz : 2));
     const WType wt = rows_to(c, t, N, K, qk_head_dim, owned.data());

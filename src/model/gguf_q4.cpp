@@ -125,10 +125,10 @@ ops::Linear gguf_q4_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
     for (int ti = int(t0); ti < int(t1); ++ti) {
       uint8_t* tile = w->qs.data() + size_t(ti) * m.tile_qs_bytes();
       for (int c = 0; c < kQ4TileCols && ti * kQ4TileCols + c < N; ++c) {
-        const int n = ti * kQ4TileCols + c;
-        const uint8_t* row = t.data + size_t(qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n) * row_bytes;
+        const int n = ti * kQ4TileCols + c, src = qk_head_dim ? hf_qk_row_to_gguf(n, qk_head_dim) : n;
+        const uint8_t* row = t.data + size_t(src) * row_bytes;
         for (int g = 0; g < G; ++g) {
-          if (!put_scales(t.type, row, n, ti, c, g, G, tb)) bad_row = n;
+          if (!put_scales(t.type, row, n, ti, c, g, G, tb)) bad_row = src;
           block_codes(t.type, row, g, code);
           put_codes(tile, c, g, code);
         }
@@ -136,7 +136,8 @@ ops::Linear gguf_q4_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
     }
   });
   if (bad_row >= 0)
-    fail(file, ": tensor '", t.name, "' row ", int(bad_row), " has a block scale or min that is not a finite number");
+    fail(file, ": tensor '", t.name, "' row ", int(bad_row),
+         " has a block scale, min or offset that is not a finite number");
   m.qs = w->qs.data();
   if (t.type == GgmlType::kQ4_K) {
     ops::q4_set_k_scales(*w, std::move(tb.ksc), std::move(tb.kmin), std::move(tb.kd), std::move(tb.kdmin));

@@ -14,8 +14,8 @@ namespace metharme {
 bool gguf_q4_type(GgmlType t);
 
 // t is a [N][K] matrix in GGUF row order; output row n reads row hf_qk_row_to_gguf(n, qk_head_dim)
-// when qk_head_dim is set (attn_q / attn_k), else row n. A scale, min or offset that is not a
-// finite number fails naming `file` and the tensor.
+// when qk_head_dim is set (attn_q / attn_k), else row n. A block scale, min or offset that is not
+// a finite number fails naming `file`, the tensor and the file's row.
 ops::Linear gguf_q4_linear(const GgufTensorInfo& t, int N, int K, int qk_head_dim, ThreadPool& pool,
                            const std::string& file);
 
