@@ -74,6 +74,10 @@ struct I8Kernels {
 // scale * code + add with ggml's rounding. Plain C++ (only the exact fp32-activation path and
 // tests use it).
 void i8_dequant(const I8Matrix& w, int t0, int t1, float* out);
+// The fp32 scale of rows si*sb.. and add of rows 32b.. (0 without adds) of column c in tile t,
+// whichever layout holds them (plain C++, what the kernels compute in registers).
+float i8_scale_at(const I8Matrix& w, int t, int si, int c);
+float i8_add_at(const I8Matrix& w, int t, int b, int c);
 
 const I8Kernels& i8_kernels(Isa isa);
 const I8Kernels& i8_kernels();  // checked_isa(i8_family()), see kernels/selftest.h

@@ -102,6 +102,12 @@ constexpr int kQ4AmxMinRows = 32;
 
 // Per-ISA tables (calling one the CPU lacks is undefined).
 const Q4Kernels& q4_kernels_scalar();
+// Cell gi ([n_tiles][n_groups][16]) of w in fp32: its scale, its subtracted min (Q4_K; else 0)
+// and its zero point (Q4_K: 0), whichever layout holds them: W = scale * (code - zero) - min.
+// Plain C++ (kernels/q4_scalar.cpp), what the kernels compute in registers.
+float q4_scale_at(const Q4Matrix& w, size_t gi);
+float q4_min_at(const Q4Matrix& w, size_t gi);
+int q4_zero_at(const Q4Matrix& w, size_t gi);
 const Q4Kernels& q4_kernels_avx2();
 const Q4Kernels& q4_kernels_avx512();
 

@@ -16,21 +16,11 @@ inline int code_at(const uint8_t* tile, int k, int c) {
   return (k % 8) < 4 ? (b & 0xF) : (b >> 4);
 }
 
-// Group g of column c in tile t: gi indexes [n_tiles][n_groups][16], si the Q4_K super-block's
-// [n_tiles][n_groups/8][16].
+// Cell gi indexes [n_tiles][n_groups][16]; the Q4_K super-block's index [n_tiles][n_groups/8][16].
 inline size_t super_index(const Q4Matrix& w, size_t gi) {
   const size_t c = gi % kQ4TileCols, tg = gi / kQ4TileCols, t = tg / size_t(w.n_groups), g = tg % size_t(w.n_groups);
   return (t * size_t(w.n_groups / 8) + g / 8) * kQ4TileCols + c;
 }
-inline float scale_at(const Q4Matrix& w, size_t gi) {
-  if (w.ksc) return fp16_to_f32(w.kd[super_index(w, gi)]) * float(w.ksc[gi]);
-  return w.scales_f32 ? w.scales_f32[gi] : fp16_to_f32(w.scales[gi]);
-}
-// The subtracted min of Q4_K (W = s * code - min), 0 for other layouts.
-inline float min_at(const Q4Matrix& w, size_t gi) {
-  return w.ksc ? fp16_to_f32(w.kdmin[super_index(w, gi)]) * float(w.kmin[gi]) : 0.0f;
-}
-inline int zero_at(const Q4Matrix& w, size_t gi) { return w.ksc ? 0 : w.zeros[gi]; }
 
 void quantize_q8(const float* x, int n, int block, int8_t* q, float* d, int32_t* sum) {
   for (int b = 0; b * block < n; ++b) {
@@ -67,10 +57,10 @@ void gemm_q8(const Q4Matrix& w, const Q8Act& x, int M, int t0, int t1, float* y,
           for (int k = b * x.block; k < (b + 1) * x.block; ++k) isum += code_at(tile, k, c) * int32_t(xq[k]);
           const size_t gi = (size_t(t) * w.n_groups + size_t(b / bpg)) * kQ4TileCols + size_t(c);
           const int32_t xs = x.sum[size_t(m) * nb + size_t(b)];
-          const float f = float(isum - int32_t(zero_at(w, gi)) * xs);
+          const float f = float(isum - int32_t(q4_zero_at(w, gi)) * xs);
           const float xd = x.d[size_t(m) * nb + size_t(b)];
-          acc = std::fma(scale_at(w, gi) * xd, f, acc);
-          acc = std::fma(-min_at(w, gi), xd * float(xs), acc);
+          acc = std::fma(q4_scale_at(w, gi) * xd, f, acc);
+          acc = std::fma(-q4_min_at(w, gi), xd * float(xs), acc);
         }
         y[m * ldy + n] = acc;
       }
@@ -91,8 +81,8 @@ void gemm_f32(const Q4Matrix& w, const F32Act& x, int M, int t0, int t1, float* 
           double ga = 0;
           for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) ga += double(code_at(tile, k, c)) * double(xr[k]);
           const size_t gi = (size_t(t) * w.n_groups + size_t(g)) * kQ4TileCols + size_t(c);
-          const double z = zero_at(w, gi), gsum = x.gsum[size_t(m) * x.n_groups + size_t(g)];
-          acc += double(scale_at(w, gi)) * (ga - z * gsum) - double(min_at(w, gi)) * gsum;
+          const double z = q4_zero_at(w, gi), gsum = x.gsum[size_t(m) * x.n_groups + size_t(g)];
+          acc += double(q4_scale_at(w, gi)) * (ga - z * gsum) - double(q4_min_at(w, gi)) * gsum;
         }
         y[m * ldy + n] = float(acc);
       }
@@ -107,8 +97,8 @@ void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
       float* row = out + (size_t(t - t0) * kQ4TileCols + size_t(c)) * size_t(w.kp);
       for (int g = 0; g < w.n_groups; ++g) {
         const size_t gi = (size_t(t) * w.n_groups + size_t(g)) * kQ4TileCols + size_t(c);
-        const float s = scale_at(w, gi), mn = min_at(w, gi);
-        const int z = zero_at(w, gi);
+        const float s = q4_scale_at(w, gi), mn = q4_min_at(w, gi);
+        const int z = q4_zero_at(w, gi);
         for (int k = g * w.gs; k < (g + 1) * w.gs; ++k) row[k] = s * float(code_at(tile, k, c) - z) - mn;
       }
     }
@@ -116,6 +106,15 @@ void dequant(const Q4Matrix& w, int t0, int t1, float* out) {
 }
 
 }  // namespace
+
+float q4_scale_at(const Q4Matrix& w, size_t gi) {
+  if (w.ksc) return fp16_to_f32(w.kd[super_index(w, gi)]) * float(w.ksc[gi]);
+  return w.scales_f32 ? w.scales_f32[gi] : fp16_to_f32(w.scales[gi]);
+}
+float q4_min_at(const Q4Matrix& w, size_t gi) {
+  return w.ksc ? fp16_to_f32(w.kdmin[super_index(w, gi)]) * float(w.kmin[gi]) : 0.0f;
+}
+int q4_zero_at(const Q4Matrix& w, size_t gi) { return w.ksc ? 0 : w.zeros[gi]; }
 
 const Q4Kernels& q4_kernels_scalar() {
   static const Q4Kernels k{quantize_q8, gemm_q8, gemm_f32, dequant};

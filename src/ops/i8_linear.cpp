@@ -8,7 +8,6 @@
 #include "kernels/q4.h"
 #include "ops/q4_linear.h"
 #include "util/error.h"
-#include "util/half.h"
 
 namespace metharme::ops {
 
@@ -108,20 +107,16 @@ uint16_t& i8_kdmin(I8Weight& w, int n, int k) { return w.kdmin[table_index(w, n,
 I8Scales i8_scales(const I8Weight& w) {
   const kernels::I8Matrix& m = w.mat;
   if (!m.ksc) return {w.scales, w.adds};
-  const size_t cols = size_t(m.n_tiles) * kI8TileCols;
+  const int ns = m.kp / m.sb, nb = m.kp / 32;
   I8Scales r;
-  r.scales.resize(cols * size_t(m.kp / m.sb));
-  if (m.kmin) r.adds.resize(cols * size_t(m.kp / 32));
-  for (size_t i = 0; i < r.scales.size(); ++i) {
-    const size_t c = i % kI8TileCols, t = i / kI8TileCols / size_t(m.kp / m.sb), j = i / kI8TileCols % size_t(m.kp / m.sb);
-    const size_t s = (t * size_t(m.kp / 256) + j * size_t(m.sb) / 256) * kI8TileCols + c;
-    r.scales[i] = fp16_to_f32(m.kd[s]) * float(m.ksc[i]);
-  }
-  for (size_t i = 0; i < r.adds.size(); ++i) {
-    const size_t c = i % kI8TileCols, t = i / kI8TileCols / size_t(m.kp / 32), b = i / kI8TileCols % size_t(m.kp / 32);
-    const size_t s = (t * size_t(m.kp / 256) + b / 8) * kI8TileCols + c;
-    r.adds[i] = -(fp16_to_f32(m.kdmin[s]) * float(m.kmin[i]));
-  }
+  r.scales.resize(size_t(m.n_tiles) * size_t(ns) * kI8TileCols);
+  if (m.kmin) r.adds.resize(size_t(m.n_tiles) * size_t(nb) * kI8TileCols);
+  for (size_t i = 0; i < r.scales.size(); ++i)  // i = (t * ns + j) * 16 + c
+    r.scales[i] = kernels::i8_scale_at(m, int(i / kI8TileCols / size_t(ns)), int(i / kI8TileCols % size_t(ns)),
+                                       int(i % kI8TileCols));
+  for (size_t i = 0; i < r.adds.size(); ++i)
+    r.adds[i] = kernels::i8_add_at(m, int(i / kI8TileCols / size_t(nb)), int(i / kI8TileCols % size_t(nb)),
+                                   int(i % kI8TileCols));
   return r;
 }
 

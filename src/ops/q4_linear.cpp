@@ -258,7 +258,7 @@ Q4Entry q4_entry(const Q4Weight& w, int n, int j) {
   Q4Entry e;
   e.code = uint8_t((j % 8) < 4 ? byte & 15 : byte >> 4);
   e.zero = m.zeros[gi];
-  e.scale = m.scales_f32 ? m.scales_f32[gi] : fp16_to_f32(m.scales[gi]);
+  e.scale = kernels::q4_scale_at(m, gi);
   return e;
 }
 

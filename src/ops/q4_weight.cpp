@@ -4,7 +4,6 @@
 
 #include "ops/q4_linear.h"
 #include "util/error.h"
-#include "util/half.h"
 
 namespace metharme::ops {
 
@@ -66,21 +65,21 @@ Q4Groups q4_groups(const Q4Weight& w) {
   const size_t cells = size_t(m.n_tiles) * size_t(m.n_groups) * kQ4TileCols;
   Q4Groups g;
   g.scales.resize(cells);
+  g.zeros.resize(cells);
+  for (size_t i = 0; i < cells; ++i) {
+    g.scales[i] = kernels::q4_scale_at(m, i);
+    g.zeros[i] = uint8_t(kernels::q4_zero_at(m, i));
+  }
   if (!m.ksc) {
-    for (size_t i = 0; i < cells; ++i) g.scales[i] = m.scales_f32 ? m.scales_f32[i] : fp16_to_f32(m.scales[i]);
-    g.zeros.assign(m.zeros, m.zeros + cells);
     g.offsets = w.offsets;
     return g;
   }
-  g.zeros.assign(cells, 0);
-  g.offsets.assign(size_t(w.n_out) * size_t(m.n_groups), 0.0f);
-  for (size_t i = 0; i < cells; ++i) {
-    const size_t c = i % kQ4TileCols, t = i / kQ4TileCols / size_t(m.n_groups),
-                 grp = i / kQ4TileCols % size_t(m.n_groups);
-    const size_t si = (t * size_t(m.n_groups / 8) + grp / 8) * kQ4TileCols + c;
-    g.scales[i] = fp16_to_f32(m.kd[si]) * float(m.ksc[i]);
-    const size_t n = t * kQ4TileCols + c;
-    if (n < size_t(w.n_out)) g.offsets[n * size_t(m.n_groups) + grp] = -(fp16_to_f32(m.kdmin[si]) * float(m.kmin[i]));
+  // Q4_K's mins become per-32-row offsets [N][n_groups] (gs 32, identity row order).
+  g.offsets.resize(size_t(w.n_out) * size_t(m.n_groups));
+  for (size_t i = 0; i < cells; ++i) {  // i = (t * n_groups + grp) * 16 + c
+    const size_t n = i / kQ4TileCols / size_t(m.n_groups) * kQ4TileCols + i % kQ4TileCols;
+    if (n < size_t(w.n_out))
+      g.offsets[n * size_t(m.n_groups) + i / kQ4TileCols % size_t(m.n_groups)] = -kernels::q4_min_at(m, i);
   }
   return g;
 }
