@@ -26,6 +26,7 @@ inline int32_t load_i32(const int8_t* p) {
 }
 
 constexpr size_t kPrefetchBytes = 2048;
+constexpr size_t kFarPrefetchBytes = 8192;  // a second one into L2, as in q4_avx512.cpp
 
 // Scale si (rows si*sb ..) of tile t in either layout (i8w.h).
 inline __m512 scale16(const I8Matrix& w, int t, int si) {
@@ -64,7 +65,10 @@ void tile_rows(const I8Matrix& w, int t, const I8Act& x, int m0, float* y, int64
       __m512i acc[R];
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
       for (int i = 0; i < 4; ++i) {
-        if (R == 1) _mm_prefetch(reinterpret_cast<const char*>(q + i * 64 + kPrefetchBytes), _MM_HINT_T0);
+        if (R == 1) {
+          _mm_prefetch(reinterpret_cast<const char*>(q + i * 64 + kPrefetchBytes), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(q + i * 64 + kFarPrefetchBytes), _MM_HINT_T2);
+        }
         const __m512i u = _mm512_xor_si512(_mm512_loadu_si512(q + i * 64), flip);
         for (int r = 0; r < R; ++r) {
           const int8_t* xk = x.q + size_t(m0 + r) * size_t(x.kp) + size_t(k0 + 4 * i);

@@ -135,6 +135,8 @@ inline void store_tile_row(float* y, const __m256 acc[2], int valid) {
 // Software prefetch distance in the weight stream: decode has little work per byte, so the core
 // alone does not keep enough reads in flight (+10-20% read rate, bench/q4_bench M = 1).
 constexpr size_t kPrefetchBytes = 2048;
+// Decode's second, far prefetch into L2: more lines in flight (see q4_avx512.cpp).
+constexpr size_t kFarPrefetchBytes = 8192;
 
 // Decode: one activation row x one 16-column tile (memory-bound; batches use q8_tile_rows).
 void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t ldy) {
@@ -168,6 +170,7 @@ void q8_tile(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_t
     const int k1 = (b + 1) * x.block;
     for (int k = b * x.block; k < k1; k += kQ4StepK) {
       _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(qs + size_t(k) * 8 + kFarPrefetchBytes), _MM_HINT_T2);
       const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8));
       const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + size_t(k) * 8 + 32));
       const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
