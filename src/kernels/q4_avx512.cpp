@@ -146,7 +146,12 @@ void q8_tile2(const Q4Matrix& w, int t, const Q8Act& x, int m0, float* y, int64_
     const __m512i nz[2] = {neg_zeros16(w, zp, g), neg_zeros16(w, zp ? zp + zstride : zp, g)};
     __m512i acc[R][2];
     for (int r = 0; r < R; ++r) {
-      const __m512i xs = _mm512_set1_epi32(x.sum[size_t(m0 + r) * size_t(nb) + size_t(b)]);
+      const int32_t sum = x.sum[size_t(m0 + r) * size_t(nb) + size_t(b)];
+      if (w.uniform_zero >= 0) {  // one scalar product, shared by both tiles
+        acc[r][0] = acc[r][1] = _mm512_set1_epi32(-w.uniform_zero * sum);
+        continue;
+      }
+      const __m512i xs = _mm512_set1_epi32(sum);
       acc[r][0] = _mm512_mullo_epi32(nz[0], xs);
       acc[r][1] = _mm512_mullo_epi32(nz[1], xs);
     }
