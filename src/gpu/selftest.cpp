@@ -66,11 +66,7 @@ std::string device_self_test(Context& ctx) {
   src.scales = scales.data();
   src.g_idx = g_idx.data();
   src.name = "device self-test";
-  ops::Linear q4;
-  q4.kind = ops::Linear::Kind::kQ4;
-  q4.n_out = N;
-  q4.n_in = K;
-  q4.q4 = ops::q4_repack(src, 1);
+  const ops::Linear q4 = ops::make_q4_linear(ops::q4_repack(src, 1));
   const std::vector<float> wq = ops::q4_dequantize(*q4.q4);
   std::vector<float> wf(size_t(N) * K), x(size_t(M) * K);
   for (auto& v : wf) v = nd(rng);
@@ -100,11 +96,7 @@ std::string device_self_test(Context& ctx) {
       if (k % 32 == 0) ops::i8_add(*i8w, n, k) = 0.01f * nd(rng);
     }
   ops::i8_finish(*i8w);
-  ops::Linear i8;
-  i8.kind = ops::Linear::Kind::kI8;
-  i8.n_out = N;
-  i8.n_in = K;
-  i8.i8 = i8w;
+  const ops::Linear i8 = ops::make_i8_linear(i8w);
   for (const Case& c :
        {Case{"int4 matmul", &q4, wq, 3}, Case{"int4 prefill matmul", &q4, wq, M}, Case{"f16 matmul", &f16, w16f, 3},
         Case{"int8-code matmul", &i8, ops::i8_dequantize(*i8w), 3}}) {

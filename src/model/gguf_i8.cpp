@@ -186,12 +186,7 @@ ops::Linear gguf_i8_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
              " has a block scale, min or offset that is not a finite number");
       }
   }
-  ops::Linear l;
-  l.kind = ops::Linear::Kind::kI8;
-  l.n_out = N;
-  l.n_in = K;
-  l.i8 = std::move(w);
-  return l;
+  return ops::make_i8_linear(std::move(w));
 }
 
 }  // namespace metharme

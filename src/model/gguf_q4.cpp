@@ -150,12 +150,7 @@ ops::Linear gguf_q4_linear(const GgufTensorInfo& t, int N, int K, int qk_head_di
     if (std::any_of(tb.offsets.begin(), tb.offsets.end(), [](float o) { return o != 0.0f; }))
       w->offsets = std::move(tb.offsets);
   }
-  ops::Linear l;
-  l.kind = ops::Linear::Kind::kQ4;
-  l.n_out = N;
-  l.n_in = K;
-  l.q4 = std::move(w);
-  return l;
+  return ops::make_q4_linear(std::move(w));
 }
 
 }  // namespace metharme

@@ -185,11 +185,7 @@ ops::Linear load_gptq_linear(const TensorStore& store, const LlamaConfig& config
     src.bias_type = float_type(*bias);
   }
   for (const TensorView* t : read) prefault_mapped_pages(t->data, t->nbytes);
-  ops::Linear l;
-  l.kind = ops::Linear::Kind::kQ4;
-  l.n_out = n_out;
-  l.n_in = n_in;
-  l.q4 = ops::q4_repack(src, default_thread_count());
+  ops::Linear l = ops::make_q4_linear(ops::q4_repack(src, default_thread_count()));
   for (const TensorView* t : read) {
     used.push_back(t->name);
     drop_mapped_pages(t->data, t->nbytes);

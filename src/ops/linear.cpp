@@ -92,6 +92,24 @@ Linear make_dense_linear(WType type, const void* data, int n_out, int n_in) {
   return l;
 }
 
+Linear make_q4_linear(std::shared_ptr<const Q4Weight> w) {
+  Linear l;
+  l.kind = Linear::Kind::kQ4;
+  l.n_out = w->n_out;
+  l.n_in = w->n_in;
+  l.q4 = std::move(w);
+  return l;
+}
+
+Linear make_i8_linear(std::shared_ptr<const I8Weight> w) {
+  Linear l;
+  l.kind = Linear::Kind::kI8;
+  l.n_out = w->n_out;
+  l.n_in = w->n_in;
+  l.i8 = std::move(w);
+  return l;
+}
+
 void linear(const Linear& w, const float* x, int M, float* y, ThreadPool& pool) {
   LinearOut o{&w, y};
   linear_multi(&o, 1, x, M, pool);

@@ -36,6 +36,9 @@ struct Linear {
 };
 
 Linear make_dense_linear(kernels::WType type, const void* data, int n_out, int n_in);
+// Linears over repacked weights; N and K are the weight's own.
+Linear make_q4_linear(std::shared_ptr<const Q4Weight> w);
+Linear make_i8_linear(std::shared_ptr<const I8Weight> w);
 
 // y[m][n] = sum_k x[m][k] W[n][k] for m < M; x is [M][n_in], y is [M][n_out] (row strides = widths).
 void linear(const Linear& w, const float* x, int M, float* y, ThreadPool& pool);
